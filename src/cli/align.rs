@@ -1,0 +1,15 @@
+//! `onerec align`.
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct AlignArgs {
+    /// Arguments are added when this stage lands.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+pub fn run(_args: AlignArgs) -> Result<()> {
+    Err(super::not_implemented("align"))
+}

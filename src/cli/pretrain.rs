@@ -1,0 +1,15 @@
+//! `onerec pretrain`.
+
+use anyhow::Result;
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct PretrainArgs {
+    /// Arguments are added when this stage lands.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
+    pub rest: Vec<String>,
+}
+
+pub fn run(_args: PretrainArgs) -> Result<()> {
+    Err(super::not_implemented("pretrain"))
+}

@@ -1,0 +1,9 @@
+//! The data layer: readers for sequence files, interaction tables, item tables and
+//! embedding files; the prepared dataset (dense ids, CSR histories, splits, sessions)
+//! every later stage reads; statistics and the popularity baseline.
+
+pub mod dataset;
+pub mod embeddings;
+
+pub use dataset::{Dataset, DatasetManifest, Split};
+pub use embeddings::Embeddings;

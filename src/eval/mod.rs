@@ -1,0 +1,1 @@
+//! Offline evaluation: Recall@K, NDCG@K, coverage, diversity, true reward.

@@ -1,0 +1,27 @@
+//! onerec: an end-to-end generative recommender in the style of Kuaishou's OneRec.
+//!
+//! The pipeline, one module per stage, each reading and writing plain files:
+//! - [`data`]: interaction logs -> prepared datasets (histories, splits, sessions);
+//! - [`world`]: a synthetic world with a known ground-truth reward;
+//! - [`tokenizer`]: multimodal item embeddings -> unique semantic-ID paths;
+//! - [`model`]: encoder + sparse-MoE decoder over semantic-ID tokens;
+//! - [`train`]: next-token pretraining loop, checkpoints;
+//! - [`align`]: reward model and iterative DPO preference alignment;
+//! - [`generate`]: constrained beam search with a KV cache, batch scoring;
+//! - [`eval`]: Recall@K / NDCG@K, coverage, true reward.
+//!
+//! [`cli`] is a thin layer over these; everything it does is callable from Rust.
+
+pub mod align;
+pub mod cli;
+pub mod config;
+pub mod data;
+pub mod eval;
+pub mod generate;
+pub mod model;
+pub mod tokenizer;
+pub mod train;
+pub mod util;
+pub mod world;
+
+pub use anyhow::{Error, Result};

@@ -1,0 +1,135 @@
+//! File helpers every stage shares: transparent gzip reading, atomic writes
+//! (temp file + rename, so a killed run never leaves a corrupt file) and sha256.
+
+use anyhow::{Context, Result};
+use sha2::{Digest, Sha256};
+use std::fs::File;
+use std::io::{BufRead, BufReader, BufWriter, Read, Write};
+use std::path::{Path, PathBuf};
+
+/// Opens `path` for buffered reading, decompressing it when it ends in `.gz`.
+pub fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
+    let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    if is_gz(path) {
+        Ok(Box::new(BufReader::with_capacity(
+            1 << 16,
+            flate2::read::MultiGzDecoder::new(BufReader::new(file)),
+        )))
+    } else {
+        Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
+    }
+}
+
+/// Reads a whole file (decompressing `.gz`) into memory.
+pub fn read_bytes(path: &Path) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    open_text(path)?
+        .read_to_end(&mut buf)
+        .with_context(|| format!("cannot read {} (truncated or corrupt?)", path.display()))?;
+    Ok(buf)
+}
+
+pub fn is_gz(path: &Path) -> bool {
+    path.extension().is_some_and(|e| e == "gz")
+}
+
+/// The temp-file name used for an atomic write of `path`.
+fn temp_path(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(format!(".tmp{}", std::process::id()));
+    path.with_file_name(name)
+}
+
+/// Writes `path` atomically: the closure writes into a temp file beside it, which is
+/// synced and renamed over `path` only when the closure succeeds.
+pub fn atomic_write_with<F>(path: &Path, write: F) -> Result<()>
+where
+    F: FnOnce(&mut BufWriter<File>) -> Result<()>,
+{
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+    }
+    let tmp = temp_path(path);
+    let result = (|| -> Result<()> {
+        let file = File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+        let mut w = BufWriter::with_capacity(1 << 16, file);
+        write(&mut w)?;
+        let file = w.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// Atomically writes bytes to `path`.
+pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<()> {
+    atomic_write_with(path, |w| Ok(w.write_all(bytes)?))
+}
+
+/// Atomically writes a value as pretty JSON (with a trailing newline).
+pub fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> Result<()> {
+    let mut bytes = serde_json::to_vec_pretty(value)?;
+    bytes.push(b'\n');
+    atomic_write(path, &bytes)
+}
+
+/// Reads a JSON file into a value, naming the file on error.
+pub fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> Result<T> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    serde_json::from_slice(&bytes).with_context(|| format!("{}: invalid JSON", path.display()))
+}
+
+/// Hex sha256 of a file's bytes (as stored, i.e. compressed bytes for `.gz`).
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let mut file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut hasher = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hasher.update(&buf[..n]);
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_bytes(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+/// Builds a directory of outputs atomically: work happens in `DIR.tmpPID`, which
+/// replaces `DIR` only when `build` succeeds. A failed or killed run leaves `DIR`
+/// as it was (a stale temp dir is removed on the next attempt).
+pub fn atomic_dir<F>(dir: &Path, build: F) -> Result<()>
+where
+    F: FnOnce(&Path) -> Result<()>,
+{
+    let tmp = temp_path(dir);
+    if tmp.exists() {
+        std::fs::remove_dir_all(&tmp)?;
+    }
+    std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    match build(&tmp) {
+        Ok(()) => {
+            if dir.exists() {
+                std::fs::remove_dir_all(dir)
+                    .with_context(|| format!("cannot replace {}", dir.display()))?;
+            }
+            std::fs::rename(&tmp, dir)
+                .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+            Ok(())
+        }
+        Err(e) => {
+            let _ = std::fs::remove_dir_all(&tmp);
+            Err(e)
+        }
+    }
+}

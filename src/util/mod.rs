@@ -1,0 +1,7 @@
+//! Small shared helpers: file I/O (gzip, atomic writes, hashing), logging,
+//! progress bars and seeded random streams.
+
+pub mod io;
+pub mod logging;
+pub mod progress;
+pub mod rng;
