@@ -22,16 +22,13 @@ pub enum DataCommand {
         rest: Vec<String>,
     },
     /// Write a synthetic world (interactions, embeddings, ground truth).
-    Synth {
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-        rest: Vec<String>,
-    },
+    Synth(super::synth::SynthArgs),
 }
 
 pub fn run(args: DataArgs) -> Result<()> {
     match args.command {
         DataCommand::Prepare { .. } => Err(super::not_implemented("data prepare")),
         DataCommand::Stats { .. } => Err(super::not_implemented("data stats")),
-        DataCommand::Synth { .. } => Err(super::not_implemented("data synth")),
+        DataCommand::Synth(a) => super::synth::run(a),
     }
 }

@@ -12,6 +12,7 @@ pub mod pretrain;
 pub mod quickstart;
 pub mod reward;
 pub mod score;
+pub mod synth;
 pub mod tokenize;
 
 #[derive(Parser, Debug)]

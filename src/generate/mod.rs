@@ -1,1 +1,24 @@
 //! Constrained beam search over the semantic-ID trie with a KV cache; batch scoring.
+//!
+//! Decoding is written against [`StepModel`], so the search is testable with a
+//! hand-made model and the real [`crate::model`] plugs in by implementing it.
+
+/// What beam search needs from a model: encode histories once, then feed one token
+/// per row and get log-probabilities over the whole vocabulary back.
+///
+/// Rows are (user, beam) pairs laid out by the caller; `reorder` selects and
+/// duplicates rows (e.g. `[0,0,0,1,1,1]` expands 2 users to 3 beams each, and a beam
+/// step passes the parent row of every surviving beam), moving KV caches with them.
+pub trait StepModel {
+    type State;
+    /// Encodes one history per row (dense dataset item ids, oldest first). The
+    /// state holds the encoder output, cross-attention K/V and an empty KV cache.
+    fn encode(&self, histories: &[&[u32]]) -> anyhow::Result<Self::State>;
+    /// Feeds `tokens[r]` to row r (the first call feeds BOS), returns log-softmax
+    /// over the vocabulary, row-major [rows, vocab].
+    fn step(&self, state: &mut Self::State, tokens: &[u32]) -> anyhow::Result<Vec<f32>>;
+    /// Keeps rows `rows` (indices into the current rows, repeats allowed), in order.
+    fn reorder(&self, state: &mut Self::State, rows: &[u32]) -> anyhow::Result<()>;
+    /// Vocabulary size (length of each row returned by `step`).
+    fn vocab_size(&self) -> usize;
+}

@@ -2,6 +2,10 @@
 //! semantic-ID token embeddings) and a decoder with sparse Mixture-of-Experts
 //! feed-forward layers that generates a session token by token.
 
+pub mod vocab;
+
+pub use vocab::Vocab;
+
 use serde::{Deserialize, Serialize};
 
 /// Model architecture (the `[model]` config section).
