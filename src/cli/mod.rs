@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod align;
 pub mod data;
+pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod pretrain;
@@ -35,6 +36,8 @@ pub struct Cli {
 pub enum Command {
     /// Prepare datasets, print statistics, or synthesize a world.
     Data(data::DataArgs),
+    /// Compute item text embeddings with a local BERT sentence model.
+    Embed(embed::EmbedArgs),
     /// Fit the semantic-ID tokenizer on item embeddings.
     Tokenize(tokenize::TokenizeArgs),
     /// Pretrain the encoder / MoE decoder with next-token prediction.
@@ -61,6 +64,7 @@ pub fn run(cli: Cli) -> Result<()> {
     }
     match cli.command {
         Command::Data(a) => data::run(a),
+        Command::Embed(a) => embed::run(a),
         Command::Tokenize(a) => tokenize::run(a),
         Command::Pretrain(a) => pretrain::run(a),
         Command::Reward(a) => reward::run(a),

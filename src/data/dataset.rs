@@ -83,6 +83,16 @@ pub struct Dataset {
 }
 
 impl Dataset {
+    /// Loads a prepared dataset directory (see the module doc for the layout).
+    pub fn load(dir: &std::path::Path) -> anyhow::Result<Dataset> {
+        anyhow::bail!("Dataset::load({}) is not implemented yet", dir.display())
+    }
+
+    /// Writes the dataset into `dir` (each file atomically).
+    pub fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
+        anyhow::bail!("Dataset::save({}) is not implemented yet", dir.display())
+    }
+
     pub fn n_users(&self) -> usize {
         self.user_ids.len()
     }

@@ -102,6 +102,14 @@ impl SemanticIds {
         Ok(rows)
     }
 
+    /// The same paths re-indexed so that row `i` is dataset item `i` (dense id), for
+    /// the model and decoding; fails naming items the tokenizer does not know.
+    pub fn reindexed(&self, dataset_item_ids: &[String]) -> Result<SemanticIds> {
+        let rows = self.rows_for(dataset_item_ids)?;
+        let codes = rows.iter().flat_map(|&r| self.codes(r).iter().copied()).collect();
+        SemanticIds::new(dataset_item_ids.to_vec(), self.codebook_sizes.clone(), codes)
+    }
+
     /// Writes `codes.tsv` into `dir` (atomically).
     pub fn save_codes(&self, dir: &Path) -> Result<()> {
         crate::util::io::atomic_write_with(&dir.join("codes.tsv"), |w| {
