@@ -1,15 +1,32 @@
-//! `onerec align`.
+//! `onerec align`: iterative preference alignment of a pretrained checkpoint.
 
 use anyhow::Result;
 use clap::Args;
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct AlignArgs {
-    /// Arguments are added when this stage lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Config file or built-in name; its `[align]` section is used.
+    #[arg(long)]
+    pub config: String,
+    /// Override a config key, e.g. `--set align.iterations=3` (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Pretrained checkpoint directory (the starting policy and first reference).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Reward model directory written by `onerec reward`.
+    #[arg(long)]
+    pub reward: PathBuf,
+    /// Prepared dataset directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output directory: per-iteration checkpoints and state.json; rerun to resume.
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
-pub fn run(_args: AlignArgs) -> Result<()> {
-    Err(super::not_implemented("align"))
+pub fn run(args: AlignArgs) -> Result<()> {
+    let cfg = crate::config::Config::load(&args.config, &args.set)?;
+    crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out)
 }

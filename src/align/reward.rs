@@ -1,0 +1,577 @@
+//! The session reward model: how much would this user engage with this whole session?
+//!
+//! Architecture: items are id embeddings (+ the sum of their semantic-code embeddings);
+//! the user is the masked mean of their recent history items through a residual MLP;
+//! each session item is made target-aware (`[e, e*u, u]` -> linear -> relu), the
+//! session's items attend to each other (one residual self-attention layer), are
+//! sum-pooled, and one sigmoid tower per engagement signal reads the pooled vector.
+//! Towers: `watch` (session watch time / duration), `like` (fraction liked) when the data
+//! has those features, otherwise `interact` (real session = 1). Negatives are random
+//! sessions with label 0 on every tower. The scalar reward is a weighted tower sum.
+//!
+//! On disk: `reward.safetensors` (weights + `meta.codes`), `reward.json`
+//! ([`RewardMeta`]), `report.json` ([`RewardReport`]) and `config.toml`.
+
+use super::params;
+use super::RewardConfig;
+use crate::config::Config;
+use crate::data::Dataset;
+use crate::tokenizer::SemanticIds;
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
+use rand::seq::SliceRandom;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::path::Path;
+
+pub const WEIGHTS_FILE: &str = "reward.safetensors";
+pub const META_FILE: &str = "reward.json";
+const FORMAT: &str = "onerec-reward-v1";
+
+/// What a saved reward model was trained with; checked before it scores anything.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RewardMeta {
+    pub format: String,
+    pub config: RewardConfig,
+    /// Tower names, in output order.
+    pub towers: Vec<String>,
+    /// Scalar-reward weight of each tower.
+    pub weights: Vec<f64>,
+    /// Engagement features of the training dataset.
+    pub features: Vec<String>,
+    /// sha256 of the tokenizer's `codes.tsv`.
+    pub tokenizer_sha256: String,
+    /// Dense item count of the training dataset.
+    pub n_items: usize,
+    /// Codebook sizes when semantic-code embeddings are used, else empty.
+    pub codebook_sizes: Vec<usize>,
+    pub seed: u64,
+}
+
+/// Held-out quality of one tower.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct TowerMetrics {
+    pub name: String,
+    /// AUC with positives = held-out examples whose label is above the held-out mean
+    /// label (for binary labels: the usual AUC). None if one class is empty.
+    pub auc: Option<f64>,
+    pub threshold: f64,
+    /// Mean BCE on held-out examples.
+    pub loss: f64,
+}
+
+/// What `train_reward_model` measured.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RewardReport {
+    pub towers: Vec<TowerMetrics>,
+    /// AUC of the scalar reward for real held-out sessions vs sampled negatives.
+    pub reward_auc: Option<f64>,
+    pub train_examples: usize,
+    pub heldout_examples: usize,
+    pub heldout_users: usize,
+    /// Mean training loss of each epoch.
+    pub epoch_losses: Vec<f64>,
+    pub seconds: f64,
+}
+
+/// The towers data with these engagement features supports.
+pub fn towers_for(features: &[String]) -> Vec<String> {
+    let has = |f: &str| features.iter().any(|x| x == f);
+    let mut t = Vec::new();
+    if has("watch_time") && has("duration") {
+        t.push("watch".to_string());
+    }
+    if has("like") {
+        t.push("like".to_string());
+    }
+    if t.is_empty() {
+        t.push("interact".to_string());
+    }
+    t
+}
+
+/// The network (weights live in the VarMap / tensors it was built from).
+struct RewardNet {
+    item_emb: Embedding,
+    /// Code embeddings and per-item global code indices `[n_items + 1, levels]` (pad row last).
+    codes: Option<(Embedding, Tensor)>,
+    user1: Linear,
+    user2: Linear,
+    fuse: Linear,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    towers: Vec<(Linear, Linear)>,
+    dim: usize,
+    pad: u32,
+}
+
+/// One padded batch: ids are `pad` where masked out.
+struct Batch {
+    hist: Tensor,
+    hist_w: Tensor,
+    sess: Tensor,
+    sess_mask: Tensor,
+    sess_add: Tensor,
+}
+
+impl RewardNet {
+    fn new(vb: VarBuilder, n_items: usize, dim: usize, code_idx: Option<(usize, Tensor)>, n_towers: usize) -> Result<Self> {
+        let item_emb = candle_nn::embedding(n_items + 1, dim, vb.pp("item_emb"))?;
+        let codes = match code_idx {
+            Some((n_codes, idx)) => Some((candle_nn::embedding(n_codes + 1, dim, vb.pp("code_emb"))?, idx)),
+            None => None,
+        };
+        let l = |i, o, name: &str| candle_nn::linear(i, o, vb.pp(name));
+        let towers = (0..n_towers)
+            .map(|t| Ok((l(dim, dim, &format!("tower{t}.l1"))?, l(dim, 1, &format!("tower{t}.l2"))?)))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(RewardNet {
+            item_emb,
+            codes,
+            user1: l(dim, dim, "user.l1")?,
+            user2: l(dim, dim, "user.l2")?,
+            fuse: l(3 * dim, dim, "fuse")?,
+            q: l(dim, dim, "attn.q")?,
+            k: l(dim, dim, "attn.k")?,
+            v: l(dim, dim, "attn.v")?,
+            o: l(dim, dim, "attn.o")?,
+            towers,
+            dim,
+            pad: n_items as u32,
+        })
+    }
+
+    /// Item representations for ids `[B, L]` -> `[B, L, d]`.
+    fn items(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let mut e = self.item_emb.forward(ids)?;
+        if let Some((emb, idx)) = &self.codes {
+            let levels = idx.dim(1)?;
+            let c = idx.index_select(&ids.flatten_all()?, 0)?.flatten_all()?;
+            let ce = emb.forward(&c)?.reshape((b, l, levels, self.dim))?.sum(2)?;
+            e = (e + ce)?;
+        }
+        Ok(e)
+    }
+
+    /// Tower logits `[B, T]`.
+    fn forward(&self, x: &Batch) -> Result<Tensor> {
+        let (b, m) = x.sess.dims2()?;
+        let eh = self.items(&x.hist)?;
+        let pooled = x.hist_w.unsqueeze(1)?.matmul(&eh)?.squeeze(1)?; // [B, d]
+        let u = (self.user2.forward(&self.user1.forward(&pooled)?.relu()?)? + &pooled)?;
+        let es = self.items(&x.sess)?;
+        let ub = u.unsqueeze(1)?.broadcast_as((b, m, self.dim))?.contiguous()?;
+        let feats = Tensor::cat(&[&es, &(&es * &ub)?, &ub], 2)?;
+        let h = self.fuse.forward(&feats)?.relu()?;
+        let q = self.q.forward(&h)?;
+        let k = self.k.forward(&h)?;
+        let v = self.v.forward(&h)?;
+        let scores = (q.matmul(&k.t()?.contiguous()?)? / (self.dim as f64).sqrt())?;
+        let scores = scores.broadcast_add(&x.sess_add.unsqueeze(1)?)?;
+        let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
+        let h = (&h + self.o.forward(&att.matmul(&v)?)?)?;
+        let s = x.sess_mask.unsqueeze(1)?.matmul(&h)?.squeeze(1)?; // sum pooling [B, d]
+        let outs = self
+            .towers
+            .iter()
+            .map(|(l1, l2)| Ok(l2.forward(&l1.forward(&s)?.relu()?)?))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Tensor::cat(&outs, 1)?)
+    }
+
+    /// Pads histories (last `hist_len` items) and sessions into a batch.
+    fn batch(&self, histories: &[&[u32]], sessions: &[&[u32]], hist_len: usize) -> Result<Batch> {
+        let b = histories.len();
+        let hl = histories.iter().map(|h| h.len().min(hist_len)).max().unwrap_or(0).max(1);
+        let sl = sessions.iter().map(|s| s.len()).max().unwrap_or(0).max(1);
+        let mut hist = vec![self.pad; b * hl];
+        let mut hist_w = vec![0f32; b * hl];
+        let mut sess = vec![self.pad; b * sl];
+        let mut sess_mask = vec![0f32; b * sl];
+        let mut sess_add = vec![-1e9f32; b * sl];
+        for (r, (h, s)) in histories.iter().zip(sessions).enumerate() {
+            let h = &h[h.len().saturating_sub(hist_len)..];
+            for (j, &it) in h.iter().enumerate() {
+                hist[r * hl + j] = it;
+                hist_w[r * hl + j] = 1.0 / h.len() as f32;
+            }
+            for (j, &it) in s.iter().enumerate() {
+                sess[r * sl + j] = it;
+                sess_mask[r * sl + j] = 1.0;
+                sess_add[r * sl + j] = 0.0;
+            }
+        }
+        let dev = &Device::Cpu;
+        Ok(Batch {
+            hist: Tensor::from_vec(hist, (b, hl), dev)?,
+            hist_w: Tensor::from_vec(hist_w, (b, hl), dev)?,
+            sess: Tensor::from_vec(sess, (b, sl), dev)?,
+            sess_mask: Tensor::from_vec(sess_mask, (b, sl), dev)?,
+            sess_add: Tensor::from_vec(sess_add, (b, sl), dev)?,
+        })
+    }
+}
+
+/// Global code indices per item (`[n_items + 1, levels]`, last row = pad code).
+fn code_index(sids: &SemanticIds) -> Result<(usize, Tensor)> {
+    let levels = sids.levels();
+    let mut offs = vec![0u32; levels];
+    for l in 1..levels {
+        offs[l] = offs[l - 1] + sids.codebook_sizes[l - 1] as u32;
+    }
+    let n_codes: usize = sids.codebook_sizes.iter().sum();
+    let mut idx = Vec::with_capacity((sids.n_items() + 1) * levels);
+    for i in 0..sids.n_items() {
+        idx.extend(sids.codes(i as u32).iter().zip(&offs).map(|(c, o)| c + o));
+    }
+    idx.extend(std::iter::repeat_n(n_codes as u32, levels));
+    Ok((n_codes, Tensor::from_vec(idx, (sids.n_items() + 1, levels), &Device::Cpu)?))
+}
+
+/// A trained reward model ready to score sessions.
+pub struct RewardModel {
+    net: RewardNet,
+    pub meta: RewardMeta,
+}
+
+impl RewardModel {
+    /// Loads a directory written by [`train_reward_model`].
+    pub fn load(dir: &Path) -> Result<RewardModel> {
+        let meta_path = dir.join(META_FILE);
+        let meta: RewardMeta = crate::util::io::read_json(&meta_path)
+            .with_context(|| format!("{} is not a reward model directory (`onerec reward` writes one)", dir.display()))?;
+        if meta.format != FORMAT {
+            bail!("{}: format `{}`, expected `{FORMAT}`", meta_path.display(), meta.format);
+        }
+        ensure!(meta.towers.len() == meta.weights.len() && !meta.towers.is_empty(), "{}: towers/weights mismatch", meta_path.display());
+        let wpath = dir.join(WEIGHTS_FILE);
+        let tensors = params::load_tensors(&wpath)?;
+        let code_idx = if meta.codebook_sizes.is_empty() {
+            None
+        } else {
+            let idx = tensors
+                .get("meta.codes")
+                .with_context(|| format!("{}: tensor `meta.codes` missing", wpath.display()))?
+                .clone();
+            ensure!(
+                idx.dims() == [meta.n_items + 1, meta.codebook_sizes.len()],
+                "{}: meta.codes has shape {:?}, expected [{}, {}]",
+                wpath.display(),
+                idx.dims(),
+                meta.n_items + 1,
+                meta.codebook_sizes.len()
+            );
+            Some((meta.codebook_sizes.iter().sum(), idx))
+        };
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let net = RewardNet::new(vb, meta.n_items, meta.config.dim, code_idx, meta.towers.len())?;
+        params::fill_varmap(&vm, &tensors, &wpath)?;
+        tracing::info!(dir = %dir.display(), towers = ?meta.towers, items = meta.n_items, "loaded reward model");
+        Ok(RewardModel { net, meta })
+    }
+
+    /// Per-tower probabilities `[B][T]` for each (history, session) row.
+    pub fn tower_probs(&self, histories: &[&[u32]], sessions: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
+        ensure!(histories.len() == sessions.len(), "reward score: {} histories but {} sessions", histories.len(), sessions.len());
+        let n = self.meta.n_items as u32;
+        for (r, s) in sessions.iter().enumerate() {
+            ensure!(!s.is_empty(), "reward score: session {r} is empty");
+            if let Some(&bad) = s.iter().chain(histories[r].iter()).find(|&&i| i >= n) {
+                bail!("reward score: row {r} has item {bad}, but the reward model knows {n} items (trained on another dataset?)");
+            }
+        }
+        let mut out = Vec::with_capacity(sessions.len());
+        for start in (0..sessions.len()).step_by(512) {
+            let end = (start + 512).min(sessions.len());
+            let batch = self.net.batch(&histories[start..end], &sessions[start..end], self.meta.config.history_len)?;
+            let p = candle_nn::ops::sigmoid(&self.net.forward(&batch)?)?;
+            out.extend(p.to_vec2::<f32>()?);
+        }
+        Ok(out)
+    }
+
+    /// Scalar rewards (weighted tower sum), one per (history, session) row.
+    pub fn score(&self, histories: &[&[u32]], sessions: &[&[u32]]) -> Result<Vec<f32>> {
+        Ok(self
+            .tower_probs(histories, sessions)?
+            .iter()
+            .map(|p| p.iter().zip(&self.meta.weights).map(|(a, w)| a * *w as f32).sum())
+            .collect())
+    }
+
+    /// Fails unless this model was trained with the same tokenizer, feature set and
+    /// item count as the data / checkpoint it is about to judge.
+    pub fn check_compatible(&self, tokenizer_sha256: &str, features: &[String], n_items: usize) -> Result<()> {
+        if self.meta.tokenizer_sha256 != tokenizer_sha256 {
+            bail!(
+                "reward model was trained with tokenizer codes sha256 {} but the checkpoint uses {}: retrain the reward model with the checkpoint's tokenizer",
+                self.meta.tokenizer_sha256,
+                tokenizer_sha256
+            );
+        }
+        if self.meta.features != features {
+            bail!(
+                "reward model was trained on data with features {:?} but this dataset has {:?}: retrain the reward model on this dataset",
+                self.meta.features,
+                features
+            );
+        }
+        if self.meta.n_items != n_items {
+            bail!("reward model knows {} items but this dataset has {n_items}: retrain it on this dataset", self.meta.n_items);
+        }
+        Ok(())
+    }
+}
+
+impl super::iterate::SessionScorer for RewardModel {
+    fn score(&self, histories: &[&[u32]], sessions: &[&[u32]]) -> Result<Vec<f32>> {
+        RewardModel::score(self, histories, sessions)
+    }
+}
+
+/// One training / held-out example: `history(user)[..hist_end]` and a session.
+struct Example {
+    user: usize,
+    hist_end: usize,
+    items: Vec<u32>,
+    labels: Vec<f32>,
+    real: bool,
+}
+
+/// Real session windows of the training parts plus sampled negatives, per user.
+fn build_examples(ds: &Dataset, cfg: &RewardConfig, towers: &[String], seed: u64) -> Result<Vec<Example>> {
+    let fidx = |name: &str| ds.manifest.features.iter().position(|f| f == name);
+    if ds.features.len() != ds.manifest.features.len() {
+        bail!("dataset lists {} features but stores {} feature columns", ds.manifest.features.len(), ds.features.len());
+    }
+    let (wt, dur, like) = (fidx("watch_time"), fidx("duration"), fidx("like"));
+    let n_items = ds.n_items();
+    ensure!(n_items >= 2, "dataset has {n_items} items; the reward model needs at least 2");
+    let mut rng = crate::util::rng::stream(seed, "reward.negatives");
+    let mut out = Vec::new();
+    for u in 0..ds.n_users() {
+        let train = ds.split(u).train;
+        let base = ds.offsets[u];
+        for s in ds.sessions(u) {
+            let (a, b) = (s.start.max(train.start), s.end.min(train.end));
+            let mut st = a;
+            while st < b {
+                let en = (st + cfg.session_len).min(b);
+                if en - st < cfg.min_session_len {
+                    break;
+                }
+                let r = base + st..base + en;
+                let labels: Vec<f32> = towers
+                    .iter()
+                    .map(|t| match t.as_str() {
+                        "watch" => {
+                            let (w, d) = (wt.map(|i| &ds.features[i]), dur.map(|i| &ds.features[i]));
+                            let (w, d) = (w.map(|w| w[r.clone()].iter().sum::<f32>()), d.map(|d| d[r.clone()].iter().sum::<f32>()));
+                            match (w, d) {
+                                (Some(w), Some(d)) if d > 0.0 && w.is_finite() => (w / d).clamp(0.0, 1.0),
+                                _ => 0.0,
+                            }
+                        }
+                        "like" => like
+                            .map(|i| ds.features[i][r.clone()].iter().map(|v| v.clamp(0.0, 1.0)).sum::<f32>() / r.len() as f32)
+                            .unwrap_or(0.0),
+                        _ => 1.0,
+                    })
+                    .collect();
+                let items = ds.items[r.clone()].to_vec();
+                for _ in 0..cfg.negatives {
+                    let neg: Vec<u32> = (0..items.len()).map(|_| rng.gen_range(0..n_items as u32)).collect();
+                    out.push(Example { user: u, hist_end: st, items: neg, labels: vec![0.0; towers.len()], real: false });
+                }
+                out.push(Example { user: u, hist_end: st, items, labels, real: true });
+                st = en;
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn examples_batch(net: &RewardNet, ds: &Dataset, ex: &[&Example], hist_len: usize) -> Result<(Batch, Tensor)> {
+    let hs: Vec<&[u32]> = ex.iter().map(|e| &ds.history(e.user)[..e.hist_end]).collect();
+    let ss: Vec<&[u32]> = ex.iter().map(|e| e.items.as_slice()).collect();
+    let t = ex.first().map(|e| e.labels.len()).unwrap_or(0);
+    let labels: Vec<f32> = ex.iter().flat_map(|e| e.labels.iter().copied()).collect();
+    Ok((net.batch(&hs, &ss, hist_len)?, Tensor::from_vec(labels, (ex.len(), t), &Device::Cpu)?))
+}
+
+/// Elementwise BCE with logits `[B, T]` (soft labels allowed).
+fn bce(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
+    Ok((super::dpo::softplus(logits)? - (logits * labels)?)?)
+}
+
+/// AUC of `scores` for binary `labels` (ties count half); None if a class is empty.
+pub fn auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
+    let mut idx: Vec<usize> = (0..scores.len()).collect();
+    idx.sort_by(|&a, &b| scores[a].total_cmp(&scores[b]));
+    let (mut rank_sum, mut i) = (0f64, 0);
+    while i < idx.len() {
+        let mut j = i;
+        while j + 1 < idx.len() && scores[idx[j + 1]] == scores[idx[i]] {
+            j += 1;
+        }
+        let avg = (i + j) as f64 / 2.0 + 1.0;
+        rank_sum += (i..=j).filter(|&k| labels[idx[k]]).count() as f64 * avg;
+        i = j + 1;
+    }
+    let p = labels.iter().filter(|&&l| l).count() as f64;
+    let n = labels.len() as f64 - p;
+    (p > 0.0 && n > 0.0).then(|| (rank_sum - p * (p + 1.0) / 2.0) / (p * n))
+}
+
+/// Trains the reward model on `ds` (training parts only; held-out users for AUC) and
+/// writes it to `out` atomically. `tokenizer_dir` holds the tokenizer's `codes.tsv`.
+pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out: &Path) -> Result<RewardReport> {
+    let t0 = std::time::Instant::now();
+    let rc = &cfg.reward;
+    rc.validate().context("[reward]")?;
+    let tok_sha = SemanticIds::fingerprint(tokenizer_dir)
+        .with_context(|| format!("tokenizer {}: expected a directory with codes.tsv", tokenizer_dir.display()))?;
+    let sids = if rc.semantic_codes {
+        let s = SemanticIds::load(tokenizer_dir)?;
+        Some(s.reindexed(&ds.item_ids).with_context(|| format!("tokenizer {} does not cover the dataset", tokenizer_dir.display()))?)
+    } else {
+        None
+    };
+    let towers = towers_for(&ds.manifest.features);
+    for k in rc.tower_weights.keys() {
+        if !towers.contains(k) {
+            bail!("[reward] tower_weights.{k}: this dataset has no `{k}` tower (towers: {}; features: {:?})", towers.join(", "), ds.manifest.features);
+        }
+    }
+    let weights: Vec<f64> = towers.iter().map(|t| rc.tower_weights.get(t).copied().unwrap_or(1.0)).collect();
+    tracing::info!(?towers, ?weights, features = ?ds.manifest.features, users = ds.n_users(), items = ds.n_items(), "reward model");
+
+    // Held-out users (seeded).
+    let mut users: Vec<usize> = (0..ds.n_users()).collect();
+    users.shuffle(&mut crate::util::rng::stream(cfg.seed, "reward.holdout"));
+    let n_hold = ((ds.n_users() as f64 * rc.holdout_users).ceil() as usize).min(ds.n_users().saturating_sub(1));
+    let mut held = vec![false; ds.n_users()];
+    for &u in &users[..n_hold] {
+        held[u] = true;
+    }
+    let examples = build_examples(ds, rc, &towers, cfg.seed)?;
+    let (test, train): (Vec<&Example>, Vec<&Example>) = examples.iter().partition(|e| held[e.user]);
+    if train.is_empty() {
+        bail!("no training sessions: every user's training part is shorter than reward.min_session_len = {}", rc.min_session_len);
+    }
+    tracing::info!(train = train.len(), heldout = test.len(), heldout_users = n_hold, "reward examples (real + negative)");
+
+    let vm = VarMap::new();
+    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+    let code_idx = sids.as_ref().map(code_index).transpose()?;
+    let net = RewardNet::new(vb, ds.n_items(), rc.dim, code_idx.clone(), towers.len())?;
+    params::reinit_seeded(&vm, cfg.seed, "reward.init")?;
+    let vars: Vec<_> = params::sorted_vars(&vm).into_iter().map(|(_, v)| v).collect();
+    let mut opt = candle_nn::AdamW::new(
+        vars,
+        candle_nn::ParamsAdamW { lr: rc.lr, weight_decay: rc.weight_decay, ..Default::default() },
+    )?;
+    let mut order: Vec<usize> = (0..train.len()).collect();
+    let mut shuf = crate::util::rng::stream(cfg.seed, "reward.shuffle");
+    let mut epoch_losses = Vec::new();
+    let pb = crate::util::progress::bar((rc.epochs * train.len().div_ceil(rc.batch_size)) as u64, "reward");
+    for epoch in 0..rc.epochs {
+        order.shuffle(&mut shuf);
+        let (mut sum, mut cnt) = (0f64, 0usize);
+        for chunk in order.chunks(rc.batch_size) {
+            let ex: Vec<&Example> = chunk.iter().map(|&i| train[i]).collect();
+            let (batch, labels) = examples_batch(&net, ds, &ex, rc.history_len)?;
+            let loss = bce(&net.forward(&batch)?, &labels)?.mean_all()?;
+            opt.backward_step(&loss)?;
+            sum += loss.to_scalar::<f32>()? as f64 * ex.len() as f64;
+            cnt += ex.len();
+            pb.inc(1);
+        }
+        let l = sum / cnt.max(1) as f64;
+        ensure!(l.is_finite(), "reward training diverged at epoch {epoch} (loss {l}); lower reward.lr");
+        tracing::info!(epoch, loss = l, "reward epoch");
+        epoch_losses.push(l);
+    }
+    pb.finish_and_clear();
+
+    // Held-out evaluation.
+    let mut probs: Vec<Vec<f32>> = Vec::with_capacity(test.len());
+    let mut losses = vec![0f64; towers.len()];
+    for chunk in test.chunks(512) {
+        let (batch, labels) = examples_batch(&net, ds, chunk, rc.history_len)?;
+        let logits = net.forward(&batch)?;
+        let l = bce(&logits, &labels)?.sum(0)?.to_vec1::<f32>()?;
+        for (acc, v) in losses.iter_mut().zip(l) {
+            *acc += v as f64;
+        }
+        probs.extend(candle_nn::ops::sigmoid(&logits)?.to_vec2::<f32>()?);
+    }
+    let mut tower_metrics = Vec::new();
+    for (t, name) in towers.iter().enumerate() {
+        let labels: Vec<f32> = test.iter().map(|e| e.labels[t]).collect();
+        let thr = labels.iter().map(|&v| v as f64).sum::<f64>() / labels.len().max(1) as f64;
+        let bin: Vec<bool> = labels.iter().map(|&v| v as f64 > thr).collect();
+        let sc: Vec<f32> = probs.iter().map(|p| p[t]).collect();
+        let m = TowerMetrics { name: name.clone(), auc: auc(&sc, &bin), threshold: thr, loss: losses[t] / test.len().max(1) as f64 };
+        tracing::info!(tower = %m.name, auc = ?m.auc, loss = m.loss, "held-out tower");
+        tower_metrics.push(m);
+    }
+    let scalar: Vec<f32> = probs.iter().map(|p| p.iter().zip(&weights).map(|(a, w)| a * *w as f32).sum()).collect();
+    let real: Vec<bool> = test.iter().map(|e| e.real).collect();
+    let report = RewardReport {
+        towers: tower_metrics,
+        reward_auc: auc(&scalar, &real),
+        train_examples: train.len(),
+        heldout_examples: test.len(),
+        heldout_users: n_hold,
+        epoch_losses,
+        seconds: t0.elapsed().as_secs_f64(),
+    };
+    tracing::info!(reward_auc = ?report.reward_auc, seconds = report.seconds, "reward model trained");
+
+    let meta = RewardMeta {
+        format: FORMAT.into(),
+        config: rc.clone(),
+        towers,
+        weights,
+        features: ds.manifest.features.clone(),
+        tokenizer_sha256: tok_sha,
+        n_items: ds.n_items(),
+        codebook_sizes: sids.as_ref().map(|s| s.codebook_sizes.clone()).unwrap_or_default(),
+        seed: cfg.seed,
+    };
+    let extra: Vec<(String, Tensor)> = code_idx.map(|(_, t)| vec![("meta.codes".to_string(), t)]).unwrap_or_default();
+    crate::util::io::atomic_dir(out, |dir| {
+        params::save_varmap(&vm, &extra, &dir.join(WEIGHTS_FILE))?;
+        crate::util::io::write_json(&dir.join(META_FILE), &meta)?;
+        crate::util::io::write_json(&dir.join("report.json"), &report)?;
+        cfg.save(dir)
+    })?;
+    tracing::info!(out = %out.display(), "wrote reward model");
+    Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auc_basics() {
+        assert_eq!(auc(&[0.1, 0.2, 0.9, 0.8], &[false, false, true, true]), Some(1.0));
+        assert_eq!(auc(&[0.9, 0.8, 0.1, 0.2], &[false, false, true, true]), Some(0.0));
+        assert_eq!(auc(&[0.5, 0.5], &[false, true]), Some(0.5));
+        assert_eq!(auc(&[0.5, 0.6], &[true, true]), None);
+    }
+
+    #[test]
+    fn towers_follow_features() {
+        let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(towers_for(&f(&["watch_time", "duration", "like"])), f(&["watch", "like"]));
+        assert_eq!(towers_for(&f(&["rating"])), f(&["interact"]));
+    }
+}
