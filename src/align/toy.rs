@@ -42,9 +42,14 @@ impl BigramPolicy {
         prevs.into_iter().zip(s.to_vec())
     }
 
+    /// Next-item distributions, one row per previous item (last row: empty history).
+    pub fn next_probs(&self) -> Result<Vec<Vec<f32>>> {
+        Ok(candle_nn::ops::softmax(&self.table, D::Minus1)?.to_vec2::<f32>()?)
+    }
+
     /// Samples `n` sessions of `len` items per history from the policy (with replacement).
     pub fn sample(&self, histories: &[&[u32]], n: usize, len: usize, rng: &mut Rng) -> Result<Vec<Vec<Vec<u32>>>> {
-        let probs = candle_nn::ops::softmax(&self.table, D::Minus1)?.to_vec2::<f32>()?;
+        let probs = self.next_probs()?;
         Ok(histories
             .iter()
             .map(|h| {
@@ -113,5 +118,86 @@ impl Policy for BigramPolicy {
     fn load_weights(&mut self, dir: &Path) -> Result<()> {
         let p = dir.join("weights.safetensors");
         params::fill_varmap(&self.vm, &params::load_tensors(&p)?, &p)
+    }
+}
+
+/// A toy world for tests and demos: item `i` has topic `i % topics`, user `u` prefers
+/// topic `u % topics`; engagement (watch fraction, likes) is high on the preferred topic.
+pub struct ToyWorld {
+    pub users: usize,
+    pub items: usize,
+    pub topics: usize,
+}
+
+impl ToyWorld {
+    pub fn topic(&self, item: u32) -> usize {
+        item as usize % self.topics
+    }
+    /// The majority topic of a history (the user's preferred topic for toy histories).
+    pub fn history_topic(&self, history: &[u32]) -> usize {
+        let mut c = vec![0usize; self.topics];
+        for &i in history {
+            c[self.topic(i)] += 1;
+        }
+        (0..self.topics).max_by_key(|&t| (c[t], std::cmp::Reverse(t))).unwrap_or(0)
+    }
+    /// True reward: the fraction of the session's items on the history's topic.
+    pub fn reward(&self, history: &[u32], session: &[u32]) -> f32 {
+        let t = self.history_topic(history);
+        session.iter().filter(|&&i| self.topic(i) == t).count() as f32 / session.len().max(1) as f32
+    }
+    /// A dataset of `hist_len` interactions per user (75% on the preferred topic), cut
+    /// into sessions of `session_len`; with engagement features `watch_time`, `duration`,
+    /// `like` when `engagement` is set.
+    pub fn dataset(&self, hist_len: usize, session_len: usize, engagement: bool, seed: u64) -> crate::data::Dataset {
+        let mut rng = crate::util::rng::stream(seed, "toy.world");
+        let per_topic = self.items.div_ceil(self.topics);
+        let mut hs = Vec::new();
+        let (mut wt, mut dur, mut like) = (vec![], vec![], vec![]);
+        for u in 0..self.users {
+            let t = u % self.topics;
+            let h: Vec<u32> = (0..hist_len)
+                .map(|_| {
+                    if rng.gen::<f32>() < 0.75 {
+                        loop {
+                            let i = (rng.gen_range(0..per_topic) * self.topics + t) as u32;
+                            if (i as usize) < self.items {
+                                break i;
+                            }
+                        }
+                    } else {
+                        rng.gen_range(0..self.items as u32)
+                    }
+                })
+                .collect();
+            for &i in &h {
+                let on = self.topic(i) == t;
+                let d = 10.0 + (i % 7) as f32;
+                let f = (if on { 0.8 } else { 0.15 }) + rng.gen_range(-0.1f32..0.1);
+                dur.push(d);
+                wt.push(d * f);
+                like.push(if rng.gen::<f32>() < if on { 0.4 } else { 0.02 } { 1.0 } else { 0.0 });
+            }
+            hs.push(h);
+        }
+        let mut ds = crate::data::Dataset::from_histories(&hs, self.items);
+        if engagement {
+            ds.manifest.features = vec!["watch_time".into(), "duration".into(), "like".into()];
+            ds.features = vec![wt, dur, like];
+        }
+        ds.session_starts.clear();
+        ds.session_offsets = vec![0];
+        for _ in 0..self.users {
+            ds.session_starts.extend((0..hist_len).step_by(session_len.max(1)));
+            ds.session_offsets.push(ds.session_starts.len());
+        }
+        ds.manifest.sessions = format!("every:{session_len}");
+        ds
+    }
+    /// Two-level semantic ids (topic, index within topic) for the toy items.
+    pub fn semantic_ids(&self) -> Result<crate::tokenizer::SemanticIds> {
+        let per_topic = self.items.div_ceil(self.topics);
+        let codes = (0..self.items).flat_map(|i| [(i % self.topics) as u32, (i / self.topics) as u32]).collect();
+        crate::tokenizer::SemanticIds::new((0..self.items).map(|i| i.to_string()).collect(), vec![self.topics, per_topic], codes)
     }
 }
