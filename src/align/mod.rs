@@ -125,6 +125,8 @@ pub struct AlignConfig {
     pub candidates: usize,
     /// Items per generated session.
     pub session_len: usize,
+    /// Keep items of the user's history out of generated sessions (beam search option).
+    pub exclude_history: bool,
     /// DPO temperature `beta`.
     pub beta: f64,
     /// Weight `lambda` of the preference loss next to L_NTP(chosen).
@@ -153,6 +155,7 @@ impl Default for AlignConfig {
             user_fraction: 0.1,
             candidates: 8,
             session_len: 4,
+            exclude_history: true,
             beta: 0.1,
             lambda: 1.0,
             steps: 50,

@@ -568,6 +568,24 @@ mod tests {
         assert_eq!(auc(&[0.5, 0.6], &[true, true]), None);
     }
 
+    /// candle has ops without backward that fail silently: every weight must get a gradient.
+    #[test]
+    fn every_weight_gets_a_gradient() {
+        let sids = crate::align::toy::ToyWorld { users: 1, items: 12, topics: 3 }.semantic_ids().unwrap();
+        let vm = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
+        let net = RewardNet::new(vb, 12, 8, Some(code_index(&sids).unwrap()), 2).unwrap();
+        params::reinit_seeded(&vm, 1, "t").unwrap();
+        let b = net.batch(&[&[1, 2, 3], &[4]], &[&[5, 6], &[7, 8, 9]], 10).unwrap();
+        let labels = Tensor::new(&[[1f32, 0.5], [0.0, 0.2]], &Device::Cpu).unwrap();
+        let loss = bce(&net.forward(&b).unwrap(), &labels).unwrap().mean_all().unwrap();
+        let g = loss.backward().unwrap();
+        for (name, v) in params::sorted_vars(&vm) {
+            let n = g.get(&v).map(|t| t.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap());
+            assert!(n.is_some_and(|n| n > 0.0), "{name} gets no gradient");
+        }
+    }
+
     #[test]
     fn towers_follow_features() {
         let f = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
