@@ -144,6 +144,8 @@ pub struct AlignConfig {
     pub clip_eps: f64,
     /// GRPO: extra margin `delta` of ECPO's early clipping for negative advantages.
     pub ecpo_delta: f64,
+    /// Users (seeded sample) on which evaluation hooks measure the ground-truth reward.
+    pub eval_users: usize,
     /// Minimum reward gap between chosen and rejected; smaller gaps count as ties.
     pub min_gap: f64,
 }
@@ -166,6 +168,7 @@ impl Default for AlignConfig {
             objective: Objective::Dpo,
             clip_eps: 0.2,
             ecpo_delta: 0.1,
+            eval_users: 256,
             min_gap: 1e-6,
         }
     }

@@ -47,6 +47,24 @@ impl BigramPolicy {
         Ok(candle_nn::ops::softmax(&self.table, D::Minus1)?.to_vec2::<f32>()?)
     }
 
+    /// The most likely item at each step (greedy decoding), one session per history.
+    pub fn greedy(&self, histories: &[&[u32]], len: usize) -> Result<Vec<Vec<u32>>> {
+        let probs = self.next_probs()?;
+        let argmax = |row: &[f32]| row.iter().enumerate().fold(0, |b, (i, &p)| if p > row[b] { i } else { b });
+        Ok(histories
+            .iter()
+            .map(|h| {
+                let mut prev = h.last().copied().unwrap_or(self.n_items as u32) as usize;
+                (0..len)
+                    .map(|_| {
+                        prev = argmax(&probs[prev]);
+                        prev as u32
+                    })
+                    .collect()
+            })
+            .collect())
+    }
+
     /// Samples `n` sessions of `len` items per history from the policy (with replacement).
     pub fn sample(&self, histories: &[&[u32]], n: usize, len: usize, rng: &mut Rng) -> Result<Vec<Vec<Vec<u32>>>> {
         let probs = self.next_probs()?;
