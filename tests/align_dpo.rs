@@ -103,15 +103,25 @@ fn training_step_leaves_reference_unchanged() {
     let hs: Vec<Vec<u32>> = (0..ds.n_users()).map(|u| ds.history(u).to_vec()).collect();
     let mut pol = BigramPolicy::new(12, 5).unwrap();
     let reference = pol.deep_copy().unwrap();
-    let before: Vec<Vec<f32>> = reference.vars().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    let before: Vec<Vec<f32>> =
+        reference.vars().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
     let pol_before = pol.next_probs().unwrap();
     let cfg = AlignConfig { steps: 3, user_fraction: 1.0, lr: 0.05, ..Default::default() };
-    let mut gen = |p: &BigramPolicy, h: &[&[u32]], n: usize, len: usize, rng: &mut onerec::util::rng::Rng| p.sample(h, n, len, rng);
-    let scorer = |h: &[&[u32]], s: &[&[u32]]| -> anyhow::Result<Vec<f32>> { Ok(h.iter().zip(s).map(|(h, s)| world.reward(h, s)).collect()) };
+    let mut gen = |p: &BigramPolicy, h: &[&[u32]], n: usize, len: usize, rng: &mut onerec::util::rng::Rng| {
+        p.sample(h, n, len, rng)
+    };
+    let scorer = |h: &[&[u32]], s: &[&[u32]]| -> anyhow::Result<Vec<f32>> {
+        Ok(h.iter().zip(s).map(|(h, s)| world.reward(h, s)).collect())
+    };
     let log = iteration(&mut pol, &reference, &mut gen, &scorer, &hs, &cfg, 7, 1).unwrap();
     assert!(log.pairs > 0);
-    assert!((log.pref_loss_first - std::f64::consts::LN_2).abs() < 1e-5, "first step has pi == ref: {}", log.pref_loss_first);
-    let after: Vec<Vec<f32>> = reference.vars().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
+    assert!(
+        (log.pref_loss_first - std::f64::consts::LN_2).abs() < 1e-5,
+        "first step has pi == ref: {}",
+        log.pref_loss_first
+    );
+    let after: Vec<Vec<f32>> =
+        reference.vars().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();
     assert_eq!(before, after, "reference weights changed");
     assert_ne!(pol_before, pol.next_probs().unwrap(), "policy did not train");
 }

@@ -51,7 +51,17 @@ fn scorer(h: &[&[u32]], s: &[&[u32]]) -> anyhow::Result<Vec<f32>> {
 }
 
 fn cfg() -> AlignConfig {
-    AlignConfig { iterations: 3, user_fraction: 1.0, candidates: 8, session_len: 3, beta: 1.0, steps: 30, batch_size: 8, lr: 0.1, ..Default::default() }
+    AlignConfig {
+        iterations: 3,
+        user_fraction: 1.0,
+        candidates: 8,
+        session_len: 3,
+        beta: 1.0,
+        steps: 30,
+        batch_size: 8,
+        lr: 0.1,
+        ..Default::default()
+    }
 }
 
 fn run(cfg: &AlignConfig, out: Option<&std::path::Path>) -> (BigramPolicy, AlignState) {
@@ -69,7 +79,10 @@ fn alignment_raises_true_reward() {
     let (_, st) = run(&cfg(), None);
     let r0 = st.initial_eval["true_reward"];
     let rs: Vec<f64> = st.iterations.iter().map(|l| l.eval["true_reward"]).collect();
-    eprintln!("true reward {r0:.3} -> {rs:?}; logs {:?}", st.iterations.iter().map(|l| (l.pairs, l.mean_reward, l.pref_loss, l.accuracy, l.margin)).collect::<Vec<_>>());
+    eprintln!(
+        "true reward {r0:.3} -> {rs:?}; logs {:?}",
+        st.iterations.iter().map(|l| (l.pairs, l.mean_reward, l.pref_loss, l.accuracy, l.margin)).collect::<Vec<_>>()
+    );
     assert!((r0 - 0.25).abs() < 0.1, "a near-uniform start is ~1/topics: {r0}");
     assert!(*rs.last().unwrap() > r0 + 0.15, "alignment did not raise the true reward: {r0} -> {rs:?}");
     assert!(rs.windows(2).all(|w| w[1] > w[0] - 0.02), "reward fell: {rs:?}");
@@ -109,7 +122,9 @@ fn checkpoints_record_reference_and_resume_identically() {
     let out = align(&mut pb, &mut gen, &scorer, &hs, &c, 42, Some(&b_dir), None).unwrap();
     assert_eq!(out.resumed_after, 1);
     assert_eq!(pa.next_probs().unwrap(), pb.next_probs().unwrap());
-    let strip = |s: &AlignState| s.iterations.iter().map(|l| (l.pairs, l.mean_reward, l.pref_loss, l.policy_sha256.clone())).collect::<Vec<_>>();
+    let strip = |s: &AlignState| {
+        s.iterations.iter().map(|l| (l.pairs, l.mean_reward, l.pref_loss, l.policy_sha256.clone())).collect::<Vec<_>>()
+    };
     assert_eq!(strip(&sa), strip(&out.state));
 
     // Resuming with another config is refused, naming the fix.

@@ -2,9 +2,9 @@
 //! then align a bigram policy against it; the TRUE reward (topic match) must rise.
 
 use onerec::align::iterate::{align, train_histories};
+use onerec::align::onerec::{align_dataset, eval_users, truth_hook};
 use onerec::align::reward::{train_reward_model, RewardModel};
 use onerec::align::toy::{BigramPolicy, ToyWorld};
-use onerec::align::onerec::{align_dataset, eval_users, truth_hook};
 use onerec::align::AlignConfig;
 use onerec::config::Config;
 use std::collections::BTreeMap;
@@ -35,9 +35,21 @@ fn reward_model_guided_alignment_raises_true_reward() {
         Ok(BTreeMap::from([("true_reward".into(), tot / refs.len() as f64)]))
     };
     let mut truth = truth;
-    let acfg = AlignConfig { iterations: 4, user_fraction: 0.5, candidates: 8, session_len: 4, beta: 1.0, steps: 30, batch_size: 16, lr: 0.1, ..Default::default() };
+    let acfg = AlignConfig {
+        iterations: 4,
+        user_fraction: 0.5,
+        candidates: 8,
+        session_len: 4,
+        beta: 1.0,
+        steps: 30,
+        batch_size: 16,
+        lr: 0.1,
+        ..Default::default()
+    };
     let mut pol = BigramPolicy::new(WORLD.items, 2).unwrap();
-    let mut gen = |p: &BigramPolicy, h: &[&[u32]], n: usize, len: usize, rng: &mut onerec::util::rng::Rng| p.sample(h, n, len, rng);
+    let mut gen = |p: &BigramPolicy, h: &[&[u32]], n: usize, len: usize, rng: &mut onerec::util::rng::Rng| {
+        p.sample(h, n, len, rng)
+    };
     let out = align(&mut pol, &mut gen, &rm, &hs, &acfg, 9, Some(&tmp.path().join("align")), Some(&mut truth)).unwrap();
     let st = out.state;
     let r0 = st.initial_eval["true_reward"];
@@ -54,14 +66,24 @@ fn reward_model_guided_alignment_raises_true_reward() {
     let users = eval_users(&ds, 500, 1);
     assert_eq!(users.len(), WORLD.users);
     let truth_fn = |u: usize, s: &[u32]| -> anyhow::Result<f64> { Ok(WORLD.reward(ds.history(u), s) as f64) };
-    let g2 = |p: &BigramPolicy, h: &[&[u32]], n: usize, len: usize, rng: &mut onerec::util::rng::Rng| p.sample(h, n, len, rng);
+    let g2 = |p: &BigramPolicy, h: &[&[u32]], n: usize, len: usize, rng: &mut onerec::util::rng::Rng| {
+        p.sample(h, n, len, rng)
+    };
     let mut hook = truth_hook(&ds, users, g2, 4, 3, truth_fn, Some(&rm));
     let mut pol = BigramPolicy::new(WORLD.items, 2).unwrap();
     let out_dir = tmp.path().join("align2");
     let out = align_dataset(&cfg2, &ds, &mut pol, &mut gen, &rm, &out_dir, Some(&mut hook)).unwrap();
     assert!(out_dir.join("config.toml").exists() && out_dir.join("iter-003").exists());
-    eprintln!("hook: {:?} -> {:?}", out.state.initial_eval, out.state.iterations.iter().map(|l| &l.eval).collect::<Vec<_>>());
+    eprintln!(
+        "hook: {:?} -> {:?}",
+        out.state.initial_eval,
+        out.state.iterations.iter().map(|l| &l.eval).collect::<Vec<_>>()
+    );
     let last = &out.state.iterations[2].eval;
     assert!(last.contains_key("true_reward") && last.contains_key("model_reward"), "{last:?}");
-     assert!(last["true_reward"] > out.state.initial_eval["true_reward"] + 0.05, "{:?} vs {last:?}", out.state.initial_eval);
+    assert!(
+        last["true_reward"] > out.state.initial_eval["true_reward"] + 0.05,
+        "{:?} vs {last:?}",
+        out.state.initial_eval
+    );
 }

@@ -15,7 +15,11 @@ fn setup(dir: &Path, engagement: bool) -> (Config, Dataset, std::path::PathBuf) 
     let tok = dir.join("tok");
     std::fs::create_dir_all(&tok).unwrap();
     WORLD.semantic_ids().unwrap().save_codes(&tok).unwrap();
-    let cfg = Config::from_toml("seed = 3\n[reward]\ndim = 16\nepochs = 6\nbatch_size = 64\nhistory_len = 20\nholdout_users = 0.2\n", &[]).unwrap();
+    let cfg = Config::from_toml(
+        "seed = 3\n[reward]\ndim = 16\nepochs = 6\nbatch_size = 64\nhistory_len = 20\nholdout_users = 0.2\n",
+        &[],
+    )
+    .unwrap();
     (cfg, ds, tok)
 }
 

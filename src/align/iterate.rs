@@ -43,14 +43,28 @@ pub trait Policy: Sized {
 /// Produces `n` candidate sessions of `session_len` items per history with a policy
 /// (beam search or sampling); `rng` is seeded per iteration.
 pub trait SessionGenerator<P> {
-    fn generate(&mut self, policy: &P, histories: &[&[u32]], n: usize, session_len: usize, rng: &mut Rng) -> Result<Vec<Vec<Vec<u32>>>>;
+    fn generate(
+        &mut self,
+        policy: &P,
+        histories: &[&[u32]],
+        n: usize,
+        session_len: usize,
+        rng: &mut Rng,
+    ) -> Result<Vec<Vec<Vec<u32>>>>;
 }
 
 impl<P, F> SessionGenerator<P> for F
 where
     F: FnMut(&P, &[&[u32]], usize, usize, &mut Rng) -> Result<Vec<Vec<Vec<u32>>>>,
 {
-    fn generate(&mut self, policy: &P, histories: &[&[u32]], n: usize, session_len: usize, rng: &mut Rng) -> Result<Vec<Vec<Vec<u32>>>> {
+    fn generate(
+        &mut self,
+        policy: &P,
+        histories: &[&[u32]],
+        n: usize,
+        session_len: usize,
+        rng: &mut Rng,
+    ) -> Result<Vec<Vec<Vec<u32>>>> {
         self(policy, histories, n, session_len, rng)
     }
 }
@@ -138,6 +152,7 @@ fn save_checkpoint<P: Policy>(policy: &P, dir: &Path) -> Result<String> {
 }
 
 /// Runs `cfg.iterations` alignment iterations over `histories` (one per training user).
+#[allow(clippy::too_many_arguments)]
 pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
     policy: &mut P,
     generator: &mut G,
@@ -290,6 +305,7 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
             rs.push(s.as_slice());
         }
     }
+    ensure!(!rs.is_empty(), "iteration {it}: the generator produced no candidate sessions");
     let scores = scorer.score(&rh, &rs)?;
     ensure!(scores.len() == rs.len(), "scorer returned {} scores for {} sessions", scores.len(), rs.len());
     ensure!(scores.iter().all(|s| s.is_finite()), "scorer returned a non-finite reward");
@@ -316,6 +332,7 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
 
     // Per user: (history, candidates, scores).
     let mut pairs: Vec<(&[u32], &[u32], &[u32])> = Vec::new();
+    #[allow(clippy::type_complexity)]
     let mut groups: Vec<(&[u32], Vec<&[u32]>, Vec<f32>)> = Vec::new();
     let mut off = 0;
     let mut best_sum = 0f64;
@@ -367,7 +384,11 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         Objective::Dpo => {
             let c: Vec<_> = pairs.iter().map(|p| (p.0, p.1)).collect();
             let r: Vec<_> = pairs.iter().map(|p| (p.0, p.2)).collect();
-            (logprobs_detached(reference, &c, cfg.batch_size)?, logprobs_detached(reference, &r, cfg.batch_size)?, vec![])
+            (
+                logprobs_detached(reference, &c, cfg.batch_size)?,
+                logprobs_detached(reference, &r, cfg.batch_size)?,
+                vec![],
+            )
         }
         Objective::Grpo => {
             let rows: Vec<_> = groups.iter().flat_map(|g| g.1.iter().map(move |s| (g.0, *s))).collect();
@@ -388,6 +409,7 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
             pos += 1;
         }
         let dev = candle_core::Device::Cpu;
+        #[allow(clippy::type_complexity)]
         let (ntp_rows, pref, acc, margin): (Vec<(&[u32], &[u32])>, Tensor, f64, f64) = match cfg.objective {
             Objective::Dpo => {
                 let h: Vec<&[u32]> = idx.iter().map(|&i| pairs[i].0).collect();

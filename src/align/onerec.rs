@@ -97,7 +97,12 @@ pub fn align_dataset<P: Policy, G: SessionGenerator<P>>(
     out: &Path,
     eval: Option<EvalHook<'_, P>>,
 ) -> Result<AlignOutcome> {
-    ensure!(reward.meta.n_items == ds.n_items(), "reward model knows {} items, dataset has {}", reward.meta.n_items, ds.n_items());
+    ensure!(
+        reward.meta.n_items == ds.n_items(),
+        "reward model knows {} items, dataset has {}",
+        reward.meta.n_items,
+        ds.n_items()
+    );
     let (_users, hs) = super::iterate::train_histories(ds);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     cfg.save(out)?;

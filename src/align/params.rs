@@ -52,8 +52,7 @@ pub fn safetensors_bytes(tensors: &[(String, Tensor)]) -> Result<Vec<u8>> {
 
 /// Writes the variables of `vm` (plus `extra` tensors) to `path` atomically.
 pub fn save_varmap(vm: &VarMap, extra: &[(String, Tensor)], path: &Path) -> Result<()> {
-    let mut all: Vec<(String, Tensor)> =
-        sorted_vars(vm).into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
+    let mut all: Vec<(String, Tensor)> = sorted_vars(vm).into_iter().map(|(k, v)| (k, v.as_tensor().clone())).collect();
     all.extend(extra.iter().cloned());
     let bytes = safetensors_bytes(&all)?;
     crate::util::io::atomic_write(path, &bytes)

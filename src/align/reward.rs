@@ -118,7 +118,13 @@ struct Batch {
 }
 
 impl RewardNet {
-    fn new(vb: VarBuilder, n_items: usize, dim: usize, code_idx: Option<(usize, Tensor)>, n_towers: usize) -> Result<Self> {
+    fn new(
+        vb: VarBuilder,
+        n_items: usize,
+        dim: usize,
+        code_idx: Option<(usize, Tensor)>,
+        n_towers: usize,
+    ) -> Result<Self> {
         let item_emb = candle_nn::embedding(n_items + 1, dim, vb.pp("item_emb"))?;
         let codes = match code_idx {
             Some((n_codes, idx)) => Some((candle_nn::embedding(n_codes + 1, dim, vb.pp("code_emb"))?, idx)),
@@ -175,11 +181,8 @@ impl RewardNet {
         let att = candle_nn::ops::softmax(&scores, D::Minus1)?;
         let h = (&h + self.o.forward(&att.matmul(&v)?)?)?;
         let s = x.sess_mask.unsqueeze(1)?.matmul(&h)?.squeeze(1)?; // sum pooling [B, d]
-        let outs = self
-            .towers
-            .iter()
-            .map(|(l1, l2)| Ok(l2.forward(&l1.forward(&s)?.relu()?)?))
-            .collect::<Result<Vec<_>>>()?;
+        let outs =
+            self.towers.iter().map(|(l1, l2)| Ok(l2.forward(&l1.forward(&s)?.relu()?)?)).collect::<Result<Vec<_>>>()?;
         Ok(Tensor::cat(&outs, 1)?)
     }
 
@@ -242,12 +245,17 @@ impl RewardModel {
     /// Loads a directory written by [`train_reward_model`].
     pub fn load(dir: &Path) -> Result<RewardModel> {
         let meta_path = dir.join(META_FILE);
-        let meta: RewardMeta = crate::util::io::read_json(&meta_path)
-            .with_context(|| format!("{} is not a reward model directory (`onerec reward` writes one)", dir.display()))?;
+        let meta: RewardMeta = crate::util::io::read_json(&meta_path).with_context(|| {
+            format!("{} is not a reward model directory (`onerec reward` writes one)", dir.display())
+        })?;
         if meta.format != FORMAT {
             bail!("{}: format `{}`, expected `{FORMAT}`", meta_path.display(), meta.format);
         }
-        ensure!(meta.towers.len() == meta.weights.len() && !meta.towers.is_empty(), "{}: towers/weights mismatch", meta_path.display());
+        ensure!(
+            meta.towers.len() == meta.weights.len() && !meta.towers.is_empty(),
+            "{}: towers/weights mismatch",
+            meta_path.display()
+        );
         let wpath = dir.join(WEIGHTS_FILE);
         let tensors = params::load_tensors(&wpath)?;
         let code_idx = if meta.codebook_sizes.is_empty() {
@@ -277,7 +285,12 @@ impl RewardModel {
 
     /// Per-tower probabilities `[B][T]` for each (history, session) row.
     pub fn tower_probs(&self, histories: &[&[u32]], sessions: &[&[u32]]) -> Result<Vec<Vec<f32>>> {
-        ensure!(histories.len() == sessions.len(), "reward score: {} histories but {} sessions", histories.len(), sessions.len());
+        ensure!(
+            histories.len() == sessions.len(),
+            "reward score: {} histories but {} sessions",
+            histories.len(),
+            sessions.len()
+        );
         let n = self.meta.n_items as u32;
         for (r, s) in sessions.iter().enumerate() {
             ensure!(!s.is_empty(), "reward score: session {r} is empty");
@@ -322,7 +335,10 @@ impl RewardModel {
             );
         }
         if self.meta.n_items != n_items {
-            bail!("reward model knows {} items but this dataset has {n_items}: retrain it on this dataset", self.meta.n_items);
+            bail!(
+                "reward model knows {} items but this dataset has {n_items}: retrain it on this dataset",
+                self.meta.n_items
+            );
         }
         Ok(())
     }
@@ -371,14 +387,20 @@ fn build_examples(ds: &Dataset, cfg: &RewardConfig, towers: &[String], seed: u64
                     .map(|t| match t.as_str() {
                         "watch" => {
                             let (w, d) = (wt.map(|i| &ds.features[i]), dur.map(|i| &ds.features[i]));
-                            let (w, d) = (w.map(|w| w[r.clone()].iter().sum::<f32>()), d.map(|d| d[r.clone()].iter().sum::<f32>()));
+                            let (w, d) = (
+                                w.map(|w| w[r.clone()].iter().sum::<f32>()),
+                                d.map(|d| d[r.clone()].iter().sum::<f32>()),
+                            );
                             match (w, d) {
                                 (Some(w), Some(d)) if d > 0.0 && w.is_finite() => (w / d).clamp(0.0, 1.0),
                                 _ => 0.0,
                             }
                         }
                         "like" => like
-                            .map(|i| ds.features[i][r.clone()].iter().map(|v| v.clamp(0.0, 1.0)).sum::<f32>() / r.len() as f32)
+                            .map(|i| {
+                                ds.features[i][r.clone()].iter().map(|v| v.clamp(0.0, 1.0)).sum::<f32>()
+                                    / r.len() as f32
+                            })
                             .unwrap_or(0.0),
                         _ => 1.0,
                     })
@@ -386,7 +408,13 @@ fn build_examples(ds: &Dataset, cfg: &RewardConfig, towers: &[String], seed: u64
                 let items = ds.items[r.clone()].to_vec();
                 for _ in 0..cfg.negatives {
                     let neg: Vec<u32> = (0..items.len()).map(|_| rng.gen_range(0..n_items as u32)).collect();
-                    out.push(Example { user: u, hist_end: st, items: neg, labels: vec![0.0; towers.len()], real: false });
+                    out.push(Example {
+                        user: u,
+                        hist_end: st,
+                        items: neg,
+                        labels: vec![0.0; towers.len()],
+                        real: false,
+                    });
                 }
                 out.push(Example { user: u, hist_end: st, items, labels, real: true });
                 st = en;
@@ -438,14 +466,21 @@ pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out:
         .with_context(|| format!("tokenizer {}: expected a directory with codes.tsv", tokenizer_dir.display()))?;
     let sids = if rc.semantic_codes {
         let s = SemanticIds::load(tokenizer_dir)?;
-        Some(s.reindexed(&ds.item_ids).with_context(|| format!("tokenizer {} does not cover the dataset", tokenizer_dir.display()))?)
+        Some(
+            s.reindexed(&ds.item_ids)
+                .with_context(|| format!("tokenizer {} does not cover the dataset", tokenizer_dir.display()))?,
+        )
     } else {
         None
     };
     let towers = towers_for(&ds.manifest.features);
     for k in rc.tower_weights.keys() {
         if !towers.contains(k) {
-            bail!("[reward] tower_weights.{k}: this dataset has no `{k}` tower (towers: {}; features: {:?})", towers.join(", "), ds.manifest.features);
+            bail!(
+                "[reward] tower_weights.{k}: this dataset has no `{k}` tower (towers: {}; features: {:?})",
+                towers.join(", "),
+                ds.manifest.features
+            );
         }
     }
     let weights: Vec<f64> = towers.iter().map(|t| rc.tower_weights.get(t).copied().unwrap_or(1.0)).collect();
@@ -462,9 +497,17 @@ pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out:
     let examples = build_examples(ds, rc, &towers, cfg.seed)?;
     let (test, train): (Vec<&Example>, Vec<&Example>) = examples.iter().partition(|e| held[e.user]);
     if train.is_empty() {
-        bail!("no training sessions: every user's training part is shorter than reward.min_session_len = {}", rc.min_session_len);
+        bail!(
+            "no training sessions: every user's training part is shorter than reward.min_session_len = {}",
+            rc.min_session_len
+        );
     }
-    tracing::info!(train = train.len(), heldout = test.len(), heldout_users = n_hold, "reward examples (real + negative)");
+    tracing::info!(
+        train = train.len(),
+        heldout = test.len(),
+        heldout_users = n_hold,
+        "reward examples (real + negative)"
+    );
 
     let vm = VarMap::new();
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
@@ -517,7 +560,12 @@ pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out:
         let thr = labels.iter().map(|&v| v as f64).sum::<f64>() / labels.len().max(1) as f64;
         let bin: Vec<bool> = labels.iter().map(|&v| v as f64 > thr).collect();
         let sc: Vec<f32> = probs.iter().map(|p| p[t]).collect();
-        let m = TowerMetrics { name: name.clone(), auc: auc(&sc, &bin), threshold: thr, loss: losses[t] / test.len().max(1) as f64 };
+        let m = TowerMetrics {
+            name: name.clone(),
+            auc: auc(&sc, &bin),
+            threshold: thr,
+            loss: losses[t] / test.len().max(1) as f64,
+        };
         tracing::info!(tower = %m.name, auc = ?m.auc, loss = m.loss, "held-out tower");
         tower_metrics.push(m);
     }

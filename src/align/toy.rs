@@ -99,7 +99,12 @@ impl BigramPolicy {
 
 impl Policy for BigramPolicy {
     fn sequence_logprob(&self, histories: &[&[u32]], sessions: &[&[u32]]) -> Result<Tensor> {
-        ensure!(histories.len() == sessions.len(), "bigram: {} histories, {} sessions", histories.len(), sessions.len());
+        ensure!(
+            histories.len() == sessions.len(),
+            "bigram: {} histories, {} sessions",
+            histories.len(),
+            sessions.len()
+        );
         let (mut prev, mut next, mut seg) = (vec![], vec![], vec![]);
         let mut rows = 0;
         for (b, (h, s)) in histories.iter().zip(sessions).enumerate() {
@@ -216,6 +221,10 @@ impl ToyWorld {
     pub fn semantic_ids(&self) -> Result<crate::tokenizer::SemanticIds> {
         let per_topic = self.items.div_ceil(self.topics);
         let codes = (0..self.items).flat_map(|i| [(i % self.topics) as u32, (i / self.topics) as u32]).collect();
-        crate::tokenizer::SemanticIds::new((0..self.items).map(|i| i.to_string()).collect(), vec![self.topics, per_topic], codes)
+        crate::tokenizer::SemanticIds::new(
+            (0..self.items).map(|i| i.to_string()).collect(),
+            vec![self.topics, per_topic],
+            codes,
+        )
     }
 }
