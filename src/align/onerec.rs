@@ -103,6 +103,13 @@ pub fn align_dataset<P: Policy, G: SessionGenerator<P>>(
         reward.meta.n_items,
         ds.n_items()
     );
+    if cfg.align.session_len != reward.meta.config.session_len {
+        tracing::warn!(
+            align = cfg.align.session_len,
+            reward = reward.meta.config.session_len,
+            "align.session_len differs from the reward model's session_len; its sum-pooled scores are calibrated for the latter"
+        );
+    }
     let (_users, hs) = super::iterate::train_histories(ds);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     cfg.save(out)?;
