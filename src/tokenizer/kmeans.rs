@@ -16,6 +16,8 @@ pub struct KMeansOptions {
     pub balanced: bool,
     /// Stop early when fewer than this fraction of assignments change.
     pub tol: f64,
+    /// Stop early when the objective improves by less than this fraction.
+    pub rel_tol: f64,
 }
 
 /// A fitted k-means: centroids [k, d] and the assignment of every point.
@@ -107,7 +109,8 @@ fn update_centroids(x: &[f32], d: usize, assign: &[u32], k: usize, cent: &mut [f
 /// Greedy by regret: points whose best cluster beats their next choices by the widest
 /// margin pick first; a point whose candidates are full waits for the next round,
 /// where candidates are recomputed among the clusters still open.
-pub fn balanced_assign(x: &[f32], d: usize, c: &[f32], k: usize) -> Vec<u32> {
+/// Returns the assignment and the sum of the chosen scores (||c||^2 - 2 x.c).
+pub fn balanced_assign(x: &[f32], d: usize, c: &[f32], k: usize) -> (Vec<u32>, f64) {
     let n = x.len() / d;
     let q = n / k;
     let mut extra = n % k;
@@ -115,26 +118,25 @@ pub fn balanced_assign(x: &[f32], d: usize, c: &[f32], k: usize) -> Vec<u32> {
     let mut assign = vec![u32::MAX; n];
     let mut pending: Vec<usize> = (0..n).collect();
     let m = k.min(16);
+    let mut rounds = 0;
+    let mut score = 0f64;
     while !pending.is_empty() {
+        rounds += 1;
         let open: Vec<usize> = (0..k).filter(|&j| counts[j] < q || (counts[j] == q && extra > 0)).collect();
         let ko = open.len();
         let co: Vec<f32> = open.iter().flat_map(|&j| c[j * d..(j + 1) * d].iter().copied()).collect();
         let cn = row_norms(&co, d);
-        let xs: Vec<f32> = pending.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
+        // The first round scans every row in place; later rounds gather the pending ones.
+        let gathered: Vec<f32>;
+        let xs: &[f32] = if pending.len() == n {
+            x
+        } else {
+            gathered = pending.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
+            &gathered
+        };
         let mm = m.min(ko);
         let mut cand = vec![(0u32, 0f32); pending.len() * mm];
-        scan(&xs, d, &co, ko, &cn, &mut cand, mm, |_, s, out| {
-            // Partial selection of the mm smallest scores, then sort them.
-            let mut best: Vec<(u32, f32)> = Vec::with_capacity(mm + 1);
-            for (j, &v) in s.iter().enumerate() {
-                if best.len() < mm || v < best[mm - 1].1 {
-                    let pos = best.partition_point(|b| b.1 <= v);
-                    best.insert(pos, (j as u32, v));
-                    best.truncate(mm);
-                }
-            }
-            out.copy_from_slice(&best);
-        });
+        scan(xs, d, &co, ko, &cn, &mut cand, mm, |_, s, out| top_m(s, out));
         let mut order: Vec<usize> = (0..pending.len()).collect();
         let gap = |p: usize| if mm > 1 { cand[p * mm + 1].1 - cand[p * mm].1 } else { f32::INFINITY };
         order.sort_by(|&a, &b| gap(b).total_cmp(&gap(a)).then(a.cmp(&b)));
@@ -142,7 +144,7 @@ pub fn balanced_assign(x: &[f32], d: usize, c: &[f32], k: usize) -> Vec<u32> {
         for p in order {
             let i = pending[p];
             let mut placed = false;
-            for &(j, _) in &cand[p * mm..(p + 1) * mm] {
+            for &(j, v) in &cand[p * mm..(p + 1) * mm] {
                 let j = open[j as usize];
                 if counts[j] < q || (counts[j] == q && extra > 0) {
                     if counts[j] == q {
@@ -150,6 +152,7 @@ pub fn balanced_assign(x: &[f32], d: usize, c: &[f32], k: usize) -> Vec<u32> {
                     }
                     counts[j] += 1;
                     assign[i] = j as u32;
+                    score += v as f64;
                     placed = true;
                     break;
                 }
@@ -159,9 +162,34 @@ pub fn balanced_assign(x: &[f32], d: usize, c: &[f32], k: usize) -> Vec<u32> {
             }
         }
         next.sort_unstable();
+        tracing::trace!("balanced round {rounds}: {} of {} placed", pending.len() - next.len(), pending.len());
         pending = next;
     }
-    assign
+    tracing::debug!("balanced assignment: {rounds} rounds");
+    (assign, score)
+}
+
+/// The `out.len()` smallest scores (index, score), ascending (ties by index).
+/// Candidates under a running threshold go to a small buffer that is pruned with a
+/// partial selection when full: ~one compare per score.
+fn top_m(s: &[f32], out: &mut [(u32, f32)]) {
+    let m = out.len();
+    let cap = 4 * m;
+    let mut buf: Vec<(u32, f32)> = Vec::with_capacity(cap);
+    let mut thr = f32::INFINITY;
+    let by = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+    for (j, &v) in s.iter().enumerate() {
+        if v < thr {
+            buf.push((j as u32, v));
+            if buf.len() == cap {
+                buf.select_nth_unstable_by(m - 1, by);
+                buf.truncate(m);
+                thr = buf.iter().fold(f32::NEG_INFINITY, |a, b| a.max(b.1));
+            }
+        }
+    }
+    buf.sort_unstable_by(by);
+    out.copy_from_slice(&buf[..m]);
 }
 
 /// Lloyd's k-means (or balanced k-means) with k-means++ seeding. Empty clusters are
@@ -178,12 +206,17 @@ pub fn kmeans(x: &[f32], d: usize, opts: KMeansOptions, rng: &mut Rng) -> Result
     let mut cent = kmeans_pp(x, d, k, rng);
     let mut assign: Vec<u32> = vec![u32::MAX; n];
     let mut iters_run = 0;
+    let xsum: f64 = row_norms(x, d).iter().map(|&v| v as f64).sum();
+    let mut prev = f64::INFINITY;
     for it in 0..opts.iters.max(1) {
         iters_run = it + 1;
-        let (new, dist) = if opts.balanced {
-            (balanced_assign(x, d, &cent, k), Vec::new())
+        let (new, dist, inertia) = if opts.balanced {
+            let (a, s) = balanced_assign(x, d, &cent, k);
+            (a, Vec::new(), s + xsum)
         } else {
-            nearest(x, d, &cent, k)
+            let (a, dist) = nearest(x, d, &cent, k);
+            let s = dist.iter().map(|&v| v as f64).sum();
+            (a, dist, s)
         };
         let changed = new.iter().zip(&assign).filter(|(a, b)| a != b).count();
         assign = new;
@@ -198,14 +231,11 @@ pub fn kmeans(x: &[f32], d: usize, opts: KMeansOptions, rng: &mut Rng) -> Result
             }
             continue;
         }
-        if (changed as f64) < opts.tol * n as f64 {
+        // Stop when few points move or the objective barely improves.
+        if (changed as f64) < opts.tol * n as f64 || (prev - inertia) < opts.rel_tol * prev.abs().min(f64::MAX) {
             break;
         }
-    }
-    if opts.balanced {
-        // Final balanced assignment against the final centroids, then their means.
-        assign = balanced_assign(x, d, &cent, k);
-        update_centroids(x, d, &assign, k, &mut cent);
+        prev = inertia;
     }
     Ok(KMeans { centroids: cent, assign, iters_run })
 }
@@ -230,7 +260,7 @@ pub fn rq_kmeans(x: &[f32], d: usize, sizes: &[usize], iters: usize, balanced: b
     for (l, &k) in sizes.iter().enumerate() {
         let t = std::time::Instant::now();
         let mut rng = stream(seed, &format!("tokenizer.kmeans.level{l}"));
-        let km = kmeans(&residual, d, KMeansOptions { k, iters, balanced, tol: 1e-3 }, &mut rng)?;
+        let km = kmeans(&residual, d, KMeansOptions { k, iters, balanced, tol: 1e-3, rel_tol: 1e-4 }, &mut rng)?;
         if l + 1 == levels {
             last_input = residual.clone();
         }
