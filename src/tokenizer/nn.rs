@@ -5,7 +5,7 @@ use crate::util::rng::Rng;
 use candle_core::{Device, Tensor, Var};
 use rand_distr::{Distribution, Normal};
 
-/// A linear layer `x W + b` with W [d_in, d_out].
+/// A linear layer `x W + b` with W [d_in, d_out], b [1, d_out].
 pub struct Linear {
     pub w: Var,
     pub b: Var,
@@ -18,7 +18,7 @@ impl Linear {
         let w: Vec<f32> = (0..d_in * d_out).map(|_| normal.sample(rng)).collect();
         Ok(Linear {
             w: Var::from_tensor(&Tensor::from_vec(w, (d_in, d_out), &Device::Cpu)?)?,
-            b: Var::from_tensor(&Tensor::zeros(d_out, candle_core::DType::F32, &Device::Cpu)?)?,
+            b: Var::from_tensor(&Tensor::zeros((1, d_out), candle_core::DType::F32, &Device::Cpu)?)?,
         })
     }
 
@@ -26,12 +26,15 @@ impl Linear {
     pub fn identity(d: usize) -> candle_core::Result<Linear> {
         Ok(Linear {
             w: Var::from_tensor(&Tensor::eye(d, candle_core::DType::F32, &Device::Cpu)?)?,
-            b: Var::from_tensor(&Tensor::zeros(d, candle_core::DType::F32, &Device::Cpu)?)?,
+            b: Var::from_tensor(&Tensor::zeros((1, d), candle_core::DType::F32, &Device::Cpu)?)?,
         })
     }
 
+    /// The bias enters as `ones [B, 1] @ b [1, d_out]`: its gradient is then a matmul,
+    /// not candle's slow reduction over dim 0 (see the candle CPU notes).
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(self.w.as_tensor())?.broadcast_add(self.b.as_tensor())
+        let ones = Tensor::ones((x.dim(0)?, 1), candle_core::DType::F32, x.device())?;
+        x.matmul(self.w.as_tensor())? + ones.matmul(self.b.as_tensor())?
     }
 
     pub fn vars(&self) -> Vec<Var> {
