@@ -1,7 +1,8 @@
 //! Tokenizer benchmarks: the nearest-centroid assignment pass against a plain candle
 //! matmul of the same shapes (both reported in GFLOP/s as "elem/s" of 2*N*K*d flops),
 //! the balanced assignment, and one timed Beauty fit when the data is present.
-//! `ONEREC_BENCH_LARGE=1` also times a 200,000 x 256, 3 x 1024 rq-kmeans fit once.
+//! `ONEREC_BENCH_LARGE=rq-kmeans|balanced-rq-kmeans|all` also times 200,000 x 256,
+//! 3 x 1024 fits once (uniform random data: no structure, the slow case).
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use onerec::tokenizer::kernel::nearest;
@@ -35,9 +36,8 @@ fn fits(_c: &mut Criterion) {
     let shared = std::env::var("ONEREC_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
     let path = std::path::Path::new(&shared).join("data/amazon-beauty/item_text_embeddings.safetensors");
     if std::env::var_os("ONEREC_BENCH_SKIP_FIT").is_some() {
-        return;
-    }
-    if path.exists() {
+        println!("beauty fit skipped: ONEREC_BENCH_SKIP_FIT");
+    } else if path.exists() {
         let e = onerec::data::Embeddings::load(&path).unwrap();
         let o = TokenizeOptions { method: Method::BalancedRqKmeans, levels: 3, codebook_sizes: vec![256], ..Default::default() };
         let t = Instant::now();
@@ -46,10 +46,13 @@ fn fits(_c: &mut Criterion) {
     } else {
         println!("beauty fit skipped: {} not found", path.display());
     }
-    if std::env::var_os("ONEREC_BENCH_LARGE").is_some() {
+    if let Ok(which) = std::env::var("ONEREC_BENCH_LARGE") {
         let (n, d) = (200_000, 256);
         let e = onerec::data::Embeddings { item_ids: (0..n).map(|i| i.to_string()).collect(), data: data(n, d, 3), n, d };
         for method in [Method::RqKmeans, Method::BalancedRqKmeans] {
+            if which != "all" && which != method.name() {
+                continue;
+            }
             let o = TokenizeOptions { method, levels: 3, codebook_sizes: vec![1024], ..Default::default() };
             let t = Instant::now();
             let f = fit(&o, &[("x".into(), e.clone())], None).unwrap();

@@ -178,8 +178,12 @@ fn modalities_are_matched_by_item_id() {
     rev.data = (0..200).rev().flat_map(|i| img.row(i).to_vec()).collect();
     let o = opts(Method::RqKmeans, 2, vec![6, 6]);
     let f1 = fit(&o, &[("t".into(), e.clone()), ("i".into(), img)], None).unwrap();
-    let f2 = fit(&o, &[("t".into(), e), ("i".into(), rev)], None).unwrap();
+    let f2 = fit(&o, &[("t".into(), e.clone()), ("i".into(), rev.clone())], None).unwrap();
     assert_eq!(f1.ids.codes, f2.ids.codes);
+    // Same row count but a different item set is an error naming the item.
+    rev.item_ids[5] = "no-such-item".into();
+    let err = fit(&o, &[("t".into(), e), ("i".into(), rev)], None).err().expect("mismatched item sets");
+    assert!(format!("{err:#}").contains("no-such-item"), "{err:#}");
 }
 
 fn expect_err(o: &TokenizeOptions, inputs: &[(String, PathBuf)], out: &Path, want: &str) {

@@ -88,8 +88,8 @@ impl TokenizeOptions {
                 self.levels
             ),
         };
-        if let Some(&k) = s.iter().find(|&&k| k < 2 && self.levels > 0 && k == 0) {
-            bail!("--codebook-size {k}: sizes must be at least 1");
+        if s.contains(&0) {
+            bail!("--codebook-size: sizes must be at least 1");
         }
         Ok(s)
     }
