@@ -309,3 +309,33 @@ fn beauty_balanced_full_utilization() {
     assert_eq!((f.metrics.items_per_first_code_min, f.metrics.items_per_first_code_max), (47, 48));
     assert_roundtrip(&f.ids);
 }
+
+#[test]
+fn alignment_pulls_cooccurring_items_together() {
+    let (e, _) = clusters(100, 5, 4, 16, 15);
+    let mut x = e.data.clone();
+    onerec::tokenizer::fuse::l2_normalize(&mut x, 16);
+    // Items 2i and 2i+1 (i < 20) always appear next to each other; the rest are noise.
+    let mut rng = onerec::util::rng::stream(5, "test.align");
+    let hist: Vec<Vec<u32>> = (0..200)
+        .map(|_| {
+            let i = rng.gen_range(0..20u32);
+            let mut h = vec![rng.gen_range(40..100u32), 2 * i, 2 * i + 1, rng.gen_range(40..100u32)];
+            h.extend([0, 0]); // valid/test targets: never seen by alignment
+            h
+        })
+        .collect();
+    let mut ds = Dataset::from_histories(&hist, 100);
+    ds.item_ids = e.item_ids.clone();
+    let o = onerec::tokenizer::AlignOptions { window: 1, epochs: 30, batch: 64, lr: 5e-3, ..Default::default() };
+    let (y, rep) = onerec::tokenizer::align::align(&x, 100, 16, &e.item_ids, &ds, &o, 1).unwrap();
+    let cos = |v: &[f32], a: usize, b: usize| {
+        let (p, q) = (&v[a * 16..(a + 1) * 16], &v[b * 16..(b + 1) * 16]);
+        let dot: f32 = p.iter().zip(q).map(|(s, t)| s * t).sum();
+        dot / (p.iter().map(|s| s * s).sum::<f32>().sqrt() * q.iter().map(|s| s * s).sum::<f32>().sqrt())
+    };
+    let before: f32 = (0..20).map(|i| cos(&x, 2 * i, 2 * i + 1)).sum::<f32>() / 20.0;
+    let after: f32 = (0..20).map(|i| cos(&y, 2 * i, 2 * i + 1)).sum::<f32>() / 20.0;
+    eprintln!("partners cosine {before:.3} -> {after:.3}");
+    assert!(after > before + 0.1, "partners' cosine {before:.3} -> {after:.3} ({rep:?})");
+}
