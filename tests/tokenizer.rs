@@ -339,3 +339,20 @@ fn alignment_pulls_cooccurring_items_together() {
     eprintln!("partners cosine {before:.3} -> {after:.3}");
     assert!(after > before + 0.1, "partners' cosine {before:.3} -> {after:.3} ({rep:?})");
 }
+
+#[test]
+fn pca_recovers_a_low_rank_subspace() {
+    // Rank-3 data in 20 dims (plus tiny noise): 3 components keep ~all the variance,
+    // and pairwise distances survive the projection.
+    let (e, _) = clusters(300, 6, 3, 20, 16);
+    let (p, explained) = onerec::tokenizer::fuse::fit_pca(&e.data, 300, 20, 3, 1, "t");
+    assert!(explained > 0.99, "explained variance {explained}");
+    let y = p.apply(&e.data, 20);
+    let d = |v: &[f32], w: usize, a: usize, b: usize| {
+        v[a * w..(a + 1) * w].iter().zip(&v[b * w..(b + 1) * w]).map(|(s, t)| (s - t) * (s - t)).sum::<f32>().sqrt()
+    };
+    for (a, b) in [(0, 1), (5, 77), (120, 299)] {
+        let (orig, proj) = (d(&e.data, 20, a, b), d(&y, 3, a, b));
+        assert!((orig - proj).abs() < 0.02 * orig.max(1.0), "{a},{b}: {orig} vs {proj}");
+    }
+}
