@@ -3,8 +3,20 @@
 //! item's path unique. The artifact ([`SemanticIds`]) maps items <-> code paths and
 //! holds the prefix trie constrained decoding walks.
 
+pub mod align;
 pub mod artifact;
+pub mod fit;
+pub mod fuse;
+pub mod kernel;
+pub mod kmeans;
+mod nn;
+pub mod paths;
+pub mod rqvae;
 pub mod trie;
 
+pub use align::AlignOptions;
 pub use artifact::SemanticIds;
+pub use fit::{fit, tokenize_files, write_artifact, InputFile, Method, TokenizeOptions, TokenizerFit};
+pub use paths::{Collisions, Metrics};
+pub use rqvae::RqVaeOptions;
 pub use trie::PrefixTrie;

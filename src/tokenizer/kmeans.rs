@@ -1,0 +1,298 @@
+//! (Balanced) k-means and residual k-means. Every random choice comes from a named
+//! stream of the run seed; reductions run in a fixed order, so results are repeatable.
+
+use super::kernel::{nearest, row_norms, scan, sqdist};
+use crate::util::rng::{stream, Rng};
+use anyhow::{bail, Result};
+use rand::Rng as _;
+use rayon::prelude::*;
+
+/// Options of one k-means fit.
+#[derive(Clone, Copy, Debug)]
+pub struct KMeansOptions {
+    pub k: usize,
+    pub iters: usize,
+    /// Every cluster gets exactly floor(n/k) or ceil(n/k) points.
+    pub balanced: bool,
+    /// Stop early when fewer than this fraction of assignments change.
+    pub tol: f64,
+    /// Stop early when the objective improves by less than this fraction.
+    pub rel_tol: f64,
+}
+
+/// A fitted k-means: centroids [k, d] and the assignment of every point.
+#[derive(Clone, Debug)]
+pub struct KMeans {
+    pub centroids: Vec<f32>,
+    pub assign: Vec<u32>,
+    pub iters_run: usize,
+}
+
+/// k-means++ seeding on a deterministic sample of at most `32 k` rows.
+pub fn kmeans_pp(x: &[f32], d: usize, k: usize, rng: &mut Rng) -> Vec<f32> {
+    let n = x.len() / d;
+    let sample: Vec<usize> = if n <= 32 * k.max(64) {
+        (0..n).collect()
+    } else {
+        rand::seq::index::sample(rng, n, 32 * k.max(64)).into_vec()
+    };
+    let s = sample.len();
+    let row = |i: usize| &x[sample[i] * d..(sample[i] + 1) * d];
+    let mut cent = Vec::with_capacity(k * d);
+    let first = rng.gen_range(0..s);
+    cent.extend_from_slice(row(first));
+    let mut mind: Vec<f32> = (0..s).into_par_iter().map(|i| sqdist(row(i), row(first))).collect();
+    for _ in 1..k {
+        let total: f64 = mind.iter().map(|&v| v as f64).sum();
+        let pick = if total <= 0.0 {
+            rng.gen_range(0..s)
+        } else {
+            let mut t = rng.gen::<f64>() * total;
+            let mut p = s - 1;
+            for (i, &v) in mind.iter().enumerate() {
+                t -= v as f64;
+                if t < 0.0 {
+                    p = i;
+                    break;
+                }
+            }
+            p
+        };
+        let c = row(pick).to_vec();
+        mind.par_iter_mut().enumerate().for_each(|(i, m)| {
+            let v = sqdist(row(i), &c);
+            if v < *m {
+                *m = v;
+            }
+        });
+        cent.extend_from_slice(&c);
+    }
+    cent
+}
+
+/// Cluster means of `assign` (f64 sums, members in index order); empty clusters keep
+/// their old centroid. Returns the cluster sizes.
+fn update_centroids(x: &[f32], d: usize, assign: &[u32], k: usize, cent: &mut [f32]) -> Vec<usize> {
+    let mut counts = vec![0usize; k];
+    for &a in assign {
+        counts[a as usize] += 1;
+    }
+    let mut offs = vec![0usize; k + 1];
+    for j in 0..k {
+        offs[j + 1] = offs[j] + counts[j];
+    }
+    let mut members = vec![0u32; assign.len()];
+    let mut fill = offs.clone();
+    for (i, &a) in assign.iter().enumerate() {
+        members[fill[a as usize]] = i as u32;
+        fill[a as usize] += 1;
+    }
+    cent.par_chunks_mut(d).enumerate().for_each(|(j, c)| {
+        let m = &members[offs[j]..offs[j + 1]];
+        if m.is_empty() {
+            return;
+        }
+        let mut acc = vec![0f64; d];
+        for &i in m {
+            for (a, v) in acc.iter_mut().zip(&x[i as usize * d..(i as usize + 1) * d]) {
+                *a += *v as f64;
+            }
+        }
+        for (cv, a) in c.iter_mut().zip(acc) {
+            *cv = (a / m.len() as f64) as f32;
+        }
+    });
+    counts
+}
+
+/// Exactly balanced assignment: cluster sizes are floor(n/k) or ceil(n/k).
+/// Greedy by regret: points whose best cluster beats their next choices by the widest
+/// margin pick first; a point whose candidates are full waits for the next round,
+/// where candidates are recomputed among the clusters still open.
+/// Returns the assignment and the sum of the chosen scores (||c||^2 - 2 x.c).
+pub fn balanced_assign(x: &[f32], d: usize, c: &[f32], k: usize) -> (Vec<u32>, f64) {
+    let n = x.len() / d;
+    let q = n / k;
+    let mut extra = n % k;
+    let mut counts = vec![0usize; k];
+    let mut assign = vec![u32::MAX; n];
+    let mut pending: Vec<usize> = (0..n).collect();
+    let m = k.min(16);
+    let mut rounds = 0;
+    let mut score = 0f64;
+    while !pending.is_empty() {
+        rounds += 1;
+        let open: Vec<usize> = (0..k).filter(|&j| counts[j] < q || (counts[j] == q && extra > 0)).collect();
+        let ko = open.len();
+        let co: Vec<f32> = open.iter().flat_map(|&j| c[j * d..(j + 1) * d].iter().copied()).collect();
+        let cn = row_norms(&co, d);
+        // The first round scans every row in place; later rounds gather the pending ones.
+        let gathered: Vec<f32>;
+        let xs: &[f32] = if pending.len() == n {
+            x
+        } else {
+            gathered = pending.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
+            &gathered
+        };
+        let mm = m.min(ko);
+        let mut cand = vec![(0u32, 0f32); pending.len() * mm];
+        scan(xs, d, &co, ko, &cn, &mut cand, mm, |_, s, out| top_m(s, out));
+        let mut order: Vec<usize> = (0..pending.len()).collect();
+        let gap = |p: usize| if mm > 1 { cand[p * mm + 1].1 - cand[p * mm].1 } else { f32::INFINITY };
+        order.sort_by(|&a, &b| gap(b).total_cmp(&gap(a)).then(a.cmp(&b)));
+        let mut next = Vec::new();
+        for p in order {
+            let i = pending[p];
+            let mut placed = false;
+            for &(j, v) in &cand[p * mm..(p + 1) * mm] {
+                let j = open[j as usize];
+                if counts[j] < q || (counts[j] == q && extra > 0) {
+                    if counts[j] == q {
+                        extra -= 1;
+                    }
+                    counts[j] += 1;
+                    assign[i] = j as u32;
+                    score += v as f64;
+                    placed = true;
+                    break;
+                }
+            }
+            if !placed {
+                next.push(i);
+            }
+        }
+        next.sort_unstable();
+        tracing::trace!("balanced round {rounds}: {} of {} placed", pending.len() - next.len(), pending.len());
+        pending = next;
+    }
+    tracing::debug!("balanced assignment: {rounds} rounds");
+    (assign, score)
+}
+
+/// The `out.len()` smallest scores (index, score), ascending (ties by index).
+/// Candidates under a running threshold go to a small buffer that is pruned with a
+/// partial selection when full: ~one compare per score.
+fn top_m(s: &[f32], out: &mut [(u32, f32)]) {
+    let m = out.len();
+    let cap = 4 * m;
+    let mut buf: Vec<(u32, f32)> = Vec::with_capacity(cap);
+    let mut thr = f32::INFINITY;
+    let by = |a: &(u32, f32), b: &(u32, f32)| a.1.total_cmp(&b.1).then(a.0.cmp(&b.0));
+    for (j, &v) in s.iter().enumerate() {
+        if v < thr {
+            buf.push((j as u32, v));
+            if buf.len() == cap {
+                buf.select_nth_unstable_by(m - 1, by);
+                buf.truncate(m);
+                thr = buf.iter().fold(f32::NEG_INFINITY, |a, b| a.max(b.1));
+            }
+        }
+    }
+    buf.sort_unstable_by(by);
+    out.copy_from_slice(&buf[..m]);
+}
+
+/// Lloyd's k-means (or balanced k-means) with k-means++ seeding. Empty clusters are
+/// re-seeded with the points farthest from their centroid.
+pub fn kmeans(x: &[f32], d: usize, opts: KMeansOptions, rng: &mut Rng) -> Result<KMeans> {
+    let n = if d == 0 { 0 } else { x.len() / d };
+    let k = opts.k;
+    if k == 0 {
+        bail!("codebook size must be at least 1");
+    }
+    if k > n {
+        bail!("codebook size {k} exceeds the number of items {n}; use a smaller --codebook-size");
+    }
+    let mut cent = kmeans_pp(x, d, k, rng);
+    let mut assign: Vec<u32> = vec![u32::MAX; n];
+    let mut iters_run = 0;
+    let xsum: f64 = row_norms(x, d).iter().map(|&v| v as f64).sum();
+    let mut prev = f64::INFINITY;
+    for it in 0..opts.iters.max(1) {
+        iters_run = it + 1;
+        let (new, dist, inertia) = if opts.balanced {
+            let (a, s) = balanced_assign(x, d, &cent, k);
+            (a, Vec::new(), s + xsum)
+        } else {
+            let (a, dist) = nearest(x, d, &cent, k);
+            let s = dist.iter().map(|&v| v as f64).sum();
+            (a, dist, s)
+        };
+        let changed = new.iter().zip(&assign).filter(|(a, b)| a != b).count();
+        assign = new;
+        let counts = update_centroids(x, d, &assign, k, &mut cent);
+        let empty: Vec<usize> = (0..k).filter(|&j| counts[j] == 0).collect();
+        if !empty.is_empty() && !dist.is_empty() {
+            // Farthest points (ties by index) become the new centroids.
+            let mut far: Vec<usize> = (0..n).collect();
+            far.sort_by(|&a, &b| dist[b].total_cmp(&dist[a]).then(a.cmp(&b)));
+            for (j, &i) in empty.iter().zip(&far) {
+                cent[j * d..(j + 1) * d].copy_from_slice(&x[i * d..(i + 1) * d]);
+            }
+            continue;
+        }
+        // Stop when few points move or the objective barely improves.
+        if (changed as f64) < opts.tol * n as f64 || (prev - inertia) < opts.rel_tol * prev.abs().min(f64::MAX) {
+            break;
+        }
+        prev = inertia;
+    }
+    Ok(KMeans { centroids: cent, assign, iters_run })
+}
+
+/// Result of residual quantization: codes [n, levels], one codebook [k_l, d] per
+/// level, and the residual each level quantized (for collision reassignment).
+#[derive(Clone, Debug)]
+pub struct Residual {
+    pub codes: Vec<u32>,
+    pub codebooks: Vec<Vec<f32>>,
+    pub last_input: Vec<f32>,
+}
+
+/// Residual k-means: level l clusters what levels < l left unexplained.
+pub fn rq_kmeans(x: &[f32], d: usize, sizes: &[usize], iters: usize, balanced: bool, seed: u64) -> Result<Residual> {
+    let n = x.len() / d;
+    let levels = sizes.len();
+    let mut residual = x.to_vec();
+    let mut codes = vec![0u32; n * levels];
+    let mut codebooks = Vec::with_capacity(levels);
+    let mut last_input = Vec::new();
+    for (l, &k) in sizes.iter().enumerate() {
+        let t = std::time::Instant::now();
+        let mut rng = stream(seed, &format!("tokenizer.kmeans.level{l}"));
+        let km = kmeans(&residual, d, KMeansOptions { k, iters, balanced, tol: 1e-3, rel_tol: 1e-4 }, &mut rng)?;
+        if l + 1 == levels {
+            last_input = residual.clone();
+        }
+        residual.par_chunks_mut(d).zip(km.assign.par_iter()).for_each(|(r, &a)| {
+            for (v, c) in r.iter_mut().zip(&km.centroids[a as usize * d..(a as usize + 1) * d]) {
+                *v -= c;
+            }
+        });
+        for i in 0..n {
+            codes[i * levels + l] = km.assign[i];
+        }
+        tracing::info!(
+            "level {l}: k={k} {} iterations, {:.2}s",
+            km.iters_run,
+            t.elapsed().as_secs_f64()
+        );
+        codebooks.push(km.centroids);
+    }
+    Ok(Residual { codes, codebooks, last_input })
+}
+
+/// Sum of the codewords of each item's path: the residual quantizer's reconstruction.
+pub fn reconstruct(codes: &[u32], levels: usize, codebooks: &[Vec<f32>], d: usize) -> Vec<f32> {
+    let n = codes.len() / levels;
+    let mut out = vec![0f32; n * d];
+    out.par_chunks_mut(d).enumerate().for_each(|(i, o)| {
+        for (l, cb) in codebooks.iter().enumerate() {
+            let c = codes[i * levels + l] as usize;
+            for (v, w) in o.iter_mut().zip(&cb[c * d..(c + 1) * d]) {
+                *v += w;
+            }
+        }
+    });
+    out
+}
