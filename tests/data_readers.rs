@@ -103,6 +103,7 @@ fn bad_table_cases() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("cols.csv", "user_id,item_id,timestamp\n1,2,3\n1,2\n", vec!["cols.csv:3", "wrong column count", "2 fields"]),
         ("id.csv", "user_id,item_id,timestamp\n1,2,3\nabc,2,3\n", vec!["id.csv:3", "user id `abc`"]),
         ("time.csv", "user_id,item_id,timestamp\n1,2,3\n1,2,yesterday\n", vec!["time.csv:3", "timestamp `yesterday`"]),
+        ("dupcol.csv", "user_id,item_id,timestamp,item_id\n1,2,3,4\n", vec!["dupcol.csv:1", "`item_id` appears twice"]),
         ("unknown.csv", "userId,item_id,timestamp\n1,2,3\n", vec!["unknown.csv:1", "unknown column `user_id`", "userId, item_id, timestamp"]),
     ]
 }
@@ -132,6 +133,17 @@ fn bad_inputs_name_file_and_line() {
     // Truncated gzip.
     let e = format!("{:#}", prepare_sequences(&truncated_gz(d.path()), &opts).unwrap_err());
     assert!(e.contains("cut.txt.gz:") && e.contains("truncated"), "{e}");
+    // Truncated gzip table.
+    let body: String = (0..5000).map(|u| format!("{u},{},{}\n", u * 3 + 1, u * 7)).collect();
+    let full = gz(d.path(), "t.csv.gz", &format!("user_id,item_id,timestamp\n{body}"));
+    let bytes = std::fs::read(&full).unwrap();
+    let cut = d.path().join("tcut.csv.gz");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let e = format!("{:#}", prepare_interactions(&cut, &opts).unwrap_err());
+    assert!(e.contains("tcut.csv.gz:") && e.contains("truncated"), "{e}");
+    // A UTF-8 BOM before the header is ignored.
+    let bom = write(d.path(), "bom.csv", "\u{feff}user_id,item_id,timestamp\n1,2,3\n");
+    assert_eq!(prepare_interactions(&bom, &opts).unwrap().n_users(), 1);
     // A good file still works, and the whole directory appears at once.
     let ds = prepare_sequences(&write(d.path(), "ok.txt", "1 2 3 4\n"), &opts).unwrap();
     let out = d.path().join("out");

@@ -15,6 +15,7 @@ pub struct DataArgs {
 }
 
 #[derive(Subcommand, Debug)]
+#[allow(clippy::large_enum_variant)] // parsed once
 pub enum DataCommand {
     /// Read a sequence file or interaction table and write a prepared dataset.
     Prepare(PrepareArgs),

@@ -1,7 +1,7 @@
 //! Item tables: CSV/TSV files with a header, an item id column and text/attribute
 //! columns (e.g. `items.tsv.gz`, `movies.csv.gz`). Used by `onerec embed` to build texts.
 
-use super::readers::table_delimiter;
+use super::readers::{read_header, table_delimiter};
 use crate::util::io::open_text;
 use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
@@ -38,10 +38,7 @@ pub fn read_items(path: &Path, id_col: &str) -> Result<ItemTable> {
         let loc = e.position().map_or(file.clone(), |p| format!("{file}:{}", p.line()));
         anyhow!("{loc}: {e} (truncated or corrupt file?)")
     };
-    let header: Vec<String> = rdr.headers().map_err(err)?.iter().map(|h| h.trim().to_string()).collect();
-    if header.iter().all(|h| h.is_empty()) {
-        bail!("{file}: empty file (expected a header line naming the columns)");
-    }
+    let header = read_header(&mut rdr, &file)?;
     let idc = header.iter().position(|h| h == id_col).ok_or_else(|| {
         anyhow!("{file}:1: unknown column `{id_col}`; the header's columns are: {}", header.join(", "))
     })?;

@@ -186,13 +186,33 @@ pub fn table_delimiter(path: &Path) -> Result<u8> {
 }
 
 /// Where a csv error happened, for messages.
-fn csv_err(file: &str, e: csv::Error) -> anyhow::Error {
+pub(crate) fn csv_err(file: &str, e: csv::Error) -> anyhow::Error {
     let line = e.position().map(|p| p.line());
     let loc = line.map_or(file.to_string(), |l| format!("{file}:{l}"));
     match e.kind() {
         csv::ErrorKind::Io(_) => anyhow!("{loc}: read error (truncated or corrupt gzip?): {e}"),
         _ => anyhow!("{loc}: {e}"),
     }
+}
+
+/// Reads and checks a header line: not empty, no duplicate names, a UTF-8 BOM dropped.
+pub(crate) fn read_header<R: std::io::Read>(rdr: &mut csv::Reader<R>, file: &str) -> Result<Vec<String>> {
+    let header: Vec<String> = rdr
+        .headers()
+        .map_err(|e| csv_err(file, e))?
+        .iter()
+        .enumerate()
+        .map(|(i, h)| if i == 0 { h.trim_start_matches('\u{feff}') } else { h }.trim().to_string())
+        .collect();
+    if header.iter().all(|h| h.is_empty()) {
+        bail!("{file}: empty file (expected a header line naming the columns)");
+    }
+    for (i, h) in header.iter().enumerate() {
+        if header[..i].contains(h) {
+            bail!("{file}:1: column `{h}` appears twice in the header; rename one");
+        }
+    }
+    Ok(header)
 }
 
 /// Reads a CSV/TSV interaction table with a header line. Ids and timestamps must be
@@ -209,11 +229,7 @@ pub fn read_interactions(path: &Path, opts: &TableOptions) -> Result<Interaction
         .flexible(true)
         .has_headers(true)
         .from_reader(open_text(path)?);
-    let header: Vec<String> =
-        rdr.headers().map_err(|e| csv_err(&file, e))?.iter().map(|h| h.trim().to_string()).collect();
-    if header.iter().all(|h| h.is_empty()) {
-        bail!("{file}: empty file (expected a header line naming the columns)");
-    }
+    let header = read_header(&mut rdr, &file)?;
     let col = |name: &str, flag: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
             anyhow!(
