@@ -140,7 +140,8 @@ fn bad_inputs_name_file_and_line() {
     let cut = d.path().join("tcut.csv.gz");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let e = format!("{:#}", prepare_interactions(&cut, &opts).unwrap_err());
-    assert!(e.contains("tcut.csv.gz:") && e.contains("truncated"), "{e}");
+    let line: u64 = e.split("tcut.csv.gz:").nth(1).and_then(|r| r.split(':').next()).unwrap().parse().unwrap();
+    assert!(line > 100 && e.contains("truncated"), "{e}");
     // A UTF-8 BOM before the header is ignored.
     let bom = write(d.path(), "bom.csv", "\u{feff}user_id,item_id,timestamp\n1,2,3\n");
     assert_eq!(prepare_interactions(&bom, &opts).unwrap().n_users(), 1);

@@ -1,7 +1,7 @@
 //! Item tables: CSV/TSV files with a header, an item id column and text/attribute
 //! columns (e.g. `items.tsv.gz`, `movies.csv.gz`). Used by `onerec embed` to build texts.
 
-use super::readers::{read_header, table_delimiter};
+use super::readers::{csv_err, read_header, table_delimiter};
 use crate::util::io::open_text;
 use anyhow::{anyhow, bail, Result};
 use std::collections::BTreeMap;
@@ -34,10 +34,6 @@ pub fn read_items(path: &Path, id_col: &str) -> Result<ItemTable> {
         .delimiter(table_delimiter(path)?)
         .flexible(true)
         .from_reader(open_text(path)?);
-    let err = |e: csv::Error| {
-        let loc = e.position().map_or(file.clone(), |p| format!("{file}:{}", p.line()));
-        anyhow!("{loc}: {e} (truncated or corrupt file?)")
-    };
     let header = read_header(&mut rdr, &file)?;
     let idc = header.iter().position(|h| h == id_col).ok_or_else(|| {
         anyhow!("{file}:1: unknown column `{id_col}`; the header's columns are: {}", header.join(", "))
@@ -45,9 +41,10 @@ pub fn read_items(path: &Path, id_col: &str) -> Result<ItemTable> {
     let columns: Vec<String> = header.iter().enumerate().filter(|(c, _)| *c != idc).map(|(_, h)| h.clone()).collect();
     let mut table = ItemTable { id_col: id_col.to_string(), columns, ids: Vec::new(), rows: BTreeMap::new() };
     let mut first_line = BTreeMap::new();
+    let mut line = 1;
     for rec in rdr.records() {
-        let rec = rec.map_err(err)?;
-        let line = rec.position().map_or(0, |p| p.line());
+        let rec = rec.map_err(|e| csv_err(&file, e, line + 1))?;
+        line = rec.position().map_or(line + 1, |p| p.line());
         if rec.len() == 1 && rec[0].trim().is_empty() {
             continue;
         }

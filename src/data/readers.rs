@@ -186,9 +186,10 @@ pub fn table_delimiter(path: &Path) -> Result<u8> {
 }
 
 /// Where a csv error happened, for messages.
-pub(crate) fn csv_err(file: &str, e: csv::Error) -> anyhow::Error {
-    let line = e.position().map(|p| p.line());
-    let loc = line.map_or(file.to_string(), |l| format!("{file}:{l}"));
+/// `next_line` is the line being read, for errors (I/O ones) that carry no position.
+pub(crate) fn csv_err(file: &str, e: csv::Error, next_line: u64) -> anyhow::Error {
+    let line = e.position().map_or(next_line, |p| p.line());
+    let loc = format!("{file}:{line}");
     match e.kind() {
         csv::ErrorKind::Io(_) => anyhow!("{loc}: read error (truncated or corrupt gzip?): {e}"),
         _ => anyhow!("{loc}: {e}"),
@@ -199,7 +200,7 @@ pub(crate) fn csv_err(file: &str, e: csv::Error) -> anyhow::Error {
 pub(crate) fn read_header<R: std::io::Read>(rdr: &mut csv::Reader<R>, file: &str) -> Result<Vec<String>> {
     let header: Vec<String> = rdr
         .headers()
-        .map_err(|e| csv_err(file, e))?
+        .map_err(|e| csv_err(file, e, 1))?
         .iter()
         .enumerate()
         .map(|(i, h)| if i == 0 { h.trim_start_matches('\u{feff}') } else { h }.trim().to_string())
@@ -257,13 +258,14 @@ pub fn read_interactions(path: &Path, opts: &TableOptions) -> Result<Interaction
     let mut out = Interactions::default();
     let mut sess = Vec::new();
     let mut rec = csv::StringRecord::new();
+    let mut lineno = 1;
     loop {
         match rdr.read_record(&mut rec) {
             Ok(true) => {}
             Ok(false) => break,
-            Err(e) => return Err(csv_err(&file, e)),
+            Err(e) => return Err(csv_err(&file, e, lineno + 1)),
         }
-        let lineno = rec.position().map_or(0, |p| p.line());
+        lineno = rec.position().map_or(lineno + 1, |p| p.line());
         let at = || format!("{file}:{lineno}");
         if rec.len() == 1 && rec[0].trim().is_empty() {
             continue; // blank line
