@@ -154,3 +154,31 @@ fn save_load_round_trip_and_byte_identical_output() {
     let e = format!("{:#}", Dataset::load(&a).unwrap_err());
     assert!(e.contains("manifest counts"), "{e}");
 }
+
+#[test]
+fn cli_kuaishou_log_with_flags_only() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write(d.path(), "kuai.tsv", &KUAI.replace(',', "\t"));
+    let out = d.path().join("ds");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_onerec"))
+        .args(["-q", "data", "prepare", "--interactions"])
+        .arg(&p)
+        .args(["--user-col", "user_id", "--item-col", "video_id", "--time-col", "time_ms"])
+        .args(["--session-gap", "1800", "--session-len", "3", "--min-session-items", "2"])
+        .args(["--min-watch-time", "60000", "--watch-col", "play_time_ms"])
+        .args(["--require-positive", "--positive-col", "is_like", "--feature-cols", "play_time_ms,is_like"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let ds = Dataset::load(&out).unwrap();
+    assert_eq!(ds.manifest.features, ["play_time_ms", "is_like"]);
+    assert_eq!(ds.session_quality, [true, false, false, false]);
+    assert_eq!(ds.session_target(0, 0), 0..3);
+    assert_eq!(ds.manifest.extra["time_unit"], "ms");
+    assert_eq!(ds.manifest.extra["quality"]["watch_col"], "play_time_ms");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_onerec")).args(["-q", "data", "stats"]).arg(&out).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout);
+    assert!(text.contains("sessions      4 (1 high-quality; rule gap:1800)"), "{text}");
+}
