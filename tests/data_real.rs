@@ -74,3 +74,37 @@ fn movielens_ratings_csv_matches_sequences_and_readme() {
     assert_eq!((round4(p.validation.recall_at_10), round4(p.validation.ndcg_at_10)), (0.0197, 0.0113));
     assert_eq!((round4(p.test.recall_at_10), round4(p.test.ndcg_at_10)), (0.0197, 0.0092));
 }
+
+#[test]
+fn amazon_sports_and_toys_popularity() {
+    // (dir, users, items, interactions, valid R@10, valid N@10, test R@10, test N@10) from the READMEs.
+    for (dir, u, i, n, vr, vn, tr, tn) in [
+        ("amazon-sports", 35_598, 18_357, 296_337, 0.0124, 0.0067, 0.0090, 0.0051),
+        ("amazon-toys", 19_412, 11_924, 167_597, 0.0123, 0.0064, 0.0089, 0.0049),
+    ] {
+        let Some(path) = shared(&format!("{dir}/sequences.txt.gz")) else { continue };
+        let ds = prepare_sequences(&path, &PrepareOptions::default()).unwrap();
+        assert_eq!((ds.n_users(), ds.n_items(), ds.items.len()), (u, i, n), "{dir}");
+        let p = popularity_baseline(&ds);
+        assert_eq!((round4(p.validation.recall_at_10), round4(p.validation.ndcg_at_10)), (vr, vn), "{dir}");
+        assert_eq!((round4(p.test.recall_at_10), round4(p.test.ndcg_at_10)), (tr, tn), "{dir}");
+    }
+}
+
+#[test]
+fn real_item_tables() {
+    use onerec::data::items::read_items;
+    if let Some(p) = shared("amazon-beauty/items.tsv.gz") {
+        let t = read_items(&p, "item_id").unwrap();
+        assert_eq!(t.ids.len(), 12_101);
+        assert_eq!(t.get("1", "asin"), Some("B004756YJA"));
+        assert_eq!(t.get("10205", "generated_phrase"), Some(""));
+    }
+    if let Some(p) = shared("movielens-latest-small/movies.csv.gz") {
+        let t = read_items(&p, "movieId").unwrap();
+        assert_eq!(t.ids.len(), 9_742);
+        assert_eq!(t.get("1", "title"), Some("Toy Story (1995)"));
+        // Quoted titles with commas stay one field.
+        assert!(t.rows.values().any(|r| r["title"].contains(", ")));
+    }
+}
