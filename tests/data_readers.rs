@@ -61,9 +61,10 @@ fn interactions_csv_tsv_quoting_and_auto_features() {
 #[test]
 fn item_table() {
     let d = tempfile::tempdir().unwrap();
-    let p = gz(d.path(), "items.tsv.gz", "item_id\tasin\tphrase\n2\tB01\tred lipstick\n1\tB02\t\n");
+    let p = gz(d.path(), "items.tsv.gz", "item_id\tasin\tphrase\n2\tB01\tred lipstick\n1\tB02\t\n3\tB03\t12\" mirror, \"big\n");
     let t = read_items(&p, "item_id").unwrap();
-    assert_eq!(t.ids, ["2", "1"]);
+    assert_eq!(t.ids, ["2", "1", "3"]);
+    assert_eq!(t.get("3", "phrase"), Some("12\" mirror, \"big"), "TSV quotes are plain characters");
     assert_eq!(t.columns, ["asin", "phrase"]);
     assert_eq!(t.get("2", "phrase"), Some("red lipstick"));
     assert_eq!(t.get("1", "phrase"), Some(""));

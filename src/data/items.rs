@@ -30,8 +30,10 @@ impl ItemTable {
 /// wrong column counts, an unknown id column and an empty file are errors (file:line).
 pub fn read_items(path: &Path, id_col: &str) -> Result<ItemTable> {
     let file = path.display().to_string();
+    let delim = table_delimiter(path)?;
     let mut rdr = csv::ReaderBuilder::new()
-        .delimiter(table_delimiter(path)?)
+        .delimiter(delim)
+        .quoting(delim != b'\t') // TSV has no quoting: a `"` is an ordinary character
         .flexible(true)
         .from_reader(open_text(path)?);
     let header = read_header(&mut rdr, &file)?;

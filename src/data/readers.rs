@@ -227,6 +227,7 @@ pub fn read_interactions(path: &Path, opts: &TableOptions) -> Result<Interaction
     };
     let mut rdr = csv::ReaderBuilder::new()
         .delimiter(delim)
+        .quoting(delim != b'\t') // TSV has no quoting: a `"` is an ordinary character
         .flexible(true)
         .has_headers(true)
         .from_reader(open_text(path)?);
