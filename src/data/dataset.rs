@@ -6,11 +6,18 @@
 //!
 //! On disk (a directory): `dataset.json` (the [`DatasetManifest`]), `histories.safetensors`
 //! (`offsets` i64 [users+1], `items` u32 [n], `timestamps` i64 [n], `feature.<name>` f32 [n],
-//! `session_offsets` i64 [users+1] and `session_starts` i64 [sessions]),
+//! `session_offsets` i64 [users+1], `session_starts` i64 [sessions] and
+//! `session_quality` u8 [sessions], 1 = passes the high-quality filter),
 //! `user_ids.txt` and `item_ids.txt` (original ids, one per line, in dense order).
+//!
+//! Dense ids: users in order of first appearance (sequence files: line order); items
+//! sorted by original id (numerically when every id is an integer, else by string), so
+//! "smaller dense id" and "smaller original id" agree for tie-breaking.
 
+use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
+use std::path::Path;
 
 /// What a prepared dataset holds and where it came from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -80,17 +87,70 @@ pub struct Dataset {
     /// `session_starts[session_offsets[u]..session_offsets[u+1]]` (first is always 0).
     pub session_offsets: Vec<usize>,
     pub session_starts: Vec<usize>,
+    /// Per session (parallel to `session_starts`): passes the high-quality filter
+    /// (minimum items, watch time, a positive engagement; see `data::sessions`).
+    pub session_quality: Vec<bool>,
 }
 
 impl Dataset {
     /// Loads a prepared dataset directory (see the module doc for the layout).
-    pub fn load(dir: &std::path::Path) -> anyhow::Result<Dataset> {
-        anyhow::bail!("Dataset::load({}) is not implemented yet", dir.display())
+    pub fn load(dir: &Path) -> Result<Dataset> {
+        crate::data::store::load(dir)
     }
 
-    /// Writes the dataset into `dir` (each file atomically).
-    pub fn save(&self, dir: &std::path::Path) -> anyhow::Result<()> {
-        anyhow::bail!("Dataset::save({}) is not implemented yet", dir.display())
+    /// Writes the dataset into `dir` (each file atomically). To build a whole directory
+    /// atomically use `data::prepare::write_dataset`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        crate::data::store::save(self, dir)
+    }
+
+    /// Checks the internal invariants (lengths, offsets, ids in range); `what` names
+    /// the source in the error.
+    pub fn validate(&self, what: &str) -> Result<()> {
+        let (u, n, s) = (self.user_ids.len(), self.items.len(), self.session_starts.len());
+        let m = &self.manifest;
+        if m.users != u || m.items != self.item_ids.len() || m.interactions != n {
+            bail!(
+                "{what}: manifest counts (users {}, items {}, interactions {}) disagree with the data ({u}, {}, {n})",
+                m.users, m.items, m.interactions, self.item_ids.len()
+            );
+        }
+        if self.offsets.len() != u + 1 || self.offsets[0] != 0 || self.offsets[u] != n {
+            bail!("{what}: `offsets` must have users+1 = {} entries from 0 to {n}", u + 1);
+        }
+        if self.offsets.windows(2).any(|w| w[0] > w[1]) {
+            bail!("{what}: `offsets` must be non-decreasing");
+        }
+        if self.timestamps.len() != n {
+            bail!("{what}: `timestamps` has {} entries, expected {n}", self.timestamps.len());
+        }
+        if let Some(bad) = self.items.iter().find(|&&i| i as usize >= self.item_ids.len()) {
+            bail!("{what}: item id {bad} out of range (items: {})", self.item_ids.len());
+        }
+        if self.features.len() != m.features.len() || self.features.iter().any(|f| f.len() != n) {
+            bail!("{what}: features must be {} columns of {n} values", m.features.len());
+        }
+        if self.session_offsets.len() != u + 1
+            || self.session_offsets[0] != 0
+            || self.session_offsets[u] != s
+            || self.session_offsets.windows(2).any(|w| w[0] > w[1])
+            || self.session_quality.len() != s
+        {
+            bail!("{what}: session tables are inconsistent (session_offsets/starts/quality)");
+        }
+        for user in 0..u {
+            let len = self.offsets[user + 1] - self.offsets[user];
+            let st = &self.session_starts[self.session_offsets[user]..self.session_offsets[user + 1]];
+            let ok = if len == 0 {
+                st.is_empty() || st == [0]
+            } else {
+                st.first() == Some(&0) && st.windows(2).all(|w| w[0] < w[1]) && st.iter().all(|&x| x < len)
+            };
+            if !ok {
+                bail!("{what}: user {user}'s session starts {st:?} are invalid for a history of {len}");
+            }
+        }
+        Ok(())
     }
 
     pub fn n_users(&self) -> usize {
@@ -126,6 +186,37 @@ impl Dataset {
             .map(|(k, &s)| s..starts.get(k + 1).copied().unwrap_or(n))
             .collect()
     }
+    /// Number of sessions of user `u`.
+    pub fn n_sessions(&self, u: usize) -> usize {
+        self.session_offsets[u + 1] - self.session_offsets[u]
+    }
+    /// Whether user `u`'s `k`-th session passed the high-quality filter.
+    pub fn session_is_high_quality(&self, u: usize, k: usize) -> bool {
+        self.session_quality[self.session_offsets[u] + k]
+    }
+    /// Every high-quality session as (user, history index range), users in dense order.
+    pub fn high_quality_sessions(&self) -> Vec<(usize, Range<usize>)> {
+        (0..self.n_users())
+            .flat_map(|u| {
+                let base = self.session_offsets[u];
+                self.sessions(u)
+                    .into_iter()
+                    .enumerate()
+                    .filter(move |(k, _)| self.session_quality[base + k])
+                    .map(move |(_, r)| (u, r))
+            })
+            .collect()
+    }
+    /// Items per session target (`--session-len`, manifest `extra.session_len`; 5 if absent).
+    pub fn session_len(&self) -> usize {
+        self.manifest.extra.get("session_len").and_then(|v| v.as_u64()).map_or(5, |v| v as usize)
+    }
+    /// The target of user `u`'s `k`-th session: its first `session_len()` items
+    /// (fewer when the session is shorter), as history indices.
+    pub fn session_target(&self, u: usize, k: usize) -> Range<usize> {
+        let r = self.sessions(u)[k].clone();
+        r.start..r.end.min(r.start + self.session_len())
+    }
     /// Builds an in-memory dataset from histories of dense item ids (tests, toy data).
     /// Timestamps are positions; no features; one session per user.
     pub fn from_histories(histories: &[Vec<u32>], n_items: usize) -> Dataset {
@@ -157,6 +248,7 @@ impl Dataset {
             features: vec![],
             session_offsets: (0..=users).collect(),
             session_starts: vec![0; users],
+            session_quality: vec![true; users],
         }
     }
 }

@@ -4,6 +4,12 @@
 
 pub mod dataset;
 pub mod embeddings;
+pub mod items;
+pub mod prepare;
+pub mod readers;
+pub mod sessions;
+pub mod stats;
+pub mod store;
 
 pub use dataset::{Dataset, DatasetManifest, Split};
 pub use embeddings::Embeddings;
