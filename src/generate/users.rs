@@ -124,3 +124,22 @@ impl FromStr for Shard {
         Ok(Shard { index, count })
     }
 }
+
+/// The dataset with item ids renumbered to the checkpoint's rows (`ids`), so that
+/// histories use the ids the model was trained with. Identity (a clone) when the
+/// dataset is the training dataset; an error naming unknown items otherwise.
+pub fn align_dataset(ds: &Dataset, ids: &SemanticIds) -> Result<Dataset> {
+    if ds.item_ids == ids.item_ids {
+        return Ok(ds.clone());
+    }
+    let rows = ids
+        .rows_for(&ds.item_ids)
+        .context("the dataset has items the checkpoint's catalogue lacks: use the dataset the model was trained on")?;
+    let mut out = ds.clone();
+    for it in &mut out.items {
+        *it = rows[*it as usize];
+    }
+    out.item_ids = ids.item_ids.clone();
+    out.manifest.items = ids.n_items();
+    Ok(out)
+}
