@@ -67,7 +67,9 @@ pub struct EvalReport {
     pub coverage: f64,
     /// Mean over users of (distinct first-level codes / items) in the best session.
     pub diversity: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub true_reward: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     pub rm_reward: Option<f64>,
     pub users: usize,
 }
