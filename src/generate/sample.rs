@@ -41,7 +41,7 @@ pub fn sample_sessions<M: StepModel, R: Rng>(
     let excl: Vec<Exclusion> =
         histories.iter().map(|h| Exclusion::new(&index, if opts.exclude_history { h } else { &[] })).collect();
     let mut state = model.encode(histories)?;
-    let rows: Vec<u32> = (0..histories.len() as u32).flat_map(|u| std::iter::repeat(u).take(n)).collect();
+    let rows: Vec<u32> = (0..histories.len() as u32).flat_map(|u| std::iter::repeat_n(u, n)).collect();
     model.reorder(&mut state, &rows)?;
     struct Row {
         node: u32,
