@@ -85,6 +85,7 @@ impl Beam {
 
 /// Checks that the model, vocabulary, semantic ids and histories agree.
 pub(crate) fn check_inputs<M: StepModel>(model: &M, ids: &SemanticIds, vocab: &Vocab, histories: &[&[u32]]) -> Result<()> {
+    check_items(ids, histories, "history")?;
     ensure!(
         vocab.codebook_sizes == ids.codebook_sizes,
         "vocabulary codebook sizes {:?} differ from the semantic ids' {:?}: the checkpoint and tokenizer do not match",
@@ -97,10 +98,15 @@ pub(crate) fn check_inputs<M: StepModel>(model: &M, ids: &SemanticIds, vocab: &V
         model.vocab_size(),
         vocab.size()
     );
+    Ok(())
+}
+
+/// Fails naming the first row (`what` + index) holding an item outside the catalogue.
+pub(crate) fn check_items(ids: &SemanticIds, rows: &[&[u32]], what: &str) -> Result<()> {
     let n = ids.n_items() as u32;
-    for (u, h) in histories.iter().enumerate() {
+    for (u, h) in rows.iter().enumerate() {
         if let Some(&bad) = h.iter().find(|&&i| i >= n) {
-            bail!("history {u}: item {bad} is outside the catalogue of {n} items");
+            bail!("{what} {u}: item {bad} is outside the catalogue of {n} items");
         }
     }
     Ok(())

@@ -1,7 +1,7 @@
 //! Teacher-forced scoring: the model's log-probability of given sessions, computed
 //! token by token through [`StepModel::step`] exactly as decoding sees them.
 
-use super::beam::check_inputs;
+use super::beam::{check_inputs, check_items};
 use super::StepModel;
 use crate::model::Vocab;
 use crate::tokenizer::SemanticIds;
@@ -23,7 +23,7 @@ pub fn teacher_forced_logprob<M: StepModel>(
         sessions.len()
     );
     check_inputs(model, ids, vocab, histories)?;
-    check_inputs(model, ids, vocab, sessions)?;
+    check_items(ids, sessions, "session")?;
     let seqs: Vec<Vec<u32>> =
         sessions.iter().map(|s| s.iter().flat_map(|&i| vocab.item_tokens(ids.codes(i))).collect()).collect();
     let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
