@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
+    /// Checkpoint directory (or a pretrain/align output directory).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Prepared dataset directory.
@@ -30,8 +31,10 @@ pub struct EvalArgs {
     /// Beam width when generating those sessions.
     #[arg(long, default_value_t = 10)]
     pub session_beam: usize,
+    /// Never recommend items from the user's history.
     #[arg(long)]
     pub exclude_history: bool,
+    /// Users decoded together in one batch (batches run in parallel).
     #[arg(long, default_value_t = 64)]
     pub batch_users: usize,
     /// Evaluate an evenly spaced deterministic subset of at most N users.

@@ -10,6 +10,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
+    /// Checkpoint directory (or a pretrain/align output directory).
     #[arg(long)]
     pub checkpoint: PathBuf,
     /// Lines `user_id<TAB>item_id` (original ids).
@@ -24,6 +25,7 @@ pub struct ScoreArgs {
     /// Output: `.tsv` -> `user<TAB>item<TAB>logprob`, otherwise JSONL.
     #[arg(long)]
     pub out: PathBuf,
+    /// Only shard i of n (contiguous blocks of the valid pairs, in file order).
     #[arg(long, default_value = "0/1")]
     pub shard: Shard,
     /// Pairs scored together in one batch.
