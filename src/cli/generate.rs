@@ -1,15 +1,77 @@
-//! `onerec generate`.
+//! `onerec generate`: constrained beam search for users of a dataset split or a
+//! histories file; one JSON line per user (see [`crate::generate::batch::generate_json`]).
 
-use anyhow::Result;
+use crate::data::Dataset;
+use crate::generate::users::{align_dataset, users_from_histories_file, users_from_split, Shard, SplitSel};
+use crate::generate::{generate_batched, write_generate_jsonl, BeamOptions, DecodeIndex};
+use crate::model::Vocab;
+use anyhow::{bail, Context, Result};
 use clap::Args;
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {
-    /// Arguments are added when this stage lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Checkpoint directory (or a pretrain/align output directory).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Prepared dataset directory: users and histories of `--split`.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// valid | test | all: the history ends before that target (`all`: whole history).
+    #[arg(long, default_value = "test")]
+    pub split: SplitSel,
+    /// Instead of --data: lines `user_id item_id ...` (original ids, oldest first).
+    #[arg(long, conflicts_with = "data")]
+    pub histories: Option<PathBuf>,
+    #[arg(long, default_value_t = 20)]
+    pub beam: usize,
+    /// Items per generated session.
+    #[arg(long, default_value_t = 1)]
+    pub session_len: usize,
+    /// Hypotheses written per user (<= beam).
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Never recommend items from the user's history.
+    #[arg(long)]
+    pub exclude_history: bool,
+    /// Users decoded together in one batch.
+    #[arg(long, default_value_t = 64)]
+    pub batch_users: usize,
+    /// Only shard i of n (contiguous blocks of users; concatenated shards = whole).
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    /// Output JSONL file (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
-pub fn run(_args: GenerateArgs) -> Result<()> {
-    Err(super::not_implemented("generate"))
+pub fn run(a: GenerateArgs) -> Result<()> {
+    let t0 = std::time::Instant::now();
+    let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
+    let ids = &ckpt.semantic_ids;
+    let vocab = Vocab::new(ids.codebook_sizes.clone());
+    let users = match (&a.data, &a.histories) {
+        (_, Some(h)) => users_from_histories_file(h, ids)?,
+        (Some(d), None) => {
+            let ds = Dataset::load(d).with_context(|| format!("loading dataset {}", d.display()))?;
+            users_from_split(&align_dataset(&ds, ids)?, a.split)
+        }
+        (None, None) => bail!("give the users: --data DIR (with --split) or --histories FILE"),
+    };
+    let users = &users[a.shard.range(users.len())];
+    tracing::info!("generating for {} users (shard {}/{}), beam {}, session {}", users.len(), a.shard.index, a.shard.count, a.beam, a.session_len);
+    let opts = BeamOptions { beam: a.beam, session_len: a.session_len, top: a.top.min(a.beam), exclude_history: a.exclude_history };
+    let index = DecodeIndex::new(ids)?;
+    let hist: Vec<&[u32]> = users.iter().map(|u| &u.history[..]).collect();
+    let (res, stats) = generate_batched(&ckpt.model, ids, &index, &vocab, &hist, &opts, a.batch_users)?;
+    write_generate_jsonl(&a.out, users, &res, ids, a.session_len)?;
+    tracing::info!(
+        "wrote {} ({} users) in {:.1}s; invalid_paths {}, invalid_paths_before_masking {:.4}",
+        a.out.display(),
+        users.len(),
+        t0.elapsed().as_secs_f64(),
+        stats.invalid_items,
+        stats.invalid_fraction_before_masking()
+    );
+    Ok(())
 }

@@ -1,15 +1,65 @@
-//! `onerec score`.
+//! `onerec score`: the model's log-probability of (user, candidate item) pairs.
 
-use anyhow::Result;
+use crate::data::Dataset;
+use crate::generate::score::{read_pairs, score_pairs, shard_pairs, write_scores};
+use crate::generate::users::{align_dataset, Shard, SplitSel};
+use crate::model::Vocab;
+use anyhow::{Context, Result};
 use clap::Args;
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
-    /// Arguments are added when this stage lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Checkpoint directory (or a pretrain/align output directory).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Lines `user_id<TAB>item_id` (original ids).
+    #[arg(long)]
+    pub pairs: PathBuf,
+    /// Prepared dataset with the users' histories (required).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// History ends before this split's target: valid | test | all.
+    #[arg(long, default_value = "test")]
+    pub split: SplitSel,
+    /// Output: `.tsv` -> `user<TAB>item<TAB>logprob`, otherwise JSONL.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Only shard i of n (contiguous blocks of the valid pairs, in file order).
+    #[arg(long, default_value = "0/1")]
+    pub shard: Shard,
+    /// Pairs scored together in one batch.
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    /// Skip (and count) lines with unknown ids or a wrong column count.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
 }
 
-pub fn run(_args: ScoreArgs) -> Result<()> {
-    Err(super::not_implemented("score"))
+pub fn run(a: ScoreArgs) -> Result<()> {
+    let data = a
+        .data
+        .as_ref()
+        .context("--data DIR is required: user histories come from the prepared dataset")?;
+    let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
+    let ids = &ckpt.semantic_ids;
+    let vocab = Vocab::new(ids.codebook_sizes.clone());
+    let ds = Dataset::load(data).with_context(|| format!("loading dataset {}", data.display()))?;
+    let ds = align_dataset(&ds, ids)?;
+    let pairs = read_pairs(&a.pairs, &ds, ids, a.skip_bad_lines)?;
+    let mine = shard_pairs(&pairs.pairs, a.shard);
+    let scores = score_pairs(&ckpt.model, &vocab, ids, &ds, a.split, mine, a.batch)?;
+    write_scores(&a.out, mine, &scores)?;
+    tracing::info!(
+        "scored {} pairs (shard {}/{}), skipped {} bad lines; wrote {}",
+        mine.len(),
+        a.shard.index,
+        a.shard.count,
+        pairs.skipped,
+        a.out.display()
+    );
+    if pairs.skipped > 0 {
+        eprintln!("skipped {} bad lines of {}", pairs.skipped, a.pairs.display());
+    }
+    Ok(())
 }

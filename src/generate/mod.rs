@@ -22,3 +22,19 @@ pub trait StepModel {
     /// Vocabulary size (length of each row returned by `step`).
     fn vocab_size(&self) -> usize;
 }
+
+pub mod batch;
+pub mod beam;
+pub mod forced;
+pub mod index;
+pub mod mock;
+pub mod sample;
+pub mod score;
+pub mod users;
+
+pub use batch::{generate_batched, write_generate_jsonl};
+pub use beam::{beam_search, beam_search_with, BeamOptions, DecodeStats, Hypothesis};
+pub use forced::teacher_forced_logprob;
+pub use index::DecodeIndex;
+pub use sample::sample_sessions;
+pub use users::{Shard, SplitSel, UserQuery};

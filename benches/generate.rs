@@ -1,0 +1,86 @@
+//! Decoding throughput (users/s) at beam 10 for one item and for sessions of 5 items,
+//! and the per-step cost profile (must stay flat as tokens accumulate: KV cache).
+//!
+//! Runs on the hash mock model for now. TODO(model): when `OneRecModel` lands, build a
+//! small-config model here (or load ONEREC_BENCH_CHECKPOINT via
+//! `onerec::model::checkpoint::load`) and pass it to `bench_model` / `step_profile`:
+//! both are generic over `StepModel`.
+
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use onerec::generate::mock::HashLm;
+use onerec::generate::{beam_search_with, BeamOptions, DecodeIndex, StepModel};
+use onerec::model::Vocab;
+use onerec::tokenizer::SemanticIds;
+use rand::Rng;
+use std::time::Instant;
+
+fn catalogue(sizes: &[usize], n: usize) -> SemanticIds {
+    let mut rng = onerec::util::rng::stream(7, "bench-ids");
+    let mut seen = std::collections::HashSet::new();
+    let mut codes = Vec::new();
+    while seen.len() < n {
+        let p: Vec<u32> = sizes.iter().map(|&s| rng.gen_range(0..s as u32)).collect();
+        if seen.insert(p.clone()) {
+            codes.extend(p);
+        }
+    }
+    SemanticIds::new((0..n).map(|i| i.to_string()).collect(), sizes.to_vec(), codes).expect("distinct paths")
+}
+
+fn histories(users: usize, items: usize) -> Vec<Vec<u32>> {
+    let mut rng = onerec::util::rng::stream(8, "bench-hist");
+    (0..users).map(|_| (0..20).map(|_| rng.gen_range(0..items as u32)).collect()).collect()
+}
+
+/// Users/s of beam search at beam 10 for sessions of 1 and 5 items.
+fn bench_model<M: StepModel>(c: &mut Criterion, name: &str, model: &M, ids: &SemanticIds, vocab: &Vocab) {
+    let index = DecodeIndex::new(ids).expect("index");
+    let hist = histories(32, ids.n_items());
+    let h: Vec<&[u32]> = hist.iter().map(|x| &x[..]).collect();
+    let mut g = c.benchmark_group(format!("generate/{name}"));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(h.len() as u64));
+    for session_len in [1usize, 5] {
+        let opts = BeamOptions { beam: 10, session_len, top: 10, exclude_history: true };
+        g.bench_with_input(BenchmarkId::new("beam10_items", session_len), &opts, |b, o| {
+            b.iter(|| beam_search_with(model, ids, &index, vocab, &h, o).expect("beam"))
+        });
+    }
+    g.finish();
+}
+
+/// Seconds per `step` call at each position of a long teacher-forced sequence
+/// (32 users x beam 10 rows). With a KV cache the last steps cost about the same as
+/// the first; prints first/last means and their ratio.
+fn step_profile<M: StepModel>(name: &str, model: &M, vocab: &Vocab, steps: usize) {
+    let hist = histories(320, 100);
+    let h: Vec<&[u32]> = hist.iter().map(|x| &x[..]).collect();
+    let mut state = model.encode(&h).expect("encode");
+    let mut tokens = vec![Vocab::BOS; h.len()];
+    let mut times = Vec::with_capacity(steps);
+    for t in 0..steps {
+        let t0 = Instant::now();
+        let lp = model.step(&mut state, &tokens).expect("step");
+        times.push(t0.elapsed().as_secs_f64());
+        let level = t % vocab.levels();
+        let r = vocab.level_range(level);
+        tokens = (0..h.len()).map(|i| r.start + ((i + t) as u32 % (r.end - r.start))).collect();
+        std::hint::black_box(lp);
+    }
+    let q = (steps / 4).max(1);
+    let first: f64 = times[..q].iter().sum::<f64>() / q as f64;
+    let last: f64 = times[steps - q..].iter().sum::<f64>() / q as f64;
+    println!("step_profile/{name}: {steps} steps, first-quarter {:.3} ms/step, last-quarter {:.3} ms/step, ratio {:.2}", first * 1e3, last * 1e3, last / first);
+}
+
+fn benches(c: &mut Criterion) {
+    let sizes = [64usize, 64, 64];
+    let ids = catalogue(&sizes, 20_000);
+    let vocab = Vocab::new(sizes.to_vec());
+    let mock = HashLm::new(vocab.size(), 1);
+    step_profile("mock", &mock, &vocab, 30);
+    bench_model(c, "mock", &mock, &ids, &vocab);
+}
+
+criterion_group!(generate, benches);
+criterion_main!(generate);

@@ -1,0 +1,51 @@
+//! Teacher-forced scoring: the model's log-probability of given sessions, computed
+//! token by token through [`StepModel::step`] exactly as decoding sees them.
+
+use super::beam::{check_inputs, check_items};
+use super::StepModel;
+use crate::model::Vocab;
+use crate::tokenizer::SemanticIds;
+use anyhow::{ensure, Result};
+
+/// Sum of the log-probabilities of every code token of `sessions[u]` (dense item
+/// ids) given `histories[u]`; sessions may differ in length (an empty one scores 0).
+pub fn teacher_forced_logprob<M: StepModel>(
+    model: &M,
+    vocab: &Vocab,
+    ids: &SemanticIds,
+    histories: &[&[u32]],
+    sessions: &[&[u32]],
+) -> Result<Vec<f32>> {
+    ensure!(
+        histories.len() == sessions.len(),
+        "{} histories but {} sessions",
+        histories.len(),
+        sessions.len()
+    );
+    check_inputs(model, ids, vocab, histories)?;
+    check_items(ids, sessions, "session")?;
+    let seqs: Vec<Vec<u32>> =
+        sessions.iter().map(|s| s.iter().flat_map(|&i| vocab.item_tokens(ids.codes(i))).collect()).collect();
+    let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+    let mut sums = vec![0f32; seqs.len()];
+    if len == 0 {
+        return Ok(sums);
+    }
+    let v = vocab.size();
+    let mut state = model.encode(histories)?;
+    let mut tokens = vec![Vocab::BOS; seqs.len()];
+    for t in 0..len {
+        let lp = model.step(&mut state, &tokens)?;
+        ensure!(lp.len() == seqs.len() * v, "model returned {} log-probs for {} rows x {v}", lp.len(), seqs.len());
+        for (r, s) in seqs.iter().enumerate() {
+            tokens[r] = match s.get(t) {
+                Some(&tok) => {
+                    sums[r] += lp[r * v + tok as usize];
+                    tok
+                }
+                None => Vocab::PAD,
+            };
+        }
+    }
+    Ok(sums)
+}

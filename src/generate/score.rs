@@ -1,0 +1,121 @@
+//! Batch scoring of (user, candidate item) pairs: the model's teacher-forced
+//! log-probability of the item as the next recommendation after the user's history.
+
+use super::forced::teacher_forced_logprob;
+use super::users::{split_point, Shard, SplitSel};
+use super::StepModel;
+use crate::data::Dataset;
+use crate::model::Vocab;
+use crate::tokenizer::SemanticIds;
+use anyhow::{bail, ensure, Context, Result};
+use rayon::prelude::*;
+use std::collections::HashMap;
+use std::io::{BufRead, Write};
+use std::path::Path;
+
+/// A parsed pair: 1-based line number, original ids, dense ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Pair {
+    pub line: usize,
+    pub user_id: String,
+    pub item_id: String,
+    pub user: usize,
+    pub item: u32,
+}
+
+/// Pairs read from a file and how many bad lines were skipped.
+#[derive(Clone, Debug, Default)]
+pub struct Pairs {
+    pub pairs: Vec<Pair>,
+    pub skipped: usize,
+}
+
+/// Reads `user_id<TAB>item_id` lines (original ids; blank and `#` lines ignored).
+/// Unknown ids or a wrong column count are an error naming the line, or, with
+/// `skip_bad`, skipped and counted (each logged at warn).
+pub fn read_pairs(path: &Path, ds: &Dataset, ids: &SemanticIds, skip_bad: bool) -> Result<Pairs> {
+    let users: HashMap<&str, usize> = ds.user_ids.iter().enumerate().map(|(i, u)| (u.as_str(), i)).collect();
+    let mut out = Pairs::default();
+    for (ln, line) in crate::util::io::open_text(path)?.lines().enumerate() {
+        let line = line.with_context(|| format!("{}:{}: cannot read line", path.display(), ln + 1))?;
+        if line.trim().is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
+        let parsed = (|| -> Result<Pair> {
+            if cols.len() != 2 {
+                bail!("expected 2 tab-separated columns `user_id<TAB>item_id`, found {}", cols.len());
+            }
+            let user = *users.get(cols[0]).with_context(|| format!("unknown user id `{}` (not in the dataset)", cols[0]))?;
+            let item = ids.row_of(cols[1]).with_context(|| format!("unknown item id `{}` (not in the catalogue)", cols[1]))?;
+            Ok(Pair { line: ln + 1, user_id: cols[0].to_string(), item_id: cols[1].to_string(), user, item })
+        })();
+        match parsed {
+            Ok(p) => out.pairs.push(p),
+            Err(e) if skip_bad => {
+                tracing::warn!("{}:{}: skipped: {e:#}", path.display(), ln + 1);
+                out.skipped += 1;
+            }
+            Err(e) => bail!("{}:{}: {e:#} (use --skip-bad-lines to skip such lines)", path.display(), ln + 1),
+        }
+    }
+    Ok(out)
+}
+
+/// Log-probability of each pair's item given the user's history up to `split`
+/// (users without that split point score against their whole history for `all` only;
+/// for valid/test such users are an error naming the line). Batches run in parallel;
+/// output order = input order.
+#[allow(clippy::too_many_arguments)]
+pub fn score_pairs<M: StepModel + Sync>(
+    model: &M,
+    vocab: &Vocab,
+    ids: &SemanticIds,
+    ds: &Dataset,
+    split: SplitSel,
+    pairs: &[Pair],
+    batch: usize,
+) -> Result<Vec<f32>> {
+    ensure!(batch >= 1, "batch size must be >= 1");
+    let mut hist: Vec<&[u32]> = Vec::with_capacity(pairs.len());
+    for p in pairs {
+        let (end, _) = split_point(ds, p.user, split)
+            .with_context(|| format!("line {}: user `{}` has too short a history for the {split:?} split", p.line, p.user_id))?;
+        hist.push(&ds.history(p.user)[..end]);
+    }
+    let sessions: Vec<[u32; 1]> = pairs.iter().map(|p| [p.item]).collect();
+    let sess: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();
+    let parts: Vec<Result<Vec<f32>>> = hist
+        .par_chunks(batch)
+        .zip(sess.par_chunks(batch))
+        .map(|(h, s)| teacher_forced_logprob(model, vocab, ids, h, s))
+        .collect();
+    let mut out = Vec::with_capacity(pairs.len());
+    for p in parts {
+        out.extend(p?);
+    }
+    Ok(out)
+}
+
+/// Writes scores as TSV (`user_id<TAB>item_id<TAB>logprob`, when `path` ends in .tsv)
+/// or JSONL (`{"user", "item", "logprob"}`), atomically.
+pub fn write_scores(path: &Path, pairs: &[Pair], scores: &[f32]) -> Result<()> {
+    ensure!(pairs.len() == scores.len(), "{} pairs but {} scores", pairs.len(), scores.len());
+    let tsv = path.extension().is_some_and(|e| e == "tsv");
+    crate::util::io::atomic_write_with(path, |w| {
+        for (p, s) in pairs.iter().zip(scores) {
+            if tsv {
+                writeln!(w, "{}\t{}\t{}", p.user_id, p.item_id, s)?;
+            } else {
+                serde_json::to_writer(&mut *w, &serde_json::json!({"user": p.user_id, "item": p.item_id, "logprob": s}))?;
+                w.write_all(b"\n")?;
+            }
+        }
+        Ok(())
+    })
+}
+
+/// The pairs of one shard (contiguous block of the valid pairs, in file order).
+pub fn shard_pairs(pairs: &[Pair], shard: Shard) -> &[Pair] {
+    &pairs[shard.range(pairs.len())]
+}
