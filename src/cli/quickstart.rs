@@ -34,7 +34,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     let out = &a.out;
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let mut summary = Map::new();
-    let mut stage = |name: &str, t: Instant| {
+    let stage = |name: &str, t: Instant| {
         let secs = t.elapsed().as_secs_f64();
         tracing::info!("quickstart: {name} done in {secs:.1}s");
         secs
@@ -61,6 +61,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     let tok_opts = TokenizeOptions {
         codebook_sizes: vec![16],
         seed: a.seed,
+        collisions: crate::tokenizer::Collisions::Reassign,
         align: AlignOptions::default(),
         ..TokenizeOptions::default()
     };
