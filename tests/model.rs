@@ -190,3 +190,24 @@ fn bad_configs_are_clear_errors() {
     let e = format!("{:#}", onerec::config::Config::from_toml("[model]\nheads = 7\n", &[]).unwrap_err());
     assert!(e.contains("[model]") && e.contains("heads"), "{e}");
 }
+
+#[test]
+fn loss_free_bias_moves_toward_balance_and_aux_loss_is_switch_style() {
+    let mut cfg = small_cfg(4);
+    cfg.moe.balance = "bias".into();
+    cfg.moe.bias_rate = 0.01;
+    let (m, _) = OneRecModel::build(&cfg, Vocab::new(vec![4, 4, 3]), codes(), 5).unwrap();
+    let l = m.moe_layers()[0];
+    l.update_bias(&[10, 2, 2, 2]);
+    let b = l.bias.lock().unwrap().clone();
+    assert!(b[0] < 0.0 && b[1] > 0.0 && b[2] > 0.0 && b[3] > 0.0, "{b:?}");
+    // Bias mode adds no aux loss; aux mode does, and it is >= coef (equality iff balanced).
+    let batch = m.session_batch(&[&[1, 2]], &[&[3]], true).unwrap();
+    assert!(m.forward(&batch).unwrap().aux_loss.is_none());
+    let mut cfg = small_cfg(4);
+    cfg.moe.aux_coef = 0.5;
+    let (m, _) = OneRecModel::build(&cfg, Vocab::new(vec![4, 4, 3]), codes(), 5).unwrap();
+    let aux = m.forward(&batch).unwrap().aux_loss.unwrap().to_scalar::<f32>().unwrap();
+    // Two layers, each E * sum f_e P_e * coef; with top-2 over few tokens it exceeds coef.
+    assert!(aux > 0.0 && aux.is_finite(), "{aux}");
+}

@@ -170,3 +170,44 @@ fn training_examples_stay_inside_the_training_part() {
     assert_eq!(data::valid_examples(&ds, 0).len(), 32);
     assert!(data::valid_examples(&ds, 0).iter().all(|&(u, v)| v as usize == ds.split(u as usize).valid.unwrap()));
 }
+
+#[test]
+fn cli_parses_contract_flags_and_reports_missing_data() {
+    use clap::Parser;
+    let cli = onerec::cli::Cli::try_parse_from([
+        "onerec", "pretrain", "--config", "tiny", "--data", "/nonexistent/ds", "--tokenizer", "/nonexistent/tok", "--out", "/tmp/x",
+        "--resume", "--set", "train.lr=1e-3", "--set", "model.d_model=32",
+    ])
+    .unwrap();
+    match cli.command {
+        onerec::cli::Command::Pretrain(a) => {
+            assert!(a.resume);
+            assert_eq!(a.set.len(), 2);
+            let e = format!("{:#}", onerec::cli::pretrain::run(a).unwrap_err());
+            assert!(e.contains("/nonexistent/ds"), "{e}");
+        }
+        _ => panic!("not pretrain"),
+    }
+}
+
+#[test]
+fn eval_hook_metric_selects_best() {
+    let (ds, sids) = toy();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    // A made-up metric that peaks at the second eval (step 4): best/ must be that step.
+    let calls = std::cell::Cell::new(0);
+    let hook = |_: &onerec::model::OneRecModel| {
+        calls.set(calls.get() + 1);
+        let mut m = serde_json::Map::new();
+        m.insert("recall@10".into(), serde_json::json!(if calls.get() == 2 { 0.9 } else { 0.1 }));
+        Ok(m)
+    };
+    let hooks = Hooks { eval: Some(&hook), ..Default::default() };
+    let s = train::pretrain_with(&cfg(6, 2, &["train.select_metric=\"recall@10\""]), &ds, &sids, &out, false, &hooks).unwrap();
+    assert_eq!(s.best_step, 4);
+    assert_eq!(checkpoint::load(&out).unwrap().meta.step, 4);
+    assert_eq!(rows(&out)[1]["recall@10"].as_f64(), Some(0.9));
+    let e = format!("{:#}", train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg\""]), &ds, &sids, &dir.path().join("y"), false).unwrap_err());
+    assert!(e.contains("ndcg") && e.contains("valid_loss"), "{e}");
+}
