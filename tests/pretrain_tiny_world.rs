@@ -26,7 +26,10 @@ fn tiny_config_on_synthetic_world() {
     let codes = (0..items).flat_map(|i| [i % 8, (i / 8) % 8, i / 64]).collect();
     let sids = SemanticIds::new(ids, vec![8, 8, 8], codes).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let cfg = Config::load("tiny", &[]).unwrap();
+    onerec::util::logging::init(0, false);
+    // Extra overrides, e.g. ONEREC_TINY_SET="train.max_steps=50,train.log_every=10".
+    let ov: Vec<String> = std::env::var("ONEREC_TINY_SET").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
+    let cfg = Config::load("tiny", &ov).unwrap();
     let t = std::time::Instant::now();
     let s = onerec::train::pretrain(&cfg, &ds, &sids, dir.path(), false).unwrap();
     println!("{s:?}\nwall {:.1}s", t.elapsed().as_secs_f64());
