@@ -351,14 +351,17 @@ pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
     v
 }
 
-impl StepModel for OneRecModel {
-    type State = DecodeState;
-    fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
+impl OneRecModel {
+    /// Encodes histories for decoding (same as [`StepModel::encode`]).
+    pub fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
         let enc = self.encode_histories(histories)?;
         let cache = self.decoder.start(&enc)?;
         Ok(DecodeState { enc_mask: enc.mask, cache, pos: 0, rows: histories.len() })
     }
-    fn step(&self, state: &mut DecodeState, tokens: &[u32]) -> Result<Vec<f32>> {
+
+    /// Feeds one token per row; log-softmax [rows, vocab] row-major (same as
+    /// [`StepModel::step`]).
+    pub fn decode_step(&self, state: &mut DecodeState, tokens: &[u32]) -> Result<Vec<f32>> {
         if tokens.len() != state.rows {
             bail!("step: {} tokens for {} rows", tokens.len(), state.rows);
         }
@@ -371,7 +374,9 @@ impl StepModel for OneRecModel {
         let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         Ok(lp.flatten_all()?.to_vec1()?)
     }
-    fn reorder(&self, state: &mut DecodeState, rows: &[u32]) -> Result<()> {
+
+    /// Keeps rows `rows` of a decoding state, moving the caches with them.
+    pub fn reorder_rows(&self, state: &mut DecodeState, rows: &[u32]) -> Result<()> {
         if let Some(r) = rows.iter().find(|&&r| r as usize >= state.rows) {
             bail!("reorder: row {r} out of {} rows", state.rows);
         }
@@ -388,6 +393,30 @@ impl StepModel for OneRecModel {
         }
         state.rows = rows.len();
         Ok(())
+    }
+}
+
+impl DecodeState {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Tokens fed so far.
+    pub fn position(&self) -> usize {
+        self.pos
+    }
+}
+
+impl StepModel for OneRecModel {
+    type State = DecodeState;
+    fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
+        OneRecModel::encode(self, histories)
+    }
+    fn step(&self, state: &mut DecodeState, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.decode_step(state, tokens)
+    }
+    fn reorder(&self, state: &mut DecodeState, rows: &[u32]) -> Result<()> {
+        self.reorder_rows(state, rows)
     }
     fn vocab_size(&self) -> usize {
         self.vocab.size()
