@@ -1,15 +1,44 @@
-//! `onerec pretrain`.
+//! `onerec pretrain`: thin wrapper over [`crate::train::pretrain`].
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
+use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
-    /// Arguments are added when this stage lands.
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Config file or built-in name (tiny, small, beauty).
+    #[arg(long)]
+    pub config: String,
+    /// Prepared dataset directory (`onerec data prepare`).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Tokenizer directory (`onerec tokenize`).
+    #[arg(long)]
+    pub tokenizer: PathBuf,
+    /// Output directory (best/, last/, metrics.jsonl, config.toml).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Continue from OUT/last.
+    #[arg(long)]
+    pub resume: bool,
+    /// Config overrides, e.g. --set train.lr=1e-3 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
 }
 
-pub fn run(_args: PretrainArgs) -> Result<()> {
-    Err(super::not_implemented("pretrain"))
+pub fn run(a: PretrainArgs) -> Result<()> {
+    let cfg = crate::config::Config::load(&a.config, &a.set)?;
+    let ds = crate::data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
+    let sids = crate::tokenizer::SemanticIds::load(&a.tokenizer)?;
+    let s = crate::train::pretrain(&cfg, &ds, &sids, &a.out, a.resume)?;
+    println!(
+        "pretrained {} steps: best {} = {:.4} at step {}, last valid_loss {:.4}; wrote {}",
+        s.steps,
+        s.select_metric,
+        s.best_value,
+        s.best_step,
+        s.last_valid_loss,
+        a.out.display()
+    );
+    Ok(())
 }

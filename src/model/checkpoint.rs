@@ -1,10 +1,37 @@
-//! Checkpoints: weights in safetensors, a JSON config beside them, the tokenizer's
-//! codes, optimizer state for resuming. (Placeholder signatures; lands with pretraining.)
+//! Checkpoints: weights (and MoE router-bias buffers) in `model.safetensors`, the
+//! architecture and provenance in `checkpoint.json`, and a copy of the semantic ids
+//! (`codes.tsv`, re-indexed to the dataset's dense item ids) so a checkpoint is
+//! self-contained. Training checkpoints add optimizer state (written by `train`).
 
-use super::OneRecModel;
+use super::{sorted_vars, ModelConfig, OneRecModel, Vocab};
 use crate::tokenizer::SemanticIds;
-use anyhow::{bail, Result};
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Device, Tensor};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+
+pub const FORMAT: u32 = 1;
+
+/// `checkpoint.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct CheckpointMeta {
+    pub format: u32,
+    pub model: ModelConfig,
+    pub vocab: Vocab,
+    pub n_items: usize,
+    /// Optimizer steps taken.
+    pub step: usize,
+    /// sha256 of the tokenizer's codes (its `codes.tsv` content, tokenizer row order).
+    pub tokenizer_sha256: String,
+    /// sha256 of the `codes.tsv` copied into this checkpoint (dense dataset order).
+    pub codes_sha256: String,
+    pub seed: u64,
+    /// Free-form extra facts (metrics at save time, ...).
+    #[serde(default)]
+    pub extra: serde_json::Value,
+}
 
 /// A loaded checkpoint: the model and the semantic ids it was trained with, re-indexed
 /// to the training dataset's dense item ids.
@@ -12,9 +39,102 @@ pub struct Checkpoint {
     pub model: OneRecModel,
     pub semantic_ids: SemanticIds,
     pub dir: PathBuf,
+    /// The model's parameters (for further training, e.g. alignment).
+    pub varmap: VarMap,
+    pub meta: CheckpointMeta,
+}
+
+/// The `codes.tsv` text of `sids` (the format of [`SemanticIds::save_codes`]).
+pub fn codes_text(sids: &SemanticIds) -> String {
+    let mut s = format!("# levels={}\n", sids.codebook_sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
+    for (i, id) in sids.item_ids.iter().enumerate() {
+        let p: Vec<String> = sids.codes(i as u32).iter().map(|c| c.to_string()).collect();
+        s.push_str(&format!("{id}\t{}\n", p.join(",")));
+    }
+    s
+}
+
+/// Content fingerprint of semantic ids (sha256 of their `codes.tsv` text).
+pub fn fingerprint(sids: &SemanticIds) -> String {
+    crate::util::io::sha256_bytes(codes_text(sids).as_bytes())
+}
+
+/// Refuses a tokenizer other than the one the checkpoint was trained with.
+pub fn check_tokenizer(meta: &CheckpointMeta, ckpt_dir: &Path, tokenizer: &SemanticIds) -> Result<()> {
+    let fp = fingerprint(tokenizer);
+    if fp != meta.tokenizer_sha256 {
+        bail!(
+            "tokenizer mismatch: checkpoint {} was trained with tokenizer codes sha256 {} but the given tokenizer has {}; \
+             pass the tokenizer directory used for pretraining (or start a fresh --out)",
+            ckpt_dir.display(),
+            meta.tokenizer_sha256,
+            fp
+        );
+    }
+    Ok(())
+}
+
+/// Writes the model part of a checkpoint into `dir` (an already-created directory,
+/// normally the temp dir of [`crate::util::io::atomic_dir`]).
+pub fn write_model(dir: &Path, model: &OneRecModel, varmap: &VarMap, sids_dense: &SemanticIds, meta: &CheckpointMeta) -> Result<()> {
+    let mut tensors: HashMap<String, Tensor> = HashMap::new();
+    for (name, v) in sorted_vars(varmap) {
+        tensors.insert(name, v.as_tensor().clone());
+    }
+    for (name, t) in model.buffers()? {
+        tensors.insert(name, t);
+    }
+    candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).context("writing model.safetensors")?;
+    sids_dense.save_codes(dir)?;
+    let mut meta = meta.clone();
+    meta.codes_sha256 = crate::util::io::sha256_file(&dir.join("codes.tsv"))?;
+    crate::util::io::write_json(&dir.join("checkpoint.json"), &meta)
+}
+
+/// Resolves a checkpoint dir: itself, or `best/` of a pretrain/align output dir.
+pub fn resolve(dir: &Path) -> Result<PathBuf> {
+    if dir.join("checkpoint.json").exists() {
+        Ok(dir.to_path_buf())
+    } else if dir.join("best").join("checkpoint.json").exists() {
+        Ok(dir.join("best"))
+    } else {
+        bail!("{} is not a checkpoint (no checkpoint.json, nor best/checkpoint.json); pass a pretrain --out dir or one of its best/ last/ dirs", dir.display())
+    }
 }
 
 /// Loads a checkpoint directory, or the best checkpoint of a pretrain/align output dir.
 pub fn load(dir: &Path) -> Result<Checkpoint> {
-    bail!("loading checkpoint {}: not implemented yet", dir.display())
+    let dir = resolve(dir)?;
+    let meta: CheckpointMeta = crate::util::io::read_json(&dir.join("checkpoint.json"))?;
+    ensure!(meta.format == FORMAT, "{}: checkpoint format {} (this build reads {FORMAT})", dir.display(), meta.format);
+    let codes = dir.join("codes.tsv");
+    let sha = crate::util::io::sha256_file(&codes)?;
+    if sha != meta.codes_sha256 {
+        bail!("{}: sha256 {sha} differs from {} recorded in checkpoint.json (file modified or checkpoint mixed up)", codes.display(), meta.codes_sha256);
+    }
+    let sids = SemanticIds::load(&dir)?;
+    ensure!(
+        sids.codebook_sizes == meta.vocab.codebook_sizes && sids.n_items() == meta.n_items,
+        "{}: codes.tsv ({} items, levels {:?}) does not match checkpoint.json ({} items, levels {:?})",
+        dir.display(),
+        sids.n_items(),
+        sids.codebook_sizes,
+        meta.n_items,
+        meta.vocab.codebook_sizes
+    );
+    meta.model.validate().with_context(|| format!("{}: model config", dir.display()))?;
+    let (model, varmap) = OneRecModel::build(&meta.model, Vocab::new(meta.vocab.codebook_sizes.clone()), sids.codes.clone(), meta.seed)?;
+    let wpath = dir.join("model.safetensors");
+    let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu).with_context(|| format!("reading {}", wpath.display()))?;
+    for (name, var) in sorted_vars(&varmap) {
+        let t = tensors.get(&name).with_context(|| format!("{}: missing tensor {name}", wpath.display()))?;
+        ensure!(t.dims() == var.dims(), "{}: tensor {name} has shape {:?}, model expects {:?}", wpath.display(), t.dims(), var.dims());
+        var.set(t)?;
+    }
+    for (name, t) in &tensors {
+        if name.starts_with("buffer.") && !model.set_buffer(name, t)? {
+            bail!("{}: unknown buffer {name}", wpath.display());
+        }
+    }
+    Ok(Checkpoint { model, semantic_ids: sids, dir, varmap, meta })
 }

@@ -2,57 +2,421 @@
 //! semantic-ID token embeddings) and a decoder with sparse Mixture-of-Experts
 //! feed-forward layers that generates a session token by token.
 
+pub mod checkpoint;
+pub mod decoder;
+pub mod encoder;
+pub mod layers;
+pub mod moe;
 pub mod vocab;
 
 pub use vocab::Vocab;
 
+use crate::generate::StepModel;
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{DType, Device, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
+use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
-/// Model architecture (the `[model]` config section).
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+/// Sparse MoE settings (the `[model.moe]` config section).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
-pub struct ModelConfig {}
+pub struct MoeConfig {
+    /// Number of experts; 0 = dense SwiGLU FFN in the decoder.
+    pub experts: usize,
+    /// Experts per token.
+    pub top_k: usize,
+    /// Hidden size of each expert's SwiGLU.
+    pub expert_hidden: usize,
+    /// Add an always-on shared expert.
+    pub shared_expert: bool,
+    /// "aux" (Switch-style loss), "bias" (DeepSeek-style loss-free bias) or "none".
+    pub balance: String,
+    /// Coefficient of the aux loss.
+    pub aux_coef: f64,
+    /// Step size of the loss-free bias update.
+    pub bias_rate: f64,
+}
+
+impl Default for MoeConfig {
+    fn default() -> Self {
+        MoeConfig {
+            experts: 4,
+            top_k: 2,
+            expert_hidden: 128,
+            shared_expert: false,
+            balance: "aux".into(),
+            aux_coef: 0.01,
+            bias_rate: 0.001,
+        }
+    }
+}
+
+/// Model architecture (the `[model]` config section).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    pub d_model: usize,
+    pub heads: usize,
+    pub enc_layers: usize,
+    pub dec_layers: usize,
+    /// Hidden size of the encoder SwiGLU (and of the decoder's when `moe.experts = 0`).
+    pub ffn_hidden: usize,
+    /// History items the encoder sees (the most recent ones).
+    pub history_len: usize,
+    /// Longest session (in items) the decoder has positions for.
+    pub max_session_items: usize,
+    pub moe: MoeConfig,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            d_model: 64,
+            heads: 4,
+            enc_layers: 2,
+            dec_layers: 2,
+            ffn_hidden: 256,
+            history_len: 20,
+            max_session_items: 5,
+            moe: MoeConfig::default(),
+        }
+    }
+}
 
 impl ModelConfig {
     pub fn validate(&self) -> anyhow::Result<()> {
+        ensure!(self.d_model > 0, "d_model must be > 0");
+        ensure!(self.heads > 0, "heads must be > 0");
+        ensure!(
+            self.d_model % self.heads == 0,
+            "heads = {} does not divide d_model = {}; pick heads among the divisors of d_model",
+            self.heads,
+            self.d_model
+        );
+        ensure!(self.dec_layers > 0, "dec_layers must be > 0");
+        ensure!(self.ffn_hidden > 0, "ffn_hidden must be > 0");
+        ensure!(self.history_len > 0, "history_len must be > 0");
+        ensure!(self.max_session_items > 0, "max_session_items must be > 0");
+        let m = &self.moe;
+        if m.experts > 0 {
+            ensure!(
+                m.top_k >= 1 && m.top_k <= m.experts,
+                "moe.top_k = {} must be between 1 and moe.experts = {}",
+                m.top_k,
+                m.experts
+            );
+            ensure!(m.expert_hidden > 0, "moe.expert_hidden must be > 0");
+            ensure!(
+                ["aux", "bias", "none"].contains(&m.balance.as_str()),
+                "moe.balance = {:?}: expected \"aux\", \"bias\" or \"none\"",
+                m.balance
+            );
+            ensure!(m.aux_coef >= 0.0 && m.bias_rate >= 0.0, "moe.aux_coef and moe.bias_rate must be >= 0");
+        }
+        Ok(())
+    }
+
+    /// Decoder positions: BOS + every code token of the longest session.
+    pub fn max_decoder_len(&self, levels: usize) -> usize {
+        1 + self.max_session_items * levels
+    }
+}
+
+/// A teacher-forced batch: histories, decoder inputs, targets and a target mask.
+#[derive(Clone, Debug)]
+pub struct Batch {
+    pub histories: Vec<Vec<u32>>,
+    /// Row-major [rows, len].
+    pub inputs: Vec<u32>,
+    pub targets: Vec<u32>,
+    pub mask: Vec<f32>,
+    pub len: usize,
+}
+
+impl Batch {
+    pub fn rows(&self) -> usize {
+        self.histories.len()
+    }
+    /// Number of target tokens that count.
+    pub fn tokens(&self) -> f32 {
+        self.mask.iter().sum()
+    }
+}
+
+/// Output of a teacher-forced forward pass.
+pub struct Output {
+    /// [B,S,V].
+    pub logits: Tensor,
+    /// Sum of the MoE aux losses (when that balancing mode is on).
+    pub aux_loss: Option<Tensor>,
+}
+
+/// The encoder / sparse-MoE decoder model.
+pub struct OneRecModel {
+    pub cfg: ModelConfig,
+    pub vocab: Vocab,
+    /// Code path of every dense dataset item, row-major [n_items, levels].
+    pub item_codes: Vec<u32>,
+    pub encoder: encoder::Encoder,
+    pub decoder: decoder::Decoder,
+    pub device: Device,
+}
+
+/// Decoding state for a batch of rows: encoder mask, cross K/V and self KV caches.
+pub struct DecodeState {
+    enc_mask: Tensor,
+    cache: decoder::Cache,
+    pos: usize,
+    rows: usize,
+}
+
+impl OneRecModel {
+    /// Builds the model with parameters from `vb` (created if missing).
+    pub fn new(cfg: &ModelConfig, vocab: Vocab, item_codes: Vec<u32>, vb: VarBuilder) -> Result<OneRecModel> {
+        cfg.validate()?;
+        ensure!(vocab.levels() > 0 && item_codes.len() % vocab.levels() == 0, "item codes do not match {} levels", vocab.levels());
+        for (i, p) in item_codes.chunks_exact(vocab.levels()).enumerate() {
+            for (l, &c) in p.iter().enumerate() {
+                ensure!((c as usize) < vocab.codebook_sizes[l], "item {i}: code {c} at level {l} outside codebook");
+            }
+        }
+        let device = vb.device().clone();
+        let encoder = encoder::Encoder::new(cfg, &vocab, vb.pp("enc"))?;
+        let decoder = decoder::Decoder::new(cfg, &vocab, vb.pp("dec"))?;
+        Ok(OneRecModel { cfg: cfg.clone(), vocab, item_codes, encoder, decoder, device })
+    }
+
+    /// A freshly initialised model and its parameters, deterministic in `seed`
+    /// (candle's own initialisers draw from an unseeded RNG).
+    pub fn build(cfg: &ModelConfig, vocab: Vocab, item_codes: Vec<u32>, seed: u64) -> Result<(OneRecModel, VarMap)> {
+        let varmap = VarMap::new();
+        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
+        let model = OneRecModel::new(cfg, vocab, item_codes, vb)?;
+        init_params(&varmap, seed)?;
+        Ok((model, varmap))
+    }
+
+    pub fn n_items(&self) -> usize {
+        self.item_codes.len() / self.vocab.levels()
+    }
+
+    /// Code tokens of item `item`.
+    pub fn item_tokens(&self, item: u32) -> Result<Vec<u32>> {
+        let l = self.vocab.levels();
+        let codes = self
+            .item_codes
+            .get(item as usize * l..(item as usize + 1) * l)
+            .with_context(|| format!("item {item} out of range (model knows {} items)", self.n_items()))?;
+        Ok(self.vocab.item_tokens(codes))
+    }
+
+    pub fn encode_histories(&self, histories: &[&[u32]]) -> Result<encoder::Encoded> {
+        Ok(self.encoder.forward(histories, &self.item_codes, &self.vocab)?)
+    }
+
+    /// Teacher-forced forward pass.
+    pub fn forward(&self, batch: &Batch) -> Result<Output> {
+        let h: Vec<&[u32]> = batch.histories.iter().map(|h| h.as_slice()).collect();
+        let enc = self.encode_histories(&h)?;
+        let (logits, aux_loss) = self.decoder.forward(&batch.inputs, batch.rows(), batch.len, &enc)?;
+        Ok(Output { logits, aux_loss })
+    }
+
+    /// Log-probability of each target token, [B,S] (masked positions hold 0).
+    pub fn target_logprobs(&self, logits: &Tensor, batch: &Batch) -> Result<Tensor> {
+        let (b, s, v) = logits.dims3()?;
+        let logp = candle_nn::ops::log_softmax(&logits.reshape((b * s, v))?, D::Minus1)?;
+        let t = Tensor::from_vec(batch.targets.clone(), (b * s, 1), &self.device)?;
+        let m = Tensor::from_vec(batch.mask.clone(), (b, s), &self.device)?;
+        Ok((logp.gather(&t, 1)?.reshape((b, s))? * m)?)
+    }
+
+    /// Mean token cross-entropy over the unmasked targets, and the aux loss.
+    pub fn loss(&self, batch: &Batch) -> Result<(Tensor, Option<Tensor>)> {
+        let out = self.forward(batch)?;
+        let lp = self.target_logprobs(&out.logits, batch)?;
+        let n = batch.tokens().max(1.0) as f64;
+        Ok(((lp.sum_all()? * (-1.0 / n))?, out.aux_loss))
+    }
+
+    /// Teacher-forced batch scoring `sessions` (item ids) after `histories`; when
+    /// `eos` the target ends with EOS.
+    pub fn session_batch(&self, histories: &[&[u32]], sessions: &[&[u32]], eos: bool) -> Result<Batch> {
+        ensure!(histories.len() == sessions.len(), "{} histories but {} sessions", histories.len(), sessions.len());
+        let lv = self.vocab.levels();
+        let len = sessions.iter().map(|s| s.len() * lv + eos as usize).max().unwrap_or(0).max(1);
+        let mut b = Batch { histories: histories.iter().map(|h| h.to_vec()).collect(), inputs: vec![], targets: vec![], mask: vec![], len };
+        for s in sessions {
+            let mut toks = Vec::with_capacity(len);
+            for &it in s.iter() {
+                toks.extend(self.item_tokens(it)?);
+            }
+            if eos {
+                toks.push(Vocab::EOS);
+            }
+            let k = toks.len();
+            let mut row = vec![Vocab::PAD; len];
+            row[0] = Vocab::BOS;
+            row[1..k.max(1)].copy_from_slice(&toks[..k.saturating_sub(1)]);
+            b.inputs.extend(row);
+            b.targets.extend_from_slice(&toks);
+            b.mask.extend(std::iter::repeat(1.0).take(k));
+            let pad = len - k;
+            b.targets.extend(std::iter::repeat(Vocab::PAD).take(pad));
+            b.mask.extend(std::iter::repeat(0.0).take(pad));
+        }
+        Ok(b)
+    }
+
+    /// Sum of the log-probabilities of each session's tokens (all its items' code
+    /// tokens, teacher-forced) given each history: a differentiable [B] tensor.
+    /// `histories` and `sessions` hold dense dataset item ids.
+    pub fn sequence_logprob(&self, histories: &[&[u32]], sessions: &[&[u32]]) -> Result<Tensor> {
+        let batch = self.session_batch(histories, sessions, false)?;
+        let out = self.forward(&batch)?;
+        Ok(self.target_logprobs(&out.logits, &batch)?.sum(D::Minus1)?)
+    }
+
+    /// The MoE layers of the decoder.
+    pub fn moe_layers(&self) -> Vec<&moe::Moe> {
+        self.decoder
+            .layers
+            .iter()
+            .filter_map(|l| match &l.ffn {
+                moe::Ffn::Moe(m) => Some(m),
+                moe::Ffn::Dense(_) => None,
+            })
+            .collect()
+    }
+
+    /// Router-bias buffers (loss-free balancing) by name, for checkpoints.
+    pub fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
+        let mut out = Vec::new();
+        for (i, m) in self.moe_layers().iter().enumerate() {
+            let b = m.bias.lock().map_err(|_| anyhow::anyhow!("router bias lock poisoned"))?.clone();
+            let n = b.len();
+            out.push((format!("buffer.moe{i}.router_bias"), Tensor::from_vec(b, n, &self.device)?));
+        }
+        Ok(out)
+    }
+
+    pub fn set_buffer(&self, name: &str, t: &Tensor) -> Result<bool> {
+        for (i, m) in self.moe_layers().iter().enumerate() {
+            if name == format!("buffer.moe{i}.router_bias") {
+                let v: Vec<f32> = t.to_vec1()?;
+                ensure!(v.len() == m.n_experts(), "{name}: {} values for {} experts", v.len(), m.n_experts());
+                *m.bias.lock().map_err(|_| anyhow::anyhow!("router bias lock poisoned"))? = v;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
+/// Deterministic re-initialisation of every variable, sorted by name: norms 1,
+/// embeddings N(0, 0.02), linear weights N(0, 1/fan_in) (outputs of residual
+/// branches scaled down by sqrt(2 * layers)).
+pub fn init_params(varmap: &VarMap, seed: u64) -> Result<()> {
+    for (name, var) in sorted_vars(varmap) {
+        let dims = var.dims().to_vec();
+        let n: usize = dims.iter().product();
+        let data: Vec<f32> = if name.ends_with("norm1.weight") || name.ends_with("norm2.weight") || name.ends_with("norm3.weight") || name.ends_with("final_norm.weight") {
+            vec![1.0; n]
+        } else {
+            let std = if name.ends_with("_emb") {
+                0.02
+            } else {
+                let fan_in = *dims.last().unwrap_or(&1) as f64;
+                let mut s = (1.0 / fan_in).sqrt();
+                if name.ends_with(".o.weight") || name.ends_with(".down.weight") {
+                    s /= 2.0;
+                }
+                s
+            };
+            let mut rng = crate::util::rng::stream(seed, &format!("init/{name}"));
+            let normal = Normal::new(0.0f64, std).context("init distribution")?;
+            (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
+        };
+        var.set(&Tensor::from_vec(data, dims, &Device::Cpu)?)?;
+    }
+    Ok(())
+}
+
+/// All variables sorted by name (VarMap's own order is not stable).
+pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
+    let data = varmap.data().lock().map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>());
+    let mut v = data.unwrap_or_default();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+impl OneRecModel {
+    /// Encodes histories for decoding (same as [`StepModel::encode`]).
+    pub fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
+        let enc = self.encode_histories(histories)?;
+        let cache = self.decoder.start(&enc)?;
+        Ok(DecodeState { enc_mask: enc.mask, cache, pos: 0, rows: histories.len() })
+    }
+
+    /// Feeds one token per row; log-softmax [rows, vocab] row-major (same as
+    /// [`StepModel::step`]).
+    pub fn decode_step(&self, state: &mut DecodeState, tokens: &[u32]) -> Result<Vec<f32>> {
+        if tokens.len() != state.rows {
+            bail!("step: {} tokens for {} rows", tokens.len(), state.rows);
+        }
+        let v = self.vocab.size() as u32;
+        if let Some(t) = tokens.iter().find(|&&t| t >= v) {
+            bail!("step: token {t} outside the vocabulary of {v}");
+        }
+        let logits = self.decoder.step(tokens, state.pos, &mut state.cache, &state.enc_mask)?;
+        state.pos += 1;
+        let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        Ok(lp.flatten_all()?.to_vec1()?)
+    }
+
+    /// Keeps rows `rows` of a decoding state, moving the caches with them.
+    pub fn reorder_rows(&self, state: &mut DecodeState, rows: &[u32]) -> Result<()> {
+        if let Some(r) = rows.iter().find(|&&r| r as usize >= state.rows) {
+            bail!("reorder: row {r} out of {} rows", state.rows);
+        }
+        let idx = Tensor::from_vec(rows.to_vec(), rows.len(), &self.device)?;
+        let sel = |t: &Tensor| t.index_select(&idx, 0);
+        state.enc_mask = sel(&state.enc_mask)?;
+        for (k, v) in state.cache.cross.iter_mut() {
+            *k = sel(k)?;
+            *v = sel(v)?;
+        }
+        for kv in state.cache.selfkv.iter_mut().flatten() {
+            kv.0 = sel(&kv.0)?;
+            kv.1 = sel(&kv.1)?;
+        }
+        state.rows = rows.len();
         Ok(())
     }
 }
 
-pub mod checkpoint;
-
-use crate::generate::StepModel;
-use anyhow::{bail, Result};
-use candle_core::Tensor;
-
-/// The encoder / sparse-MoE decoder model. (Placeholder: the real model lands with
-/// the pretraining issue; these signatures are what other stages call.)
-pub struct OneRecModel {
-    pub vocab: Vocab,
-}
-
-/// Decoding state for a batch of rows (placeholder).
-pub struct DecodeState;
-
-impl OneRecModel {
-    /// Sum of the log-probabilities of each session's tokens (all its items' code
-    /// tokens, teacher-forced) given each history: a differentiable [B] tensor.
-    /// `histories` and `sessions` hold dense dataset item ids.
-    pub fn sequence_logprob(&self, _histories: &[&[u32]], _sessions: &[&[u32]]) -> Result<Tensor> {
-        bail!("OneRecModel is not implemented yet")
+impl DecodeState {
+    /// Number of rows.
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+    /// Tokens fed so far.
+    pub fn position(&self) -> usize {
+        self.pos
     }
 }
 
 impl StepModel for OneRecModel {
     type State = DecodeState;
-    fn encode(&self, _histories: &[&[u32]]) -> Result<DecodeState> {
-        bail!("OneRecModel is not implemented yet")
+    fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
+        OneRecModel::encode(self, histories)
     }
-    fn step(&self, _state: &mut DecodeState, _tokens: &[u32]) -> Result<Vec<f32>> {
-        bail!("OneRecModel is not implemented yet")
+    fn step(&self, state: &mut DecodeState, tokens: &[u32]) -> Result<Vec<f32>> {
+        self.decode_step(state, tokens)
     }
-    fn reorder(&self, _state: &mut DecodeState, _rows: &[u32]) -> Result<()> {
-        bail!("OneRecModel is not implemented yet")
+    fn reorder(&self, state: &mut DecodeState, rows: &[u32]) -> Result<()> {
+        self.reorder_rows(state, rows)
     }
     fn vocab_size(&self) -> usize {
         self.vocab.size()

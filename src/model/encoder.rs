@@ -1,0 +1,109 @@
+//! The history encoder: one position per history item (embedding = sum of its
+//! code-token embeddings) after a leading summary slot, learned recency-aligned
+//! positions, pre-norm bidirectional self-attention with a padding mask, SwiGLU FFN.
+
+use super::layers::{key_mask, Attention, RmsNorm, SwiGlu};
+use super::{ModelConfig, Vocab};
+use candle_core::{Module, Result, Tensor};
+use candle_nn::{Init, VarBuilder};
+
+struct EncLayer {
+    n1: RmsNorm,
+    attn: Attention,
+    n2: RmsNorm,
+    ffn: SwiGlu,
+}
+
+pub struct Encoder {
+    tok: Tensor,
+    pos: Tensor,
+    layers: Vec<EncLayer>,
+    norm: RmsNorm,
+    history_len: usize,
+}
+
+/// Encoder output and its additive key mask [B,1,1,T].
+pub struct Encoded {
+    pub out: Tensor,
+    pub mask: Tensor,
+}
+
+impl Encoder {
+    pub fn new(cfg: &ModelConfig, vocab: &Vocab, vb: VarBuilder) -> Result<Encoder> {
+        let d = cfg.d_model;
+        let init = Init::Randn { mean: 0.0, stdev: 0.02 };
+        let layers = (0..cfg.enc_layers)
+            .map(|i| {
+                let vb = vb.pp(format!("layer{i}"));
+                Ok(EncLayer {
+                    n1: RmsNorm::new(d, vb.pp("norm1"))?,
+                    attn: Attention::new(d, cfg.heads, vb.pp("attn"))?,
+                    n2: RmsNorm::new(d, vb.pp("norm2"))?,
+                    ffn: SwiGlu::new(d, cfg.ffn_hidden, vb.pp("ffn"))?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Encoder {
+            tok: vb.get_with_hints((vocab.size(), d), "tok_emb", init)?,
+            pos: vb.get_with_hints((cfg.history_len + 1, d), "pos_emb", init)?,
+            layers,
+            norm: RmsNorm::new(d, vb.pp("final_norm"))?,
+            history_len: cfg.history_len,
+        })
+    }
+
+    /// Encodes the last `history_len` items of each history. Slot 0 is a summary slot
+    /// (so an empty history is fine); items are left-padded so the most recent item
+    /// always sits at the last position and gets the same position embedding.
+    pub fn forward(&self, histories: &[&[u32]], item_codes: &[u32], vocab: &Vocab) -> Result<Encoded> {
+        let dev = self.tok.device();
+        let levels = vocab.levels();
+        let n = self.history_len;
+        let b = histories.len();
+        let t = 1 + histories.iter().map(|h| h.len().min(n)).max().unwrap_or(0);
+        let mut ids: Vec<Vec<u32>> = vec![Vec::with_capacity(b * t); levels];
+        let mut pos = Vec::with_capacity(b * t);
+        let mut valid = Vec::with_capacity(b);
+        for h in histories {
+            let h = &h[h.len().saturating_sub(n)..];
+            let pad = t - 1 - h.len();
+            let mut row = vec![true; t];
+            ids[0].push(Vocab::BOS);
+            for l in 1..levels {
+                ids[l].push(Vocab::PAD);
+            }
+            pos.push(0u32);
+            for (j, r) in row.iter_mut().enumerate().skip(1).take(pad) {
+                let _ = j;
+                *r = false;
+                for lv in ids.iter_mut() {
+                    lv.push(Vocab::PAD);
+                }
+                pos.push(0);
+            }
+            for (i, &item) in h.iter().enumerate() {
+                let codes = item_codes.get(item as usize * levels..(item as usize + 1) * levels).ok_or_else(|| {
+                    candle_core::Error::Msg(format!("history item {item} has no semantic id (model knows {} items)", item_codes.len() / levels.max(1)))
+                })?;
+                for (l, &c) in codes.iter().enumerate() {
+                    ids[l].push(vocab.token(l, c));
+                }
+                pos.push((n - h.len() + i + 1) as u32);
+            }
+            valid.push(row);
+        }
+        let mut x = self.pos.index_select(&Tensor::from_vec(pos, b * t, dev)?, 0)?;
+        for lv in ids {
+            x = (x + self.tok.index_select(&Tensor::from_vec(lv, b * t, dev)?, 0)?)?;
+        }
+        let mut x = x.reshape((b, t, self.tok.dim(1)?))?;
+        let mask = key_mask(&valid, dev)?;
+        for l in &self.layers {
+            let h = l.n1.forward(&x)?;
+            let (k, v) = l.attn.kv(&h)?;
+            x = (&x + l.attn.attend(&h, &k, &v, Some(&mask))?)?;
+            x = (&x + l.ffn.forward(&l.n2.forward(&x)?)?)?;
+        }
+        Ok(Encoded { out: self.norm.forward(&x)?, mask })
+    }
+}

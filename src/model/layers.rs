@@ -1,0 +1,144 @@
+//! Building blocks with working backward passes on CPU: a 2-D linear (no broadcast
+//! matmul, so weight gradients never reduce over a non-last dim), RMSNorm written from
+//! differentiable ops (candle's fused norm has no backward), SwiGLU and attention.
+
+use candle_core::{DType, Module, Result, Tensor, D};
+use candle_nn::{Init, VarBuilder};
+
+/// y = x W^T over the last dim, computed on a 2-D view.
+#[derive(Clone, Debug)]
+pub struct Lin {
+    pub w: Tensor,
+}
+
+impl Lin {
+    pub fn new(inp: usize, out: usize, vb: VarBuilder) -> Result<Lin> {
+        let std = (1.0 / inp as f64).sqrt();
+        let w = vb.get_with_hints((out, inp), "weight", Init::Randn { mean: 0.0, stdev: std })?;
+        Ok(Lin { w })
+    }
+}
+
+impl Module for Lin {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let dims = x.dims().to_vec();
+        let inp = dims[dims.len() - 1];
+        let n = x.elem_count() / inp;
+        let y = x.reshape((n, inp))?.matmul(&self.w.t()?)?;
+        let mut out = dims;
+        let last = out.len() - 1;
+        out[last] = self.w.dim(0)?;
+        y.reshape(out)
+    }
+}
+
+/// RMSNorm over the last dim with a learned scale (differentiable).
+#[derive(Clone, Debug)]
+pub struct RmsNorm {
+    pub w: Tensor,
+    eps: f64,
+}
+
+impl RmsNorm {
+    pub fn new(d: usize, vb: VarBuilder) -> Result<RmsNorm> {
+        Ok(RmsNorm { w: vb.get_with_hints(d, "weight", Init::Const(1.0))?, eps: 1e-6 })
+    }
+}
+
+impl Module for RmsNorm {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
+        x.broadcast_div(&(ms + self.eps)?.sqrt()?)?.broadcast_mul(&self.w)
+    }
+}
+
+/// SwiGLU feed-forward: down(silu(gate(x)) * up(x)).
+#[derive(Clone, Debug)]
+pub struct SwiGlu {
+    gate: Lin,
+    up: Lin,
+    down: Lin,
+}
+
+impl SwiGlu {
+    pub fn new(d: usize, hidden: usize, vb: VarBuilder) -> Result<SwiGlu> {
+        Ok(SwiGlu {
+            gate: Lin::new(d, hidden, vb.pp("gate"))?,
+            up: Lin::new(d, hidden, vb.pp("up"))?,
+            down: Lin::new(hidden, d, vb.pp("down"))?,
+        })
+    }
+    /// Multiply-adds per token (forward), for throughput reports.
+    pub fn flops_per_token(d: usize, hidden: usize) -> usize {
+        2 * 3 * d * hidden
+    }
+}
+
+impl Module for SwiGlu {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let g = self.gate.forward(x)?.silu()?;
+        self.down.forward(&(g * self.up.forward(x)?)?)
+    }
+}
+
+/// Multi-head attention projections; the caller supplies keys/values (self or cross).
+#[derive(Clone, Debug)]
+pub struct Attention {
+    pub q: Lin,
+    pub k: Lin,
+    pub v: Lin,
+    pub o: Lin,
+    pub heads: usize,
+}
+
+impl Attention {
+    pub fn new(d: usize, heads: usize, vb: VarBuilder) -> Result<Attention> {
+        Ok(Attention {
+            q: Lin::new(d, d, vb.pp("q"))?,
+            k: Lin::new(d, d, vb.pp("k"))?,
+            v: Lin::new(d, d, vb.pp("v"))?,
+            o: Lin::new(d, d, vb.pp("o"))?,
+            heads,
+        })
+    }
+
+    /// [B,T,d] -> [B,H,T,dh] (contiguous).
+    pub fn split_heads(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, d) = x.dims3()?;
+        x.reshape((b, t, self.heads, d / self.heads))?.transpose(1, 2)?.contiguous()
+    }
+
+    /// Keys and values of `x` ([B,T,d]) split into heads.
+    pub fn kv(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        Ok((self.split_heads(&self.k.forward(x)?)?, self.split_heads(&self.v.forward(x)?)?))
+    }
+
+    /// Attention of queries from `x` ([B,Tq,d]) over heads-split k/v ([B,H,Tk,dh]);
+    /// `mask` is additive, broadcastable to [B,H,Tq,Tk].
+    pub fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
+        let (b, tq, d) = x.dims3()?;
+        let dh = d / self.heads;
+        let q = (self.split_heads(&self.q.forward(x)?)? * (1.0 / (dh as f64).sqrt()))?;
+        let mut s = q.matmul(&k.t()?.contiguous()?)?;
+        if let Some(m) = mask {
+            s = s.broadcast_add(m)?;
+        }
+        let p = candle_nn::ops::softmax(&s, D::Minus1)?;
+        let o = p.matmul(v)?.transpose(1, 2)?.reshape((b, tq, d))?;
+        self.o.forward(&o)
+    }
+}
+
+/// Additive key-padding mask [B,1,1,T]: 0 where `valid`, -1e9 elsewhere.
+pub fn key_mask(valid: &[Vec<bool>], dev: &candle_core::Device) -> Result<Tensor> {
+    let b = valid.len();
+    let t = valid.first().map_or(0, |v| v.len());
+    let data: Vec<f32> = valid.iter().flat_map(|r| r.iter().map(|&ok| if ok { 0.0 } else { -1e9 })).collect();
+    Tensor::from_vec(data, (b, 1, 1, t), dev)
+}
+
+/// Additive causal mask [1,1,T,T].
+pub fn causal_mask(t: usize, dev: &candle_core::Device) -> Result<Tensor> {
+    let data: Vec<f32> = (0..t).flat_map(|i| (0..t).map(move |j| if j <= i { 0.0 } else { -1e9 })).collect();
+    Tensor::from_vec(data, (1, 1, t, t), dev)?.to_dtype(DType::F32)
+}

@@ -1,0 +1,89 @@
+//! Training and validation examples from the leave-one-out split. Training examples
+//! come from every prefix of each user's TRAINING part only; validation targets are
+//! never used for training.
+
+use crate::data::Dataset;
+use crate::model::{Batch, OneRecModel};
+use anyhow::Result;
+use rand::seq::SliceRandom;
+
+/// A training example: user `user`, target starting at history index `pos`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Example {
+    pub user: u32,
+    pub pos: u32,
+}
+
+/// Every (user, pos) with pos in `min_history..train.end` of the user's training part.
+pub fn train_examples(ds: &Dataset, min_history: usize) -> Vec<Example> {
+    let mut out = Vec::new();
+    for u in 0..ds.n_users() {
+        let tr = ds.split(u).train;
+        for p in tr.start + min_history..tr.end {
+            out.push(Example { user: u as u32, pos: p as u32 });
+        }
+    }
+    out
+}
+
+/// The order of examples in `epoch`: a seeded shuffle, independent per epoch, so a
+/// resumed run sees exactly the same batches.
+pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
+    let mut idx: Vec<u32> = (0..n as u32).collect();
+    idx.shuffle(&mut crate::util::rng::stream(seed, &format!("train/shuffle/epoch{epoch}")));
+    idx
+}
+
+/// Session-wise teacher-forced batch: history = the `history_len` items before
+/// `pos`, target = up to `session_len` items from `pos` within the training part,
+/// then EOS; shorter targets are padded and masked.
+pub fn train_batch(model: &OneRecModel, ds: &Dataset, examples: &[Example], session_len: usize) -> Result<Batch> {
+    let n = model.cfg.history_len;
+    let mut hs = Vec::with_capacity(examples.len());
+    let mut ss = Vec::with_capacity(examples.len());
+    for e in examples {
+        let u = e.user as usize;
+        let h = ds.history(u);
+        let end = ds.split(u).train.end;
+        let p = e.pos as usize;
+        hs.push(&h[p.saturating_sub(n)..p]);
+        ss.push(&h[p..(p + session_len).min(end)]);
+    }
+    model.session_batch(&hs, &ss, true)
+}
+
+/// Validation examples: (history = everything before the validation item, item).
+pub fn valid_examples(ds: &Dataset, max_users: usize) -> Vec<(u32, u32)> {
+    let mut out = Vec::new();
+    for u in 0..ds.n_users() {
+        if let Some(v) = ds.split(u).valid {
+            out.push((u as u32, v as u32));
+            if max_users > 0 && out.len() >= max_users {
+                break;
+            }
+        }
+    }
+    out
+}
+
+/// Mean per-token NLL of the validation items' L code tokens.
+pub fn valid_loss(model: &OneRecModel, ds: &Dataset, ex: &[(u32, u32)], batch: usize) -> Result<f64> {
+    let n = model.cfg.history_len;
+    let (mut sum, mut toks) = (0.0f64, 0.0f64);
+    for chunk in ex.chunks(batch.max(1)) {
+        let mut hs = Vec::new();
+        let mut ss = Vec::new();
+        for &(u, v) in chunk {
+            let h = ds.history(u as usize);
+            let v = v as usize;
+            hs.push(&h[v.saturating_sub(n)..v]);
+            ss.push(&h[v..v + 1]);
+        }
+        let b = model.session_batch(&hs, &ss, false)?;
+        let out = model.forward(&b)?;
+        let lp = model.target_logprobs(&out.logits, &b)?;
+        sum -= lp.sum_all()?.to_scalar::<f32>()? as f64;
+        toks += b.tokens() as f64;
+    }
+    Ok(if toks > 0.0 { sum / toks } else { f64::NAN })
+}

@@ -1,0 +1,140 @@
+//! AdamW with per-parameter decay flags and saveable state, global-norm gradient
+//! clipping, and a warmup + cosine learning-rate schedule.
+
+use anyhow::{Context, Result};
+use candle_core::{Tensor, Var};
+use std::collections::HashMap;
+use std::path::Path;
+
+/// Linear warmup to `lr`, then cosine decay to `lr * min_ratio` at `total`.
+pub fn lr_at(step: usize, total: usize, lr: f64, warmup: usize, min_ratio: f64) -> f64 {
+    if warmup > 0 && step < warmup {
+        return lr * (step + 1) as f64 / warmup as f64;
+    }
+    let span = total.saturating_sub(warmup).max(1) as f64;
+    let p = ((step - warmup.min(step)) as f64 / span).min(1.0);
+    lr * (min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + (std::f64::consts::PI * p).cos()))
+}
+
+/// Whether a parameter gets weight decay: matrices of linear layers only (not norms,
+/// not embeddings).
+pub fn decays(name: &str) -> bool {
+    name.ends_with(".weight") && !name.contains("norm")
+}
+
+pub struct AdamW {
+    /// (name, var, decay), sorted by name.
+    params: Vec<(String, Var, bool)>,
+    m: Vec<Tensor>,
+    v: Vec<Tensor>,
+    pub t: usize,
+    pub beta1: f64,
+    pub beta2: f64,
+    pub eps: f64,
+    pub weight_decay: f64,
+}
+
+impl AdamW {
+    pub fn new(params: Vec<(String, Var)>, beta1: f64, beta2: f64, eps: f64, weight_decay: f64) -> Result<AdamW> {
+        let mut m = Vec::new();
+        let mut v = Vec::new();
+        for (_, p) in &params {
+            m.push(p.as_tensor().zeros_like()?);
+            v.push(p.as_tensor().zeros_like()?);
+        }
+        let params = params.into_iter().map(|(n, p)| {
+            let d = decays(&n);
+            (n, p, d)
+        });
+        Ok(AdamW { params: params.collect(), m, v, t: 0, beta1, beta2, eps, weight_decay })
+    }
+
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.params.iter().map(|p| p.0.as_str())
+    }
+
+    /// One update with gradients by parameter name (missing = zero).
+    pub fn step(&mut self, grads: &HashMap<String, Tensor>, lr: f64) -> Result<()> {
+        self.t += 1;
+        let bc1 = 1.0 - self.beta1.powi(self.t as i32);
+        let bc2 = 1.0 - self.beta2.powi(self.t as i32);
+        for (i, (name, p, decay)) in self.params.iter().enumerate() {
+            let g = match grads.get(name) {
+                Some(g) => g.clone(),
+                None => p.as_tensor().zeros_like()?,
+            };
+            let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
+            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
+            let upd = ((&m * (1.0 / bc1))? / ((&v * (1.0 / bc2))?.sqrt()? + self.eps)?)?;
+            let mut w = p.as_tensor().clone();
+            if *decay && self.weight_decay > 0.0 {
+                w = (&w * (1.0 - lr * self.weight_decay))?;
+            }
+            p.set(&(w - (upd * lr)?)?)?;
+            self.m[i] = m;
+            self.v[i] = v;
+        }
+        Ok(())
+    }
+
+    /// Saves moments to `path` (safetensors; `m.NAME`, `v.NAME`).
+    pub fn save(&self, path: &Path) -> Result<()> {
+        let mut map = HashMap::new();
+        for (i, (name, _, _)) in self.params.iter().enumerate() {
+            map.insert(format!("m.{name}"), self.m[i].clone());
+            map.insert(format!("v.{name}"), self.v[i].clone());
+        }
+        candle_core::safetensors::save(&map, path).with_context(|| format!("writing {}", path.display()))
+    }
+
+    /// Restores moments saved by [`AdamW::save`] and the step count `t`.
+    pub fn load(&mut self, path: &Path, t: usize) -> Result<()> {
+        let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu).with_context(|| format!("reading {}", path.display()))?;
+        for (i, (name, p, _)) in self.params.iter().enumerate() {
+            for (key, slot) in [(format!("m.{name}"), &mut self.m[i]), (format!("v.{name}"), &mut self.v[i])] {
+                let t = map.get(&key).with_context(|| format!("{}: missing {key}", path.display()))?;
+                anyhow::ensure!(t.dims() == p.dims(), "{}: {key} has shape {:?}, expected {:?}", path.display(), t.dims(), p.dims());
+                *slot = t.clone();
+            }
+        }
+        self.t = t;
+        Ok(())
+    }
+}
+
+/// Scales `grads` in place so their global L2 norm is at most `max_norm`; returns
+/// the norm before clipping.
+pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<f64> {
+    let mut keys: Vec<&String> = grads.keys().collect();
+    keys.sort();
+    let mut sq = 0.0f64;
+    for k in keys {
+        sq += grads[k].sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+    }
+    let norm = sq.sqrt();
+    if max_norm > 0.0 && norm > max_norm {
+        let s = max_norm / (norm + 1e-6);
+        for g in grads.values_mut() {
+            *g = (&*g * s)?;
+        }
+    }
+    Ok(norm)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    #[test]
+    fn schedule_warms_up_then_decays() {
+        assert!(lr_at(0, 100, 1.0, 10, 0.1) < lr_at(5, 100, 1.0, 10, 0.1));
+        assert!((lr_at(9, 100, 1.0, 10, 0.1) - 1.0).abs() < 1e-9);
+        assert!((lr_at(100, 100, 1.0, 10, 0.1) - 0.1).abs() < 1e-9);
+        assert!(lr_at(50, 100, 1.0, 10, 0.1) < 1.0);
+    }
+    #[test]
+    fn decay_flags() {
+        assert!(decays("dec.layer0.moe.expert1.up.weight"));
+        assert!(!decays("dec.layer0.norm1.weight"));
+        assert!(!decays("enc.tok_emb"));
+    }
+}
