@@ -16,6 +16,7 @@ pub mod align;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod model;
