@@ -44,7 +44,7 @@ impl BertConfig {
     pub fn load(path: &Path) -> Result<BertConfig> {
         let cfg: BertConfig = crate::util::io::read_json(path)
             .with_context(|| format!("{}: not a BERT config.json", path.display()))?;
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             bail!(
                 "{}: hidden_size {} is not a multiple of num_attention_heads {}",
                 path.display(),

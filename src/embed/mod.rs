@@ -261,7 +261,13 @@ pub fn embed_items(opts: &EmbedOptions) -> Result<EmbedReport> {
         }
         let t0 = Instant::now();
         let tokens = enc.tokenize(&texts[lo..hi])?;
+        let t_tok = t0.elapsed().as_secs_f64();
         let rows = enc.embed_sorted(&tokens, opts.batch_size, |done| pb.inc(done as u64))?;
+        let n_tok: usize = tokens.iter().map(Vec::len).sum();
+        tracing::debug!(
+            "chunk {k}: {m} items, {n_tok} tokens; tokenize {t_tok:.2} s, encode {:.2} s",
+            t0.elapsed().as_secs_f64() - t_tok
+        );
         let flat: Vec<f32> = rows.into_iter().flatten().collect();
         if let Some(bad) = flat.iter().position(|v| !v.is_finite()) {
             bail!("item `{}` got a non-finite embedding; is the model file corrupt?", ids[lo + bad / d]);
