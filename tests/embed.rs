@@ -315,6 +315,13 @@ fn pipeline_chunks_resume_and_same_bytes() {
     let direct = enc.embed(&["Toy Story (1995). Genres: comedy, drama".to_string()]).unwrap();
     assert!(cosine(&direct[0], emb.row(0)) > 0.99999);
 
+    // A fresh run elsewhere (no chunks to reuse) recomputes the same bytes.
+    let mut fresh = opts.clone();
+    fresh.out = dir.path().join("fresh/emb.safetensors");
+    fresh.keep_chunks = false;
+    assert_eq!(embed_items(&fresh).unwrap().chunks_computed, 3);
+    assert_eq!(std::fs::read(&fresh.out).unwrap(), bytes1, "same inputs => same bytes");
+
     // Second run reuses every chunk and writes identical bytes.
     let r2 = embed_items(&opts).unwrap();
     assert_eq!((r2.chunks_computed, r2.chunks_reused), (0, 3));
@@ -430,4 +437,50 @@ fn minilm_movielens_matches_shipped_embeddings() {
     );
     assert!(min >= 0.999, "min cosine {min}");
     assert!(mean >= 0.9999, "mean cosine {mean}");
+}
+
+#[test]
+fn cli_embed_runs_on_tiny_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_bert(&model, false, 5);
+    let items = dir.path().join("items.jsonl.gz");
+    {
+        use std::io::Write;
+        let f = std::fs::File::create(&items).unwrap();
+        let mut gz = flate2::write::GzEncoder::new(f, flate2::Compression::default());
+        gz.write_all(b"{\"title\":\"Red lamp\",\"id\":7,\"genres\":\"comedy|drama\"}\n{\"title\":\"Blue toy\",\"id\":9,\"genres\":\"drama\"}\n")
+            .unwrap();
+        gz.finish().unwrap();
+    }
+    let out = dir.path().join("e.safetensors");
+    let texts = dir.path().join("texts.tsv");
+    let run = |extra: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_onerec"))
+            .args(["-q", "embed", "--model-dir"])
+            .arg(&model)
+            .arg("--items")
+            .arg(&items)
+            .args(["--id-col", "id", "--text", "{title}. Genres: {genres}", "--replace", "genres=|=, ", "--out"])
+            .arg(&out)
+            .args(["--dtype", "f16", "--texts-out"])
+            .arg(&texts)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&[]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!((report["n"].as_u64(), report["dim"].as_u64()), (Some(2), Some(8)));
+    let emb = Embeddings::load(&out).unwrap();
+    assert_eq!(emb.item_ids, ["7", "9"]);
+    assert_eq!(
+        std::fs::read_to_string(&texts).unwrap(),
+        "item_id\ttext\n7\tRed lamp. Genres: comedy, drama\n9\tBlue toy. Genres: drama\n"
+    );
+    // A bad flag value fails with a message, not a panic.
+    let o = run(&["--replace", "nonsense"]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("COL=FROM=TO"));
 }
