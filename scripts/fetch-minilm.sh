@@ -37,12 +37,20 @@ done
 got="$(sha "$src/model.safetensors")"
 [[ "$got" == "$want" ]] || { echo "fetch-minilm: model.safetensors sha256 $got, expected $want" >&2; exit 1; }
 
-# Copy into a temp dir beside DIR, then rename: a failed run never leaves a half model.
+# Never delete anything in DIR: a new DIR is created by renaming a staged copy; an existing
+# one gets each file renamed in, model.safetensors last, so an interrupted run is detected
+# (wrong or missing sha256) and redone next time.
 mkdir -p "$(dirname "$dir")"
-stage="$dir.tmp$$"
+stage="$(dirname "$dir")/.fetch-minilm.tmp$$"
 rm -rf "$stage"
-mkdir -p "$stage"
-cp -R "$src"/. "$stage"/
-rm -rf "$dir"
-mv "$stage" "$dir"
+cp -R "$src" "$stage"
+trap 'rm -rf "$work" "$stage"' EXIT
+if [[ ! -e "$dir" ]]; then
+  mv "$stage" "$dir"
+else
+  [[ -d "$dir" ]] || { echo "fetch-minilm: $dir exists and is not a directory" >&2; exit 1; }
+  (cd "$stage" && find . -type d) | while read -r d; do mkdir -p "$dir/$d"; done
+  (cd "$stage" && find . -type f ! -name model.safetensors) | while read -r f; do mv -f "$stage/$f" "$dir/$f"; done
+  mv -f "$stage/model.safetensors" "$dir/model.safetensors"
+fi
 echo "fetch-minilm: wrote $dir"
