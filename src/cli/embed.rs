@@ -26,7 +26,8 @@ pub struct EmbedArgs {
     /// Item-id column (default: the first column).
     #[arg(long)]
     pub id_col: Option<String>,
-    /// Text template: {col}, {col|replace:FROM:TO}, {col|lower}, {{ and }} for braces.
+    /// Text template: {col}, {col|replace:FROM:TO}, {col|suffix:TEXT} (only if non-empty),
+    /// {col|prefix:TEXT}, {col|lower}, {{ and }} for braces.
     #[arg(long)]
     pub text: String,
     /// Replace FROM by TO in column COL before templating (COL=FROM=TO, repeatable).

@@ -2,7 +2,8 @@
 //!
 //! Syntax: `{col}` inserts column `col`; `{col|FILTER}` applies one filter to it; `{{` and
 //! `}}` are literal braces. Filters: `replace:FROM:TO` (FROM has no `:`, TO is the rest, may
-//! be empty), `lower`, `upper`, `trim`. One filter per placeholder (its arguments may contain
+//! be empty), `prefix:TEXT` / `suffix:TEXT` (added only when the value is not empty, e.g.
+//! `{phrase|suffix:. }{tags}` has no dangling ". " for an empty phrase), `lower`, `upper`, `trim`. One filter per placeholder (its arguments may contain
 //! `|`); chain more with `--replace col=FROM=TO`, which applies before the template.
 
 use anyhow::{bail, Context, Result};
@@ -10,6 +11,8 @@ use anyhow::{bail, Context, Result};
 #[derive(Clone, Debug, PartialEq)]
 pub enum Filter {
     Replace { from: String, to: String },
+    Prefix(String),
+    Suffix(String),
     Lower,
     Upper,
     Trim,
@@ -26,17 +29,26 @@ impl Filter {
             }
             return Ok(Filter::Replace { from: from.into(), to: to.into() });
         }
+        if let Some(text) = spec.strip_prefix("prefix:") {
+            return Ok(Filter::Prefix(text.into()));
+        }
+        if let Some(text) = spec.strip_prefix("suffix:") {
+            return Ok(Filter::Suffix(text.into()));
+        }
         Ok(match spec {
             "lower" => Filter::Lower,
             "upper" => Filter::Upper,
             "trim" => Filter::Trim,
-            other => bail!("unknown filter `{other}` (known: replace:FROM:TO, lower, upper, trim)"),
+            other => bail!("unknown filter `{other}` (known: replace:FROM:TO, prefix:TEXT, suffix:TEXT, lower, upper, trim)"),
         })
     }
 
     pub fn apply(&self, s: &str) -> String {
         match self {
             Filter::Replace { from, to } => s.replace(from.as_str(), to),
+            Filter::Prefix(_) | Filter::Suffix(_) if s.is_empty() => String::new(),
+            Filter::Prefix(p) => format!("{p}{s}"),
+            Filter::Suffix(x) => format!("{s}{x}"),
             Filter::Lower => s.to_lowercase(),
             Filter::Upper => s.to_uppercase(),
             Filter::Trim => s.trim().to_string(),
