@@ -3,6 +3,7 @@
 //! The pipeline, one module per stage, each reading and writing plain files:
 //! - [`data`]: interaction logs -> prepared datasets (histories, splits, sessions);
 //! - [`world`]: a synthetic world with a known ground-truth reward;
+//! - [`embed`]: item texts -> sentence embeddings with a local BERT model;
 //! - [`tokenizer`]: multimodal item embeddings -> unique semantic-ID paths;
 //! - [`model`]: encoder + sparse-MoE decoder over semantic-ID tokens;
 //! - [`train`]: next-token pretraining loop, checkpoints;
@@ -16,6 +17,7 @@ pub mod align;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod model;
