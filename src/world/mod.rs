@@ -88,7 +88,7 @@ impl Default for WorldParams {
             like_aff: 6.0,
             like_bias: -4.0,
             watch_ref_s: 30.0,
-            like_bonus: 1.0,
+            like_bonus: 2.0,
             redundancy: 0.3,
             redundancy_power: 4,
             drift: 0.15,

@@ -161,7 +161,7 @@ pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
         normalize(&mut v);
         item_latent.extend_from_slice(&v);
         item_topic.push(topic);
-        item_duration.push((30.0f64.ln() + 0.6 * gauss(&mut rng)).exp().round().clamp(5.0, 600.0));
+        item_duration.push((30.0f64.ln() + 0.5 * gauss(&mut rng)).exp().round().clamp(5.0, 180.0));
         let a = gauss(&mut rng);
         item_attract.push(a);
         item_quality.push(0.5 * gauss(&mut rng) - p.clickbait_quality * a);
@@ -319,7 +319,7 @@ fn simulate_user(
 fn modality(opts: &SynthOptions, world: &World, name: &str, dim: usize) -> Embeddings {
     let (n, d, m) = (opts.items, opts.latent_dim, opts.nuisance_dim);
     let mut rng = stream(opts.seed, &format!("world/modality/{name}"));
-    let a: Vec<f64> = (0..dim * d).map(|_| gauss(&mut rng) / (d as f64).sqrt()).collect();
+    let a: Vec<f64> = (0..dim * d).map(|_| 0.5 * gauss(&mut rng)).collect();
     let b: Vec<f64> = (0..dim * m).map(|_| gauss(&mut rng) * 0.5 / (m.max(1) as f64).sqrt()).collect();
     let mut data = Vec::with_capacity(n * dim);
     for i in 0..n {
@@ -328,12 +328,12 @@ fn modality(opts: &SynthOptions, world: &World, name: &str, dim: usize) -> Embed
             *first = if name == "image" {
                 world.item_attract[i]
             } else {
-                (world.item_duration[i].ln() - 30.0f64.ln()) / 0.6
+                (world.item_duration[i].ln() - 30.0f64.ln()) / 0.5
             };
         }
         let v = &world.item_latent[i * d..(i + 1) * d];
         for r in 0..dim {
-            let x = super::dot(&a[r * d..(r + 1) * d], v) + super::dot(&b[r * m..(r + 1) * m], &nuis) + 0.2 * gauss(&mut rng);
+            let x = super::dot(&a[r * d..(r + 1) * d], v) + super::dot(&b[r * m..(r + 1) * m], &nuis) + 0.3 * gauss(&mut rng);
             data.push(x as f32);
         }
     }
