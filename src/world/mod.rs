@@ -9,7 +9,8 @@
 //!   user at the end of their logged history.
 //!
 //! # The model (all vectors unit length, so affinities are cosines in [-1, 1])
-//! - item `i`: latent `v_i` (topic centre + noise), duration `d_i` seconds, clickbait
+//! - item `i`: latent `v_i` (topic centre + noise), duration `d_i` seconds
+//!   (log-normal around 30 s, in [5, 180]), clickbait
 //!   attractiveness `a_i ~ N(0,1)`, hidden quality `q_i = 0.5 N(0,1) - clickbait_quality * a_i`,
 //!   log-popularity `pop_i` (Zipf over a random ranking, mean 0);
 //! - user `u`: preference `p_u` (mix of 1-3 topics), a small random walk per session;
@@ -19,6 +20,13 @@
 //! - engagement (what users ENJOY): watch fraction `f = sigmoid(watch_aff * s + q_i + watch_bias)`,
 //!   `watch_time = clamp(f d_i + N(0, (watch_noise d_i)^2), 0, d_i)`,
 //!   `P(like) = sigmoid(like_aff * s + q_i + like_bias)`.
+//!
+//! - logs: per user `min_history + Poisson(mean - min)` distinct items in sessions of
+//!   `session_min..=session_max` items a few tens of seconds apart; sessions are 2-36 h
+//!   apart (any gap over 30 min separates them);
+//! - modalities: `text` and `image` are each their own random projection of `v_i` plus
+//!   their own nuisance factors (text carries log-duration, image the clickbait score)
+//!   and noise, so both cluster by topic without being the same view.
 //!
 //! Clickbait raises clicks but lowers quality, and popularity biases exposure: imitating
 //! the log is therefore NOT reward-optimal, which is what alignment must fix.
@@ -402,4 +410,60 @@ fn read_f64(st: &safetensors::SafeTensors, path: &Path, name: &str, len: usize) 
 fn read_i64(st: &safetensors::SafeTensors, path: &Path, name: &str, len: usize) -> Result<Vec<i64>> {
     let raw = tensor(st, path, name, safetensors::Dtype::I64, len)?;
     Ok(raw.chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes"))).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tiny() -> (tempfile::TempDir, World) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = SynthOptions { users: 20, items: 60, topics: 4, seed: 9, ..SynthOptions::default() };
+        let out = synth(&opts, dir.path()).expect("synth");
+        (dir, out.world)
+    }
+
+    #[test]
+    fn item_reward_matches_formula() {
+        let (_, w) = tiny();
+        let p = w.params().clone();
+        let (u, i) = (3, 7);
+        let s = w.affinity_idx(u, i);
+        assert!((-1.0..=1.0).contains(&s));
+        let f = sigmoid(p.watch_aff * s + w.item_quality[i] + p.watch_bias);
+        let like = sigmoid(p.like_aff * s + w.item_quality[i] + p.like_bias);
+        let want = f * w.item_duration[i] / p.watch_ref_s + p.like_bonus * like;
+        assert!((w.item_reward_idx(u, i) - want).abs() < 1e-12);
+    }
+
+    #[test]
+    fn redundant_sessions_are_worth_less_than_diverse_ones() {
+        let (_, w) = tiny();
+        // Two items of the same topic vs two of different topics with the same item rewards:
+        // compare each to the plain sum, the same-topic pair loses more.
+        let same: Vec<usize> = (0..w.item_count()).filter(|&i| w.item_topic[i] == 0).take(2).collect();
+        let other = (0..w.item_count()).find(|&i| w.item_topic[i] == 1).expect("topic 1 item");
+        let loss = |items: &[usize]| {
+            let plain: f64 = items.iter().map(|&i| w.item_reward_idx(0, i)).sum();
+            1.0 - w.session_reward_idx(0, items) / plain
+        };
+        assert!(loss(&same) > loss(&[same[0], other]), "{} vs {}", loss(&same), loss(&[same[0], other]));
+        assert!(loss(&[same[0], other]) >= 0.0);
+    }
+
+    #[test]
+    fn bad_options_are_rejected_before_writing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = dir.path().join("w");
+        let mut o = SynthOptions { users: 5, items: 40, topics: 3, ..SynthOptions::default() };
+        o.session_min = 9;
+        o.session_max = 3;
+        let e = synth(&o, &out).err().expect("must fail");
+        assert!(format!("{e:#}").contains("session_min"), "{e:#}");
+        o.session_max = 9;
+        o.params.like_bonus = f64::NAN;
+        let e = synth(&o, &out).err().expect("must fail");
+        assert!(format!("{e:#}").contains("like_bonus"), "{e:#}");
+        assert!(!out.exists());
+    }
 }

@@ -77,7 +77,7 @@ impl SynthOptions {
         if o.topics > o.items {
             bail!("synth: {} topics for {} items; use --topics <= --items", o.topics, o.items);
         }
-        if o.min_history == 0 || !(o.mean_history >= o.min_history as f64) || !o.mean_history.is_finite() {
+        if o.min_history == 0 || o.mean_history.is_nan() || o.mean_history < o.min_history as f64 || !o.mean_history.is_finite() {
             bail!("synth: need 1 <= min_history ({}) <= mean_history ({})", o.min_history, o.mean_history);
         }
         if o.items < 2 * o.min_history {
@@ -89,8 +89,19 @@ impl SynthOptions {
         if o.text_dim == 0 || o.image_dim == 0 {
             bail!("synth: text_dim and image_dim must be at least 1");
         }
-        if !(o.item_spread >= 0.0) || !(o.params.drift >= 0.0) {
+        if o.item_spread.is_nan() || o.item_spread < 0.0 || o.params.drift.is_nan() || o.params.drift < 0.0 {
             bail!("synth: item_spread and drift must be >= 0");
+        }
+        if o.params.watch_ref_s <= 0.0 {
+            bail!("synth: watch_ref_s must be > 0");
+        }
+        let json = serde_json::to_value(&o.params)?;
+        if let Some(map) = json.as_object() {
+            for (key, v) in map {
+                if v.as_f64().is_none_or(|x| !x.is_finite()) {
+                    bail!("synth: world parameter `{key}` must be a finite number, got {v}");
+                }
+            }
         }
         Ok(())
     }
@@ -230,6 +241,11 @@ pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
         save_safetensors(&out_dir.join(format!("{name}.safetensors")), &emb, false)?;
     }
     world.save(out_dir)?;
+    tracing::info!(
+        "synth: wrote interactions.csv, text.safetensors [{n}, {}], image.safetensors [{n}, {}], world.json, world.safetensors",
+        opts.text_dim,
+        opts.image_dim
+    );
     tracing::info!(
         "synth: wrote {} interactions ({} users, {} items, {} sessions, {} topics) to {} in {:.2}s",
         interactions,
