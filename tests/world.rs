@@ -166,7 +166,7 @@ fn world_reward_prefers_liked_items_and_has_imitation_gap() {
     let mut rng = onerec::util::rng::stream(3, "test");
     let all: Vec<String> = world.item_ids.clone();
     let (mut wins, mut users) = (0, 0);
-    let (mut logged_sum, mut best_sum, mut random_sum) = (0.0, 0.0, 0.0);
+    let (mut logged_sum, mut best_sum, mut random_sum, mut clicked_sum) = (0.0, 0.0, 0.0, 0.0);
     let (mut logged_attract, mut logged_n) = (0.0, 0);
     let (mut best_attract, mut best_n) = (0.0, 0);
     for (user, ss) in sessions(rows) {
@@ -186,6 +186,9 @@ fn world_reward_prefers_liked_items_and_has_imitation_gap() {
         logged_sum += world.expected_session_reward(&user, &last).unwrap();
         best_sum += r_greedy;
         random_sum += r_rand;
+        let clicked = world.most_clicked_items(&user, k).unwrap();
+        let clicked: Vec<&str> = clicked.iter().map(String::as_str).collect();
+        clicked_sum += world.expected_session_reward(&user, &clicked).unwrap();
         for r in ss.iter().flatten() {
             logged_attract += world.item_attractiveness(&r.item).unwrap();
             logged_n += 1;
@@ -196,16 +199,18 @@ fn world_reward_prefers_liked_items_and_has_imitation_gap() {
         }
     }
     let n = users as f64;
-    let (logged, best, random) = (logged_sum / n, best_sum / n, random_sum / n);
+    let (logged, best, random, clicked) = (logged_sum / n, best_sum / n, random_sum / n, clicked_sum / n);
     let (la, ba) = (logged_attract / logged_n as f64, best_attract / best_n as f64);
     println!(
-        "mean session reward: random {random:.3}, logged last {logged:.3}, best {best:.3}; \
+        "mean session reward: random {random:.3}, logged last {logged:.3}, most clicked {clicked:.3}, best {best:.3}; \
          attractiveness logged {la:.3} best {ba:.3}; top-k beats random for {wins}/{users}"
     );
     assert!(wins as f64 >= 0.98 * n, "best items beat random only for {wins}/{users} users");
     // Logged behaviour carries signal (beats random) but is far from reward-optimal.
     assert!(logged > random * 1.3, "logged {logged} vs random {random}");
     assert!(logged < 0.7 * best, "logged {logged} vs best {best}: no imitation gap");
+    // Even the mode of the logging policy (a perfect imitator's beam search) leaves room.
+    assert!(clicked < 0.8 * best, "most clicked {clicked} vs best {best}: no imitation gap");
     // Clickbait is chosen more than its reward warrants.
     assert!(la > 0.5, "logged items' mean attractiveness {la} (items' mean is ~0)");
     assert!(ba < la - 0.5, "reward-optimal items' attractiveness {ba} vs logged {la}");

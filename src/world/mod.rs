@@ -6,7 +6,11 @@
 //! - `World::load(path) -> Result<World>` reads the world file `data synth` writes;
 //! - `World::expected_session_reward(&self, user_id: &str, item_ids: &[&str]) -> Result<f64>`
 //!   is the ground-truth expected reward of showing that session (original ids) to that
-//!   user at the end of their logged history.
+//!   user at the end of their logged history;
+//! - `expected_item_reward`, `user_count`, `item_count`, `item_topic`, `item_attractiveness`;
+//! - references for tests: `best_items(user, k)` (top-k item reward), `best_session(user, k)`
+//!   (greedy on the session reward, near-optimal), `most_clicked_items(user, k)` (the mode
+//!   of the logging policy: what a perfect imitator would recommend).
 //!
 //! # The model (all vectors unit length, so affinities are cosines in [-1, 1])
 //! - item `i`: latent `v_i` (topic centre + noise), duration `d_i` seconds
@@ -302,6 +306,25 @@ impl World {
         dot(self.pref(u), self.latent(i))
     }
 
+    /// Logit of item row `i` in the logged choice softmax of user row `u` (final state).
+    pub fn choice_logit_idx(&self, u: usize, i: usize) -> f64 {
+        let p = self.params();
+        p.choice_aff * self.affinity_idx(u, i) + p.choice_attract * self.item_attract[i] + p.choice_pop * self.item_logpop[i]
+    }
+
+    /// The `k` items a perfect imitator of the logs would rank first for a user (highest
+    /// choice logit, best first): the reference an aligned model has to beat.
+    pub fn most_clicked_items(&self, user_id: &str, k: usize) -> Result<Vec<String>> {
+        let u = self.user_index(user_id)?;
+        Ok(self.top_k(k, |i| self.choice_logit_idx(u, i)))
+    }
+
+    fn top_k(&self, k: usize, score: impl Fn(usize) -> f64) -> Vec<String> {
+        let mut scored: Vec<(f64, usize)> = (0..self.item_count()).map(|i| (score(i), i)).collect();
+        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        scored.into_iter().take(k).map(|(_, i)| self.item_ids[i].clone()).collect()
+    }
+
     /// Expected reward of item row `i` for user row `u` (see the module doc).
     pub fn item_reward_idx(&self, u: usize, i: usize) -> f64 {
         let p = self.params();
@@ -341,9 +364,7 @@ impl World {
     /// The `k` items of highest expected item reward for a user, best first (ties by row).
     pub fn best_items(&self, user_id: &str, k: usize) -> Result<Vec<String>> {
         let u = self.user_index(user_id)?;
-        let mut scored: Vec<(f64, usize)> = (0..self.item_count()).map(|i| (self.item_reward_idx(u, i), i)).collect();
-        scored.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        Ok(scored.into_iter().take(k).map(|(_, i)| self.item_ids[i].clone()).collect())
+        Ok(self.top_k(k, |i| self.item_reward_idx(u, i)))
     }
 
     /// A near-optimal session of `k` distinct items: greedy on the marginal session reward
