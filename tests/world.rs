@@ -340,3 +340,23 @@ fn world_cli_writes_the_contract_files() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("--items >="), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!bad.exists());
 }
+
+#[test]
+fn world_clickbait_knob_controls_the_gap() {
+    // Without clickbait in the choice model, logged items are not biased towards it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut opts = SynthOptions { users: 300, items: 400, topics: 10, seed: 21, ..SynthOptions::default() };
+    opts.params.choice_attract = 0.0;
+    let out = synth(&opts, dir.path()).unwrap();
+    let rows = read_csv(&dir.path().join("interactions.csv"));
+    let mean = |rows: &[Row], w: &World| {
+        rows.iter().map(|r| w.item_attractiveness(&r.item).unwrap()).sum::<f64>() / rows.len() as f64
+    };
+    let off = mean(&rows, &out.world);
+    opts.params.choice_attract = 1.2;
+    let dir2 = tempfile::tempdir().unwrap();
+    let out2 = synth(&opts, dir2.path()).unwrap();
+    let on = mean(&read_csv(&dir2.path().join("interactions.csv")), &out2.world);
+    println!("logged attractiveness: clickbait off {off:.3}, on {on:.3}");
+    assert!(off.abs() < 0.25 && on > off + 0.6, "off {off}, on {on}");
+}
