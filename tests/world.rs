@@ -92,10 +92,7 @@ fn world_same_seed_same_bytes_any_threads_and_different_seed_differs() {
     let a = run(1, &opts);
     let b = run(3, &opts);
     let names: Vec<&str> = a.iter().map(|(n, _)| n.as_str()).collect();
-    assert_eq!(
-        names,
-        ["image.safetensors", "interactions.csv", "text.safetensors", "world.json", "world.safetensors"]
-    );
+    assert_eq!(names, ["image.safetensors", "interactions.csv", "text.safetensors", "world.json", "world.safetensors"]);
     assert!(a == b, "same seed must give byte-identical files regardless of threads");
     let c = run(2, &SynthOptions { seed: 6, ..opts.clone() });
     for ((name, x), (_, y)) in a.iter().zip(&c) {

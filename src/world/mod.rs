@@ -188,10 +188,7 @@ impl World {
         } else if path.exists() {
             path.parent().map(Path::to_path_buf).unwrap_or_default()
         } else {
-            bail!(
-                "world {} does not exist; pass the directory `onerec data synth --out DIR` wrote",
-                path.display()
-            )
+            bail!("world {} does not exist; pass the directory `onerec data synth --out DIR` wrote", path.display())
         };
         let json = dir.join(WORLD_JSON);
         let meta: WorldMeta = crate::util::io::read_json(&json)
@@ -280,14 +277,20 @@ impl World {
     /// Row of a user id, or an error naming it.
     pub fn user_index(&self, user_id: &str) -> Result<usize> {
         self.user_index.get(user_id).copied().with_context(|| {
-            format!("unknown user id {user_id:?}: the world has {} users (ids as in interactions.csv)", self.user_count())
+            format!(
+                "unknown user id {user_id:?}: the world has {} users (ids as in interactions.csv)",
+                self.user_count()
+            )
         })
     }
 
     /// Row of an item id, or an error naming it.
     pub fn item_index(&self, item_id: &str) -> Result<usize> {
         self.item_index.get(item_id).copied().with_context(|| {
-            format!("unknown item id {item_id:?}: the world has {} items (ids as in interactions.csv)", self.item_count())
+            format!(
+                "unknown item id {item_id:?}: the world has {} items (ids as in interactions.csv)",
+                self.item_count()
+            )
         })
     }
 
@@ -309,7 +312,9 @@ impl World {
     /// Logit of item row `i` in the logged choice softmax of user row `u` (final state).
     pub fn choice_logit_idx(&self, u: usize, i: usize) -> f64 {
         let p = self.params();
-        p.choice_aff * self.affinity_idx(u, i) + p.choice_attract * self.item_attract[i] + p.choice_pop * self.item_logpop[i]
+        p.choice_aff * self.affinity_idx(u, i)
+            + p.choice_attract * self.item_attract[i]
+            + p.choice_pop * self.item_logpop[i]
     }
 
     /// The `k` items a perfect imitator of the logs would rank first for a user (highest
@@ -339,10 +344,8 @@ impl World {
         let p = self.params();
         let mut total = 0.0;
         for (k, &i) in items.iter().enumerate() {
-            let overlap: f64 = items[..k]
-                .iter()
-                .map(|&j| dot(self.latent(i), self.latent(j)).max(0.0).powi(p.redundancy_power))
-                .sum();
+            let overlap: f64 =
+                items[..k].iter().map(|&j| dot(self.latent(i), self.latent(j)).max(0.0).powi(p.redundancy_power)).sum();
             total += self.item_reward_idx(u, i) / (1.0 + p.redundancy * overlap);
         }
         total
@@ -406,13 +409,24 @@ impl World {
     }
 }
 
-fn tensor<'a>(st: &'a safetensors::SafeTensors, path: &Path, name: &str, dtype: safetensors::Dtype, len: usize) -> Result<&'a [u8]> {
+fn tensor<'a>(
+    st: &'a safetensors::SafeTensors,
+    path: &Path,
+    name: &str,
+    dtype: safetensors::Dtype,
+    len: usize,
+) -> Result<&'a [u8]> {
     let t = st
         .tensor(name)
         .with_context(|| format!("{}: missing tensor `{name}`; re-run `onerec data synth`", path.display()))?;
     let n: usize = t.shape().iter().product();
     if t.dtype() != dtype || n != len {
-        bail!("{}: tensor `{name}` is {:?} {:?}, expected {dtype:?} with {len} values", path.display(), t.dtype(), t.shape());
+        bail!(
+            "{}: tensor `{name}` is {:?} {:?}, expected {dtype:?} with {len} values",
+            path.display(),
+            t.dtype(),
+            t.shape()
+        );
     }
     // Borrow from the SafeTensors' buffer, which lives as long as `st`.
     let data: &'a [u8] = t.data();

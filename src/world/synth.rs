@@ -77,11 +77,20 @@ impl SynthOptions {
         if o.topics > o.items {
             bail!("synth: {} topics for {} items; use --topics <= --items", o.topics, o.items);
         }
-        if o.min_history == 0 || o.mean_history.is_nan() || o.mean_history < o.min_history as f64 || !o.mean_history.is_finite() {
+        if o.min_history == 0
+            || o.mean_history.is_nan()
+            || o.mean_history < o.min_history as f64
+            || !o.mean_history.is_finite()
+        {
             bail!("synth: need 1 <= min_history ({}) <= mean_history ({})", o.min_history, o.mean_history);
         }
         if o.items < 2 * o.min_history {
-            bail!("synth: {} items is too few for histories of at least {}; use --items >= {}", o.items, o.min_history, 2 * o.min_history);
+            bail!(
+                "synth: {} items is too few for histories of at least {}; use --items >= {}",
+                o.items,
+                o.min_history,
+                2 * o.min_history
+            );
         }
         if o.session_min == 0 || o.session_min > o.session_max {
             bail!("synth: need 1 <= session_min ({}) <= session_max ({})", o.session_min, o.session_max);
@@ -207,7 +216,15 @@ pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
         latent_dim: d,
     };
     let world = World::assemble(
-        meta, item_ids, user_ids, item_latent, item_topic, item_duration, item_attract, item_quality, item_logpop,
+        meta,
+        item_ids,
+        user_ids,
+        item_latent,
+        item_topic,
+        item_duration,
+        item_attract,
+        item_quality,
+        item_logpop,
         user_pref,
     );
 
@@ -284,11 +301,7 @@ fn simulate_user(
     }
     normalize(&mut pref);
     let extra = opts.mean_history - opts.min_history as f64;
-    let extra = if extra > 0.0 {
-        Poisson::new(extra).map(|po| po.sample(&mut rng) as usize).unwrap_or(0)
-    } else {
-        0
-    };
+    let extra = if extra > 0.0 { Poisson::new(extra).map(|po| po.sample(&mut rng) as usize).unwrap_or(0) } else { 0 };
     let len = (opts.min_history + extra).min(n / 2).max(opts.min_history);
     let mut seen = vec![false; n];
     let mut rows = Vec::with_capacity(len);
@@ -349,7 +362,9 @@ fn modality(opts: &SynthOptions, world: &World, name: &str, dim: usize) -> Embed
         }
         let v = &world.item_latent[i * d..(i + 1) * d];
         for r in 0..dim {
-            let x = super::dot(&a[r * d..(r + 1) * d], v) + super::dot(&b[r * m..(r + 1) * m], &nuis) + 0.3 * gauss(&mut rng);
+            let x = super::dot(&a[r * d..(r + 1) * d], v)
+                + super::dot(&b[r * m..(r + 1) * m], &nuis)
+                + 0.3 * gauss(&mut rng);
             data.push(x as f32);
         }
     }
