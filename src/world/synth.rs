@@ -1,31 +1,50 @@
-//! `onerec data synth`: draws a world and its logs from a seed. Every user's history
-//! comes from its own random stream, so the output is identical for any thread count.
+//! Generation of a synthetic world and its logged interactions (`onerec data synth`).
+//!
+//! Every random draw comes from a named stream of the seed; users are generated in
+//! parallel, each from its own stream, so the output bytes do not depend on threads.
 
-use super::{affinity, sigmoid, World, WorldParams};
+use super::{sigmoid, World, WorldMeta, WorldParams, WORLD_FORMAT, WORLD_VERSION};
 use crate::data::embeddings::{save_safetensors, Embeddings};
-use crate::util::rng::stream;
-use anyhow::{ensure, Result};
-use rand::Rng;
-use rand_distr::{Distribution, StandardNormal};
+use crate::util::rng::{stream, Rng};
+use anyhow::{bail, Result};
+use rand::seq::SliceRandom;
+use rand::Rng as _;
+use rand_distr::{Distribution, Poisson, StandardNormal};
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
 use std::path::Path;
+use std::time::Instant;
 
-/// Size and shape of a synthetic world.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+/// First timestamp users can start at (2023-11-14, seconds).
+const BASE_TIME: i64 = 1_700_000_000;
+/// Users start within this many seconds of `BASE_TIME` (30 days).
+const START_SPREAD: i64 = 30 * 86_400;
+/// Intra-session gaps are `ceil(watch_time) + U[3, 30]` s (< 30 min); sessions are
+/// `U[2 h, 36 h]` apart, so any gap over [`SESSION_GAP_S`] separates sessions.
+pub const SESSION_GAP_S: i64 = 1_800;
+
+/// Size and structure of a synthetic world.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SynthOptions {
     pub users: usize,
     pub items: usize,
     pub topics: usize,
     pub latent_dim: usize,
-    /// Mean interactions per user (at least `min_history`).
-    pub mean_history: usize,
+    /// Mean interactions per user (history length = min_history + Poisson(mean - min)).
+    pub mean_history: f64,
     pub min_history: usize,
-    /// Width of the text-like and image-like embeddings.
+    /// Items per session, uniform in [session_min, session_max] (the last one may be shorter).
+    pub session_min: usize,
+    pub session_max: usize,
     pub text_dim: usize,
     pub image_dim: usize,
+    /// Nuisance (topic-free) dimensions of each modality.
+    pub nuisance_dim: usize,
+    /// Spread of item latents around their topic centre (norm of the noise).
+    pub item_spread: f64,
     pub seed: u64,
+    pub params: WorldParams,
 }
 
 impl Default for SynthOptions {
@@ -35,186 +54,319 @@ impl Default for SynthOptions {
             items: 1000,
             topics: 20,
             latent_dim: 16,
-            mean_history: 20,
+            mean_history: 20.0,
             min_history: 5,
+            session_min: 3,
+            session_max: 7,
             text_dim: 64,
             image_dim: 48,
+            nuisance_dim: 8,
+            item_spread: 0.5,
             seed: 42,
+            params: WorldParams::default(),
         }
     }
 }
 
 impl SynthOptions {
-    pub fn validate(&self) -> Result<()> {
-        ensure!(self.users >= 1, "--users must be at least 1");
-        ensure!(self.topics >= 1 && self.topics <= self.items, "--topics must be in 1..=items");
-        ensure!(self.min_history >= 3, "--min-history must be at least 3 (leave-one-out needs 3)");
-        ensure!(self.mean_history >= self.min_history, "--mean-history must be >= --min-history");
-        ensure!(
-            self.items >= 2 * self.mean_history.max(self.min_history) + 10,
-            "--items must be well above the history length (histories never repeat an item)"
-        );
-        ensure!(self.latent_dim >= 2 && self.text_dim >= 2 && self.image_dim >= 2, "dimensions must be >= 2");
+    fn validate(&self) -> Result<()> {
+        let o = self;
+        if o.users == 0 || o.items == 0 || o.topics == 0 || o.latent_dim == 0 {
+            bail!("synth: users, items, topics and latent_dim must all be at least 1");
+        }
+        if o.topics > o.items {
+            bail!("synth: {} topics for {} items; use --topics <= --items", o.topics, o.items);
+        }
+        if o.min_history == 0
+            || o.mean_history.is_nan()
+            || o.mean_history < o.min_history as f64
+            || !o.mean_history.is_finite()
+        {
+            bail!("synth: need 1 <= min_history ({}) <= mean_history ({})", o.min_history, o.mean_history);
+        }
+        if o.items < 2 * o.min_history {
+            bail!(
+                "synth: {} items is too few for histories of at least {}; use --items >= {}",
+                o.items,
+                o.min_history,
+                2 * o.min_history
+            );
+        }
+        if o.session_min == 0 || o.session_min > o.session_max {
+            bail!("synth: need 1 <= session_min ({}) <= session_max ({})", o.session_min, o.session_max);
+        }
+        if o.text_dim == 0 || o.image_dim == 0 {
+            bail!("synth: text_dim and image_dim must be at least 1");
+        }
+        if o.item_spread.is_nan() || o.item_spread < 0.0 || o.params.drift.is_nan() || o.params.drift < 0.0 {
+            bail!("synth: item_spread and drift must be >= 0");
+        }
+        if o.params.watch_ref_s <= 0.0 {
+            bail!("synth: watch_ref_s must be > 0");
+        }
+        let json = serde_json::to_value(&o.params)?;
+        if let Some(map) = json.as_object() {
+            for (key, v) in map {
+                if v.as_f64().is_none_or(|x| !x.is_finite()) {
+                    bail!("synth: world parameter `{key}` must be a finite number, got {v}");
+                }
+            }
+        }
         Ok(())
     }
 }
 
-fn normal(rng: &mut impl Rng) -> f64 {
-    StandardNormal.sample(rng)
-}
-
-fn unit(v: &mut [f64]) {
-    let n = v.iter().map(|x| x * x).sum::<f64>().sqrt().max(1e-12);
-    v.iter_mut().for_each(|x| *x /= n);
+/// What `synth` wrote.
+pub struct SynthOutput {
+    pub world: World,
+    pub interactions: usize,
+    pub sessions: usize,
 }
 
 /// One logged interaction.
-struct Event {
+struct Row {
     item: usize,
-    t: i64,
-    watch: f64,
-    like: u8,
+    timestamp: i64,
+    watch_time: f64,
+    like: bool,
 }
 
-/// Draws the world, writes `interactions.csv`, `text.safetensors`, `image.safetensors`,
-/// `world.json` and `world.safetensors` into `out`, and returns the world.
-pub fn synth(opts: &SynthOptions, out: &Path) -> Result<World> {
+fn gauss(rng: &mut Rng) -> f64 {
+    rng.sample(StandardNormal)
+}
+
+fn normalize(v: &mut [f64]) {
+    let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+    if n > 0.0 {
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+}
+
+/// A random direction of norm ~`scale`.
+fn noise(rng: &mut Rng, d: usize, scale: f64) -> Vec<f64> {
+    let s = scale / (d as f64).sqrt();
+    (0..d).map(|_| gauss(rng) * s).collect()
+}
+
+/// Generates the world of `opts` and writes `interactions.csv`, `text.safetensors`,
+/// `image.safetensors`, `world.json` and `world.safetensors` into `out_dir`.
+pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
     opts.validate()?;
-    let started = std::time::Instant::now();
-    let k = opts.latent_dim;
-    let mut rng = stream(opts.seed, "world.items");
-    let centers: Vec<Vec<f64>> = (0..opts.topics)
+    let start = Instant::now();
+    let (n, d, t) = (opts.items, opts.latent_dim, opts.topics);
+    let p = &opts.params;
+
+    // Topics and items.
+    let mut rng = stream(opts.seed, "world/topics");
+    let centres: Vec<Vec<f64>> = (0..t)
         .map(|_| {
-            let mut c: Vec<f64> = (0..k).map(|_| normal(&mut rng)).collect();
-            unit(&mut c);
+            let mut c = noise(&mut rng, d, 1.0);
+            normalize(&mut c);
             c
         })
         .collect();
-    let mut item_topic = Vec::with_capacity(opts.items);
-    let mut item_latent = Vec::with_capacity(opts.items * k);
-    let (mut quality, mut attract, mut duration, mut log_pop) = (vec![], vec![], vec![], vec![]);
-    for i in 0..opts.items {
-        let t = if i < opts.topics { i } else { rng.gen_range(0..opts.topics) };
-        let mut z: Vec<f64> = centers[t].iter().map(|c| c + 0.2 * normal(&mut rng)).collect();
-        unit(&mut z);
-        item_topic.push(t as u32);
-        item_latent.extend(z);
-        quality.push(0.5 * normal(&mut rng));
-        attract.push(normal(&mut rng));
-        duration.push(rng.gen_range(15.0..120.0f64).round());
-        log_pop.push(0.8 * normal(&mut rng));
-    }
-    // Two observed modalities: different noisy projections of the latent, each with its
-    // own nuisance factors the tokenizer has to see through.
-    let modality = |name: &str, dim: usize| -> Embeddings {
-        let mut r = stream(opts.seed, name);
-        let proj: Vec<f64> = (0..dim * k).map(|_| normal(&mut r) / (k as f64).sqrt()).collect();
-        let nuis: Vec<f64> = (0..dim * 4).map(|_| normal(&mut r) * 0.1).collect();
-        let mut data = Vec::with_capacity(opts.items * dim);
-        for i in 0..opts.items {
-            let z = &item_latent[i * k..(i + 1) * k];
-            let f: Vec<f64> = (0..4).map(|_| normal(&mut r)).collect();
-            for d in 0..dim {
-                let signal: f64 = (0..k).map(|j| proj[d * k + j] * z[j]).sum();
-                let nuisance: f64 = (0..4).map(|j| nuis[d * 4 + j] * f[j]).sum();
-                data.push((signal + nuisance + 0.05 * normal(&mut r)) as f32);
-            }
+    let mut rng = stream(opts.seed, "world/items");
+    let mut item_latent = Vec::with_capacity(n * d);
+    let mut item_topic = Vec::with_capacity(n);
+    let mut item_duration = Vec::with_capacity(n);
+    let mut item_attract = Vec::with_capacity(n);
+    let mut item_quality = Vec::with_capacity(n);
+    for i in 0..n {
+        // Every topic gets items; the rest are random.
+        let topic = if i < t { i } else { rng.gen_range(0..t) };
+        let mut v = centres[topic].clone();
+        for (x, e) in v.iter_mut().zip(noise(&mut rng, d, opts.item_spread)) {
+            *x += e;
         }
-        Embeddings { item_ids: (0..opts.items).map(World::item_id).collect(), data, n: opts.items, d: dim }
-    };
-    let text = modality("world.text", opts.text_dim);
-    let image = modality("world.image", opts.image_dim);
+        normalize(&mut v);
+        item_latent.extend_from_slice(&v);
+        item_topic.push(topic);
+        item_duration.push((30.0f64.ln() + 0.5 * gauss(&mut rng)).exp().round().clamp(5.0, 180.0));
+        let a = gauss(&mut rng);
+        item_attract.push(a);
+        item_quality.push(0.5 * gauss(&mut rng) - p.clickbait_quality * a);
+    }
+    let mut ranks: Vec<usize> = (0..n).collect();
+    ranks.shuffle(&mut stream(opts.seed, "world/popularity"));
+    let raw_pop: Vec<f64> = ranks.iter().map(|&r| -((r + 1) as f64).ln()).collect();
+    let mean_pop = raw_pop.iter().sum::<f64>() / n as f64;
+    let item_logpop: Vec<f64> = raw_pop.iter().map(|x| x - mean_pop).collect();
 
-    // Users: a mixture of two topics, drifting after every session.
-    let users: Vec<(Vec<Event>, Vec<f64>)> = (0..opts.users)
+    // Users, in parallel, each from its own stream.
+    let logs: Vec<(Vec<f64>, Vec<Row>, usize)> = (0..opts.users)
         .into_par_iter()
         .map(|u| {
-            let mut r = stream(opts.seed ^ (u as u64).wrapping_mul(0x9E3779B97F4A7C15), "world.user");
-            let (a, b) = (r.gen_range(0..opts.topics), r.gen_range(0..opts.topics));
-            let w = r.gen_range(0.5..1.0);
-            let mut pref: Vec<f64> = (0..k).map(|j| w * centers[a][j] + (1.0 - w) * centers[b][j] + 0.3 * normal(&mut r)).collect();
-            unit(&mut pref);
-            let extra = opts.mean_history - opts.min_history;
-            let p = 1.0 / (extra as f64 + 1.0);
-            let mut n = opts.min_history;
-            while n < opts.items / 2 && r.gen::<f64>() > p {
-                n += 1;
-            }
-            let mut seen = vec![false; opts.items];
-            let mut events = Vec::with_capacity(n);
-            let mut t: i64 = 1_600_000_000 + r.gen_range(0..30 * 86_400);
-            let mut logits = vec![0.0f64; opts.items];
-            while events.len() < n {
-                let session = r.gen_range(3..=8).min(n - events.len());
-                for _ in 0..session {
-                    for i in 0..opts.items {
-                        logits[i] = if seen[i] {
-                            f64::NEG_INFINITY
-                        } else {
-                            let s = affinity(&pref, &item_latent[i * k..(i + 1) * k], quality[i]);
-                            1.2 * s + 0.8 * attract[i] + 0.5 * log_pop[i]
-                        };
-                    }
-                    let item = sample_softmax(&logits, &mut r);
-                    seen[item] = true;
-                    let s = affinity(&pref, &item_latent[item * k..(item + 1) * k], quality[item]);
-                    let f = sigmoid(s - 0.8 * attract[item] - 0.5);
-                    let watch = (f * duration[item] * r.gen_range(0.8..1.2)).min(duration[item]).round();
-                    let like = (r.gen::<f64>() < sigmoid(2.0 * s - 0.8 * attract[item] - 3.0)) as u8;
-                    events.push(Event { item, t, watch, like });
-                    t += r.gen_range(20..90);
-                }
-                t += r.gen_range(2 * 3600..48 * 3600);
-                for x in pref.iter_mut() {
-                    *x += 0.08 * normal(&mut r);
-                }
-                unit(&mut pref);
-            }
-            (events, pref)
+            simulate_user(opts, u, &centres, &item_latent, &item_duration, &item_attract, &item_quality, &item_logpop)
         })
         .collect();
 
-    let params = WorldParams { options: opts.clone(), like_bonus: 1.0, topic_decay: 0.8 };
-    let user_pref: Vec<f64> = users.iter().flat_map(|(_, p)| p.iter().copied()).collect();
-    let world = World::from_parts(params, item_latent, quality, attract, duration.clone(), item_topic, user_pref);
-    std::fs::create_dir_all(out)?;
-    crate::util::io::atomic_write_with(&out.join("interactions.csv"), |w| {
+    let user_ids: Vec<String> = (1..=opts.users).map(|u| u.to_string()).collect();
+    let item_ids: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
+    let mut user_pref = Vec::with_capacity(opts.users * d);
+    for (pref, _, _) in &logs {
+        user_pref.extend_from_slice(pref);
+    }
+    let meta = WorldMeta {
+        format: WORLD_FORMAT.to_string(),
+        version: WORLD_VERSION,
+        options: opts.clone(),
+        params: p.clone(),
+        users: opts.users,
+        items: n,
+        latent_dim: d,
+    };
+    let world = World::assemble(
+        meta,
+        item_ids,
+        user_ids,
+        item_latent,
+        item_topic,
+        item_duration,
+        item_attract,
+        item_quality,
+        item_logpop,
+        user_pref,
+    );
+
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", out_dir.display()))?;
+    let csv = out_dir.join("interactions.csv");
+    let mut interactions = 0;
+    let mut sessions = 0;
+    crate::util::io::atomic_write_with(&csv, |w| {
         writeln!(w, "user_id,item_id,timestamp,watch_time,duration,like")?;
-        for (u, (events, _)) in users.iter().enumerate() {
-            for e in events {
-                writeln!(w, "{},{},{},{},{},{}", u + 1, e.item + 1, e.t, e.watch, duration[e.item], e.like)?;
+        for (u, (_, rows, s)) in logs.iter().enumerate() {
+            sessions += s;
+            for r in rows {
+                interactions += 1;
+                writeln!(
+                    w,
+                    "{},{},{},{:.1},{},{}",
+                    world.user_ids[u],
+                    world.item_ids[r.item],
+                    r.timestamp,
+                    r.watch_time,
+                    world.item_duration[r.item] as i64,
+                    r.like as u8
+                )?;
             }
         }
         Ok(())
     })?;
-    save_safetensors(&out.join("text.safetensors"), &text, false)?;
-    save_safetensors(&out.join("image.safetensors"), &image, false)?;
-    world.save(out)?;
-    let interactions: usize = users.iter().map(|u| u.0.len()).sum();
+    for (name, dim) in [("text", opts.text_dim), ("image", opts.image_dim)] {
+        let emb = modality(opts, &world, name, dim);
+        save_safetensors(&out_dir.join(format!("{name}.safetensors")), &emb, false)?;
+    }
+    world.save(out_dir)?;
     tracing::info!(
-        out = %out.display(),
-        users = opts.users,
-        items = opts.items,
-        interactions,
-        secs = format!("{:.2}", started.elapsed().as_secs_f64()),
-        "wrote synthetic world (interactions.csv, text/image.safetensors, world.json/.safetensors)"
+        "synth: wrote interactions.csv, text.safetensors [{n}, {}], image.safetensors [{n}, {}], world.json, world.safetensors",
+        opts.text_dim,
+        opts.image_dim
     );
-    Ok(world)
+    tracing::info!(
+        "synth: wrote {} interactions ({} users, {} items, {} sessions, {} topics) to {} in {:.2}s",
+        interactions,
+        opts.users,
+        n,
+        sessions,
+        t,
+        out_dir.display(),
+        start.elapsed().as_secs_f64()
+    );
+    Ok(SynthOutput { world, interactions, sessions })
 }
 
-fn sample_softmax(logits: &[f64], r: &mut impl Rng) -> usize {
-    let m = logits.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
-    let total: f64 = logits.iter().map(|l| (l - m).exp()).sum();
-    let mut x = r.gen::<f64>() * total;
-    let mut last = 0;
-    for (i, l) in logits.iter().enumerate() {
-        if l.is_finite() {
-            last = i;
-            x -= (l - m).exp();
-            if x <= 0.0 {
-                return i;
+/// One user's logged history; returns (final preference, rows, session count).
+#[allow(clippy::too_many_arguments)]
+fn simulate_user(
+    opts: &SynthOptions,
+    u: usize,
+    centres: &[Vec<f64>],
+    latent: &[f64],
+    duration: &[f64],
+    attract: &[f64],
+    quality: &[f64],
+    logpop: &[f64],
+) -> (Vec<f64>, Vec<Row>, usize) {
+    let p = &opts.params;
+    let (n, d) = (opts.items, opts.latent_dim);
+    let mut rng = stream(opts.seed, &format!("world/user/{u}"));
+    // Preference: a mix of 1-3 topics plus a little personal noise.
+    let k = rng.gen_range(1..=3.min(opts.topics));
+    let mut pref = noise(&mut rng, d, 0.3);
+    for _ in 0..k {
+        let c = &centres[rng.gen_range(0..opts.topics)];
+        let w: f64 = rng.gen_range(0.5..1.5);
+        pref.iter_mut().zip(c).for_each(|(x, c)| *x += w * c);
+    }
+    normalize(&mut pref);
+    let extra = opts.mean_history - opts.min_history as f64;
+    let extra = if extra > 0.0 { Poisson::new(extra).map(|po| po.sample(&mut rng) as usize).unwrap_or(0) } else { 0 };
+    let len = (opts.min_history + extra).min(n / 2).max(opts.min_history);
+    let mut seen = vec![false; n];
+    let mut rows = Vec::with_capacity(len);
+    let mut now = BASE_TIME + rng.gen_range(0..START_SPREAD);
+    let mut sessions = 0;
+    while rows.len() < len {
+        if sessions > 0 {
+            // Preference drift and the gap between sessions.
+            for (x, e) in pref.iter_mut().zip(noise(&mut rng, d, p.drift)) {
+                *x += e;
             }
+            normalize(&mut pref);
+            now += rng.gen_range(2 * 3600..36 * 3600);
+        }
+        sessions += 1;
+        let s_len = rng.gen_range(opts.session_min..=opts.session_max).min(len - rows.len());
+        // Gumbel-top-k over the choice softmax = sequential sampling without replacement.
+        let mut keyed: Vec<(f64, usize)> = (0..n)
+            .filter(|&i| !seen[i])
+            .map(|i| {
+                let s = super::dot(&pref, &latent[i * d..(i + 1) * d]);
+                let logit = p.choice_aff * s + p.choice_attract * attract[i] + p.choice_pop * logpop[i];
+                let uni: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
+                (logit - (-uni.ln()).ln(), i)
+            })
+            .collect();
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        for &(_, i) in keyed.iter().take(s_len) {
+            seen[i] = true;
+            let s = super::dot(&pref, &latent[i * d..(i + 1) * d]);
+            let f = sigmoid(p.watch_aff * s + quality[i] + p.watch_bias);
+            let watch = (f * duration[i] + p.watch_noise * duration[i] * gauss(&mut rng)).clamp(0.0, duration[i]);
+            let watch = (watch * 10.0).round() / 10.0;
+            let like = rng.gen_bool(sigmoid(p.like_aff * s + quality[i] + p.like_bias));
+            rows.push(Row { item: i, timestamp: now, watch_time: watch, like });
+            now += watch.ceil() as i64 + rng.gen_range(3..=30);
         }
     }
-    last
+    (pref, rows, sessions)
+}
+
+/// Item embeddings of one modality: its own random projection of the latent plus its own
+/// nuisance factors (text: log-duration; image: clickbait thumbnail) and noise.
+fn modality(opts: &SynthOptions, world: &World, name: &str, dim: usize) -> Embeddings {
+    let (n, d, m) = (opts.items, opts.latent_dim, opts.nuisance_dim);
+    let mut rng = stream(opts.seed, &format!("world/modality/{name}"));
+    let a: Vec<f64> = (0..dim * d).map(|_| 0.5 * gauss(&mut rng)).collect();
+    let b: Vec<f64> = (0..dim * m).map(|_| gauss(&mut rng) * 0.5 / (m.max(1) as f64).sqrt()).collect();
+    let mut data = Vec::with_capacity(n * dim);
+    for i in 0..n {
+        let mut nuis: Vec<f64> = (0..m).map(|_| gauss(&mut rng)).collect();
+        if let Some(first) = nuis.first_mut() {
+            *first = if name == "image" {
+                world.item_attract[i]
+            } else {
+                (world.item_duration[i].ln() - 30.0f64.ln()) / 0.5
+            };
+        }
+        let v = &world.item_latent[i * d..(i + 1) * d];
+        for r in 0..dim {
+            let x = super::dot(&a[r * d..(r + 1) * d], v)
+                + super::dot(&b[r * m..(r + 1) * m], &nuis)
+                + 0.3 * gauss(&mut rng);
+            data.push(x as f32);
+        }
+    }
+    Embeddings { item_ids: world.item_ids.clone(), data, n, d: dim }
 }
