@@ -15,10 +15,14 @@ use super::reward::RewardModel;
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::util::rng::Rng;
-use anyhow::{bail, ensure, Context, Result};
+use crate::generate::{beam_search, BeamOptions};
+use crate::model::checkpoint::{write_model, Checkpoint};
+use crate::model::{sorted_vars, OneRecModel, Vocab};
+use anyhow::{ensure, Context, Result};
+use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// The tokenizer fingerprint of a checkpoint directory (sha256 of its `codes.tsv`).
 pub fn checkpoint_tokenizer_sha(dir: &Path) -> Result<String> {
@@ -117,17 +121,117 @@ pub fn align_dataset<P: Policy, G: SessionGenerator<P>>(
     align(policy, generator, reward, &hs, &cfg.align, cfg.seed, Some(out), eval)
 }
 
-/// `onerec align`: aligns the checkpoint against the reward model, writing `out`.
-pub fn run(cfg: &Config, checkpoint: &Path, reward: &Path, data: &Path, out: &Path) -> Result<()> {
+/// The OneRec model as an alignment [`Policy`]: a loaded checkpoint whose variables
+/// are trained in place; saves are full checkpoints (loadable by `eval`/`generate`).
+pub struct OneRecPolicy {
+    pub ckpt: Checkpoint,
+}
+
+impl OneRecPolicy {
+    pub fn new(ckpt: Checkpoint) -> OneRecPolicy {
+        OneRecPolicy { ckpt }
+    }
+}
+
+impl Policy for OneRecPolicy {
+    fn sequence_logprob(&self, histories: &[&[u32]], sessions: &[&[u32]]) -> Result<Tensor> {
+        self.ckpt.model.sequence_logprob(histories, sessions)
+    }
+    fn vars(&self) -> Vec<(String, Var)> {
+        sorted_vars(&self.ckpt.varmap)
+    }
+    fn deep_copy(&self) -> Result<Self> {
+        let m = &self.ckpt.meta;
+        let (model, varmap) = OneRecModel::build(
+            &m.model,
+            Vocab::new(m.vocab.codebook_sizes.clone()),
+            self.ckpt.semantic_ids.codes.clone(),
+            m.seed,
+        )?;
+        let src: BTreeMap<String, Var> = sorted_vars(&self.ckpt.varmap).into_iter().collect();
+        for (name, var) in sorted_vars(&varmap) {
+            let t = src.get(&name).with_context(|| format!("deep_copy: missing variable {name}"))?;
+            var.set(&t.as_tensor().copy()?)?;
+        }
+        for (name, t) in self.ckpt.model.buffers()? {
+            model.set_buffer(&name, &t.copy()?)?;
+        }
+        Ok(OneRecPolicy {
+            ckpt: Checkpoint {
+                model,
+                varmap,
+                semantic_ids: self.ckpt.semantic_ids.clone(),
+                dir: self.ckpt.dir.clone(),
+                meta: self.ckpt.meta.clone(),
+            },
+        })
+    }
+    fn save(&self, dir: &Path) -> Result<PathBuf> {
+        write_model(dir, &self.ckpt.model, &self.ckpt.varmap, &self.ckpt.semantic_ids, &self.ckpt.meta)?;
+        Ok(dir.join("model.safetensors"))
+    }
+    fn load_weights(&mut self, dir: &Path) -> Result<()> {
+        let other = crate::model::checkpoint::load(dir)?;
+        let src: BTreeMap<String, Var> = sorted_vars(&other.varmap).into_iter().collect();
+        for (name, var) in sorted_vars(&self.ckpt.varmap) {
+            let t = src.get(&name).with_context(|| format!("{}: missing variable {name}", dir.display()))?;
+            var.set(t.as_tensor())?;
+        }
+        for (name, t) in other.model.buffers()? {
+            self.ckpt.model.set_buffer(&name, &t)?;
+        }
+        Ok(())
+    }
+}
+
+/// A candidate generator backed by constrained beam search: `n` sessions per history
+/// are the top `n` beams (beam width `max(n, beam_floor)`), users in chunks of 64.
+pub fn beam_generator(exclude_history: bool) -> impl FnMut(&OneRecPolicy, &[&[u32]], usize, usize, &mut Rng) -> Result<Vec<Vec<Vec<u32>>>> {
+    move |p: &OneRecPolicy, hs: &[&[u32]], n: usize, len: usize, _rng: &mut Rng| {
+        let ids = &p.ckpt.semantic_ids;
+        let vocab = Vocab::new(ids.codebook_sizes.clone());
+        let opts = BeamOptions { beam: n.max(4), session_len: len, top: n, exclude_history };
+        let mut out = Vec::with_capacity(hs.len());
+        for chunk in hs.chunks(64) {
+            for hyps in beam_search(&p.ckpt.model, ids, &vocab, chunk, &opts)? {
+                out.push(hyps.into_iter().map(|h| h.items).collect());
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// `onerec align`: aligns the checkpoint against the reward model, writing `out`
+/// (`iter-NNN/` checkpoints, `state.json`, and `best/` = the last iteration, so `out`
+/// works as `--checkpoint` for `eval`/`generate`). With a world, logs the ground-truth
+/// reward of held-out generations per iteration.
+pub fn run(cfg: &Config, checkpoint: &Path, reward: &Path, data: &Path, out: &Path, world: Option<&Path>) -> Result<AlignOutcome> {
     cfg.align.validate().context("[align]")?;
     let rm = RewardModel::load(reward)?;
     let ds = Dataset::load(data)?;
     let ckpt = crate::model::checkpoint::load(checkpoint)?;
     let sha = checkpoint_tokenizer_sha(&ckpt.dir)?;
     rm.check_compatible(&sha, &ds.manifest.features, ds.n_items())?;
-    tracing::info!(out = %out.display(), "alignment inputs verified");
-    bail!(
-        "`onerec align`: inputs verified, but the OneRec model does not implement align::Policy \
-         and beam-search generation has not landed yet (see src/align/onerec.rs)"
-    )
+    ensure!(
+        ckpt.semantic_ids.item_ids == ds.item_ids,
+        "checkpoint {} was trained on another dataset (its items differ from {}); align on the pretraining dataset",
+        ckpt.dir.display(),
+        data.display()
+    );
+    tracing::info!(checkpoint = %ckpt.dir.display(), reward = %reward.display(), data = %data.display(), "alignment inputs verified");
+    let mut policy = OneRecPolicy::new(ckpt);
+    let mut generator = beam_generator(cfg.align.exclude_history);
+    let world = world.map(crate::world::World::load).transpose()?;
+    let outcome = match &world {
+        Some(w) => {
+            let users = eval_users(&ds, cfg.align.eval_users, cfg.seed);
+            let truth = world_truth(w, &ds);
+            let mut hook = truth_hook(&ds, users, beam_generator(cfg.align.exclude_history), cfg.align.session_len, cfg.seed, truth, Some(&rm));
+            align_dataset(cfg, &ds, &mut policy, &mut generator, &rm, out, Some(&mut hook))?
+        }
+        None => align_dataset(cfg, &ds, &mut policy, &mut generator, &rm, out, None)?,
+    };
+    crate::util::io::atomic_dir(&out.join("best"), |tmp| policy.save(tmp).map(|_| ()))?;
+    tracing::info!(out = %out.join("best").display(), "aligned checkpoint written");
+    Ok(outcome)
 }

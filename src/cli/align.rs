@@ -24,9 +24,19 @@ pub struct AlignArgs {
     /// Output directory: per-iteration checkpoints and state.json; rerun to resume.
     #[arg(long)]
     pub out: PathBuf,
+    /// Synthetic world directory: logs the ground-truth reward of held-out generations.
+    #[arg(long)]
+    pub world: Option<PathBuf>,
 }
 
 pub fn run(args: AlignArgs) -> Result<()> {
     let cfg = crate::config::Config::load(&args.config, &args.set)?;
-    crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out)
+    let outcome = crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out, args.world.as_deref())?;
+    for it in &outcome.state.iterations {
+        println!(
+            "iteration {}: pairs {} reward mean {:.4} best {:.4} | dpo {:.4} acc {:.3} margin {:.4} | {:?}",
+            it.iteration, it.pairs, it.mean_reward, it.mean_best_reward, it.pref_loss, it.accuracy, it.margin, it.eval
+        );
+    }
+    Ok(())
 }

@@ -2,9 +2,9 @@
 
 use crate::data::Dataset;
 use crate::eval::{evaluate, EvalOptions};
-use crate::generate::users::{align_dataset, SplitSel};
+use crate::generate::users::{align_dataset, split_point, SplitSel};
 use crate::model::Vocab;
-use anyhow::{bail, Context, Result};
+use anyhow::{ensure, Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -55,10 +55,6 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    if let Some(r) = &a.reward {
-        // HOOK: load the reward model here and pass it as `EvalOptions::rm_reward`.
-        bail!("--reward {}: the reward model stage has not landed yet", r.display());
-    }
     let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
     let ids = &ckpt.semantic_ids;
     let vocab = Vocab::new(ids.codebook_sizes.clone());
@@ -70,6 +66,20 @@ pub fn run(a: EvalArgs) -> Result<()> {
         let items: Vec<&str> = s.iter().map(|&i| ids.item_ids[i as usize].as_str()).collect();
         w.expected_session_reward(&ds.user_ids[u], &items)
     };
+    let rm = a.reward.as_deref().map(crate::align::reward::RewardModel::load).transpose()?;
+    if let Some(rm) = &rm {
+        ensure!(
+            rm.meta.n_items == ds.n_items(),
+            "--reward: the reward model knows {} items but the dataset has {}; train it on this dataset",
+            rm.meta.n_items,
+            ds.n_items()
+        );
+    }
+    let rm_reward = |u: usize, s: &[u32]| -> Result<f64> {
+        let rm = rm.as_ref().context("no reward model")?;
+        let end = split_point(&ds, u, a.split).map(|p| p.0).unwrap_or(ds.history(u).len());
+        Ok(rm.score(&[&ds.history(u)[..end]], &[s])?[0] as f64)
+    };
     let opts = EvalOptions {
         ks: a.k.clone(),
         beam: a.beam,
@@ -79,7 +89,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         batch_users: a.batch_users,
         max_users: a.max_users,
         true_reward: world.is_some().then_some(&true_reward as _),
-        rm_reward: None,
+        rm_reward: rm.is_some().then_some(&rm_reward as _),
     };
     let report = evaluate(&ckpt.model, ids, &vocab, &ds, a.split, &opts)?;
     if a.json {
