@@ -147,8 +147,14 @@ fn benches(c: &mut Criterion) {
         moe.ffn_hidden = dec_hidden;
         let mut dense = moe.clone();
         dense.moe.experts = 0;
-        let t = compare(name, &[("moe", &moe), ("dense", &dense)], bs);
-        println!("{name}: MoE / dense step time at equal active params = {:.2}", t[0] / t[1]);
+        let mut fused = moe.clone();
+        fused.fused_attention = true;
+        let t = compare(name, &[("moe", &moe), ("dense", &dense), ("fused", &fused)], bs);
+        println!(
+            "{name}: MoE / dense step time at equal active params = {:.2}; fused / unfused attention = {:.2}",
+            t[0] / t[1],
+            t[2] / t[0]
+        );
         let mut s = setup(&mc, bs);
         c.bench_function(&format!("train_step/{name}"), |b| b.iter(|| step(&mut s)));
     }

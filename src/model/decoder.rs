@@ -46,9 +46,9 @@ impl Decoder {
                 };
                 Ok(DecLayer {
                     n1: RmsNorm::new(d, vb.pp("norm1"))?,
-                    self_attn: Attention::new(d, cfg.heads, vb.pp("self_attn"))?,
+                    self_attn: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("self_attn"))?,
                     n2: RmsNorm::new(d, vb.pp("norm2"))?,
-                    cross: Attention::new(d, cfg.heads, vb.pp("cross_attn"))?,
+                    cross: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("cross_attn"))?,
                     n3: RmsNorm::new(d, vb.pp("norm3"))?,
                     ffn,
                 })

@@ -37,7 +37,7 @@ impl Encoder {
                 let vb = vb.pp(format!("layer{i}"));
                 Ok(EncLayer {
                     n1: RmsNorm::new(d, vb.pp("norm1"))?,
-                    attn: Attention::new(d, cfg.heads, vb.pp("attn"))?,
+                    attn: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("attn"))?,
                     n2: RmsNorm::new(d, vb.pp("norm2"))?,
                     ffn: SwiGlu::new(d, cfg.ffn_hidden, vb.pp("ffn"))?,
                 })

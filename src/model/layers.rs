@@ -89,16 +89,19 @@ pub struct Attention {
     pub v: Lin,
     pub o: Lin,
     pub heads: usize,
+    /// Use the fused CPU kernel ([`super::attention_op::sdpa`]).
+    pub fused: bool,
 }
 
 impl Attention {
-    pub fn new(d: usize, heads: usize, vb: VarBuilder) -> Result<Attention> {
+    pub fn new(d: usize, heads: usize, fused: bool, vb: VarBuilder) -> Result<Attention> {
         Ok(Attention {
             q: Lin::new(d, d, vb.pp("q"))?,
             k: Lin::new(d, d, vb.pp("k"))?,
             v: Lin::new(d, d, vb.pp("v"))?,
             o: Lin::new(d, d, vb.pp("o"))?,
             heads,
+            fused,
         })
     }
 
@@ -118,14 +121,13 @@ impl Attention {
     pub fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, tq, d) = x.dims3()?;
         let dh = d / self.heads;
-        let q = (self.split_heads(&self.q.forward(x)?)? * (1.0 / (dh as f64).sqrt()))?;
-        let mut s = q.matmul(&k.t()?.contiguous()?)?;
-        if let Some(m) = mask {
-            s = s.broadcast_add(m)?;
-        }
-        let p = candle_nn::ops::softmax(&s, D::Minus1)?;
-        let o = p.matmul(v)?.transpose(1, 2)?.reshape((b, tq, d))?;
-        self.o.forward(&o)
+        let q = self.split_heads(&self.q.forward(x)?)?;
+        let o = if self.fused && x.device().is_cpu() {
+            super::attention_op::sdpa(&q, k, v, mask, 1.0 / (dh as f32).sqrt())?
+        } else {
+            super::attention_op::sdpa_reference(&q, k, v, mask, 1.0 / (dh as f32).sqrt())?
+        };
+        self.o.forward(&o.transpose(1, 2)?.reshape((b, tq, d))?)
     }
 }
 

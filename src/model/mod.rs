@@ -2,6 +2,7 @@
 //! semantic-ID token embeddings) and a decoder with sparse Mixture-of-Experts
 //! feed-forward layers that generates a session token by token.
 
+pub mod attention_op;
 pub mod checkpoint;
 pub mod decoder;
 pub mod encoder;
@@ -66,6 +67,9 @@ pub struct ModelConfig {
     pub history_len: usize,
     /// Longest session (in items) the decoder has positions for.
     pub max_session_items: usize,
+    /// Fused CPU attention kernel instead of candle matmul/softmax ops (same
+    /// results; fewer tiny gemm calls, but our crate builds at opt-level 1 in dev).
+    pub fused_attention: bool,
     pub moe: MoeConfig,
 }
 
@@ -79,6 +83,7 @@ impl Default for ModelConfig {
             ffn_hidden: 256,
             history_len: 20,
             max_session_items: 5,
+            fused_attention: false,
             moe: MoeConfig::default(),
         }
     }
