@@ -1,7 +1,7 @@
 //! Tests of `onerec embed`: templates, item tables, the BERT encoder and the resumable
 //! pipeline on a tiny random BERT written here (always run), plus parity with the reference
 //! Python embeddings and with the shipped MovieLens embeddings (need all-MiniLM-L6-v2 in
-//! `ONEREC_MINILM_DIR`, fetched with scripts/fetch-minilm.sh; skipped otherwise).
+//! `ONEREC_MINILM_DIR` or ./models/all-MiniLM-L6-v2, fetched with scripts/fetch-minilm.sh; skipped otherwise).
 
 use candle_core::{DType, Device, Tensor};
 use onerec::data::embeddings::Embeddings;
@@ -23,11 +23,15 @@ fn shared_dir() -> PathBuf {
 }
 
 fn minilm_dir() -> Option<PathBuf> {
-    let Some(d) = std::env::var_os("ONEREC_MINILM_DIR") else {
-        eprintln!("SKIP: ONEREC_MINILM_DIR is unset (fetch the model with scripts/fetch-minilm.sh DIR)");
-        return None;
+    // ONEREC_MINILM_DIR, else where scripts/fetch-minilm.sh puts it by default.
+    let d = match std::env::var_os("ONEREC_MINILM_DIR") {
+        Some(d) => PathBuf::from(d),
+        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("models/all-MiniLM-L6-v2"),
     };
-    let d = PathBuf::from(d);
+    if !d.exists() {
+        eprintln!("SKIP: no model at {} (set ONEREC_MINILM_DIR or run scripts/fetch-minilm.sh)", d.display());
+        return None;
+    }
     if !d.join("model.safetensors").is_file() {
         eprintln!("SKIP: {} has no model.safetensors", d.display());
         return None;

@@ -24,13 +24,6 @@ use rand::seq::SliceRandom;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-/// The tokenizer fingerprint of a checkpoint directory (sha256 of its `codes.tsv`).
-pub fn checkpoint_tokenizer_sha(dir: &Path) -> Result<String> {
-    crate::tokenizer::SemanticIds::fingerprint(dir).with_context(|| {
-        format!("checkpoint {}: no codes.tsv, cannot tell which tokenizer it was trained with", dir.display())
-    })
-}
-
 /// A seeded sample of `n` users with a non-empty history (all of them if fewer).
 pub fn eval_users(ds: &Dataset, n: usize, seed: u64) -> Vec<usize> {
     let mut users: Vec<usize> = (0..ds.n_users()).filter(|&u| !ds.history(u).is_empty()).collect();
@@ -210,8 +203,9 @@ pub fn run(cfg: &Config, checkpoint: &Path, reward: &Path, data: &Path, out: &Pa
     let rm = RewardModel::load(reward)?;
     let ds = Dataset::load(data)?;
     let ckpt = crate::model::checkpoint::load(checkpoint)?;
-    let sha = checkpoint_tokenizer_sha(&ckpt.dir)?;
-    rm.check_compatible(&sha, &ds.manifest.features, ds.n_items())?;
+    // The checkpoint records the sha256 of the tokenizer's own codes.tsv (its copy is
+    // re-indexed to dataset order, so hashing that copy would not match).
+    rm.check_compatible(&ckpt.meta.tokenizer_sha256, &ds.manifest.features, ds.n_items())?;
     ensure!(
         ckpt.semantic_ids.item_ids == ds.item_ids,
         "checkpoint {} was trained on another dataset (its items differ from {}); align on the pretraining dataset",

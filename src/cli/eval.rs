@@ -1,10 +1,9 @@
 //! `onerec eval`: leave-one-out Recall@K / NDCG@K and friends (see [`crate::eval`]).
 
-use crate::data::Dataset;
-use crate::eval::{evaluate, EvalOptions};
-use crate::generate::users::{align_dataset, split_point, SplitSel};
-use crate::model::Vocab;
-use anyhow::{ensure, Context, Result};
+use crate::eval::checkpoint::evaluate_checkpoint;
+use crate::eval::EvalOptions;
+use crate::generate::users::SplitSel;
+use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
@@ -55,31 +54,6 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
-    let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
-    let ids = &ckpt.semantic_ids;
-    let vocab = Vocab::new(ids.codebook_sizes.clone());
-    let ds = Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
-    let ds = align_dataset(&ds, ids)?;
-    let world = a.world.as_deref().map(crate::world::World::load).transpose()?;
-    let true_reward = |u: usize, s: &[u32]| -> Result<f64> {
-        let w = world.as_ref().context("no world")?;
-        let items: Vec<&str> = s.iter().map(|&i| ids.item_ids[i as usize].as_str()).collect();
-        w.expected_session_reward(&ds.user_ids[u], &items)
-    };
-    let rm = a.reward.as_deref().map(crate::align::reward::RewardModel::load).transpose()?;
-    if let Some(rm) = &rm {
-        ensure!(
-            rm.meta.n_items == ds.n_items(),
-            "--reward: the reward model knows {} items but the dataset has {}; train it on this dataset",
-            rm.meta.n_items,
-            ds.n_items()
-        );
-    }
-    let rm_reward = |u: usize, s: &[u32]| -> Result<f64> {
-        let rm = rm.as_ref().context("no reward model")?;
-        let end = split_point(&ds, u, a.split).map(|p| p.0).unwrap_or(ds.history(u).len());
-        Ok(rm.score(&[&ds.history(u)[..end]], &[s])?[0] as f64)
-    };
     let opts = EvalOptions {
         ks: a.k.clone(),
         beam: a.beam,
@@ -88,10 +62,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         exclude_history: a.exclude_history,
         batch_users: a.batch_users,
         max_users: a.max_users,
-        true_reward: world.is_some().then_some(&true_reward as _),
-        rm_reward: rm.is_some().then_some(&rm_reward as _),
+        ..EvalOptions::default()
     };
-    let report = evaluate(&ckpt.model, ids, &vocab, &ds, a.split, &opts)?;
+    let report = evaluate_checkpoint(&a.checkpoint, &a.data, a.split, &opts, a.world.as_deref(), a.reward.as_deref())?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {

@@ -1,6 +1,9 @@
 //! `onerec quickstart`: every stage on a fresh synthetic world with the tiny config.
 //! Each stage goes through the same library calls the individual commands use.
 
+use crate::eval::checkpoint::evaluate_checkpoint;
+use crate::eval::EvalOptions;
+use crate::generate::SplitSel;
 use crate::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
 use crate::tokenizer::{tokenize_files, AlignOptions, TokenizeOptions};
 use crate::world::{synth, SynthOptions};
@@ -74,6 +77,48 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         "tokenizer".into(),
         json!({ "metrics": serde_json::to_value(&fit.metrics)?, "secs": stage("tokenizer", t) }),
     );
+
+    let cfg = crate::config::Config::load(&a.config, &[format!("seed={}", a.seed)])?;
+
+    let t = Instant::now();
+    let pre_dir = out.join("pretrain");
+    let sids = crate::tokenizer::SemanticIds::load(&tok_dir)?;
+    if pre_dir.exists() {
+        std::fs::remove_dir_all(&pre_dir).with_context(|| format!("cannot replace {}", pre_dir.display()))?;
+    }
+    let pre = crate::train::pretrain_ranked(&cfg, &ds, &sids, &pre_dir, false)?;
+    summary.insert("pretrain_run".into(), json!({ "summary": serde_json::to_value(&pre)?, "secs": stage("pretrain", t) }));
+
+    let t = Instant::now();
+    let rm_dir = out.join("reward");
+    let rm = crate::align::train_reward_model(&cfg, &ds, &tok_dir, &rm_dir)?;
+    summary.insert("reward".into(), json!({ "report": serde_json::to_value(&rm)?, "secs": stage("reward", t) }));
+
+    let t = Instant::now();
+    let al_dir = out.join("aligned");
+    let al = crate::align::onerec::run(&cfg, &pre_dir, &rm_dir, &data_dir, &al_dir, Some(&world_dir))?;
+    summary.insert(
+        "align_run".into(),
+        json!({ "iterations": serde_json::to_value(&al.state.iterations)?, "secs": stage("align", t) }),
+    );
+
+    // Before/after on the test split of every user: ranking metrics, and the true and
+    // reward-model rewards of each user's best generated session.
+    let t = Instant::now();
+    let opts = EvalOptions { session_len: cfg.align.session_len, ..EvalOptions::default() };
+    let mut rows = Vec::new();
+    for (name, dir) in [("pretrain", &pre_dir), ("aligned", &al_dir)] {
+        let r = evaluate_checkpoint(dir, &data_dir, SplitSel::Test, &opts, Some(&world_dir), Some(&rm_dir))?;
+        let v = serde_json::to_value(&r)?;
+        summary.insert(name.into(), v.clone());
+        rows.push((name, v));
+    }
+    stage("eval", t);
+    println!("\n{:<10} {:>12} {:>12} {:>10} {:>10}", "model", "true_reward", "rm_reward", "recall@10", "ndcg@10");
+    for (name, v) in &rows {
+        let g = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
+        println!("{name:<10} {:>12.4} {:>12.4} {:>10.4} {:>10.4}", g("true_reward"), g("rm_reward"), g("recall@10"), g("ndcg@10"));
+    }
 
     summary.insert("seed".into(), json!(a.seed));
     summary.insert("config".into(), json!(a.config));

@@ -5,6 +5,7 @@
 //! not return counts as a miss. Diversity and rewards look at each user's best
 //! generated session of `session_len` items.
 
+pub mod checkpoint;
 pub mod metrics;
 
 use crate::data::Dataset;

@@ -53,6 +53,11 @@ pub struct TrainConfig {
     pub valid_batch: usize,
     /// Eval-row key selecting `best/` (lower is better if it contains "loss").
     pub select_metric: String,
+    /// Users for validation Recall@10 / NDCG@10 by constrained beam search at every
+    /// eval (0 = no ranking eval; only `valid_loss` is then available).
+    pub rank_users: usize,
+    /// Beam width of that ranking eval.
+    pub rank_beam: usize,
 }
 
 impl Default for TrainConfig {
@@ -77,6 +82,8 @@ impl Default for TrainConfig {
             valid_users: 0,
             valid_batch: 256,
             select_metric: "valid_loss".into(),
+            rank_users: 500,
+            rank_beam: 20,
         }
     }
 }
@@ -92,6 +99,12 @@ impl TrainConfig {
         ensure!(self.eps > 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0, "eps > 0, weight_decay >= 0, grad_clip >= 0");
         ensure!(self.session_len > 0, "session_len must be > 0");
         ensure!(self.eval_every > 0 && self.log_every > 0 && self.valid_batch > 0, "eval_every, log_every and valid_batch must be > 0");
+        ensure!(
+            self.rank_users > 0 || !(self.select_metric.starts_with("recall") || self.select_metric.starts_with("ndcg")),
+            "select_metric = {:?} needs the ranking eval: set rank_users > 0",
+            self.select_metric
+        );
+        ensure!(self.rank_beam >= 10, "rank_beam must be >= 10 (Recall@10 needs 10 ranked items)");
         ensure!(!self.select_metric.is_empty(), "select_metric must name an eval-row key, e.g. \"valid_loss\"");
         Ok(())
     }
@@ -104,6 +117,36 @@ pub struct Hooks<'a> {
     pub eval: Option<&'a dyn Fn(&OneRecModel) -> Result<Map<String, Value>>>,
     /// Stop after this many steps (as if killed; tests of `--resume`).
     pub stop_after: Option<usize>,
+}
+
+/// Pretrains with the validation ranking eval (Recall@10 / NDCG@10 by constrained beam
+/// search over `train.rank_users` validation users) added to every eval row, so
+/// `train.select_metric = "ndcg@10"` can pick the best checkpoint. This is what
+/// `onerec pretrain` runs.
+pub fn pretrain_ranked(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resume: bool) -> Result<Summary> {
+    if cfg.train.rank_users == 0 {
+        return pretrain(cfg, ds, sids, out, resume);
+    }
+    let dense = sids.reindexed(&ds.item_ids)?;
+    let vocab = Vocab::new(dense.codebook_sizes.clone());
+    let opts = crate::eval::EvalOptions {
+        ks: vec![10],
+        beam: cfg.train.rank_beam,
+        session_len: 0,
+        max_users: Some(cfg.train.rank_users),
+        ..Default::default()
+    };
+    let hook = |model: &OneRecModel| -> Result<Map<String, Value>> {
+        let r = crate::eval::evaluate(model, &dense, &vocab, ds, crate::generate::SplitSel::Valid, &opts)?;
+        let mut m = Map::new();
+        for k in ["recall@10", "ndcg@10"] {
+            if let Some(v) = r.metrics.get(k) {
+                m.insert(k.to_string(), Value::from(*v));
+            }
+        }
+        Ok(m)
+    };
+    pretrain_with(cfg, ds, sids, out, resume, &Hooks { eval: Some(&hook), stop_after: None })
 }
 
 /// What a pretraining run did.
