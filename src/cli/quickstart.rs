@@ -24,6 +24,9 @@ pub struct QuickstartArgs {
     /// Config (a path or built-in name).
     #[arg(long, default_value = "tiny")]
     pub config: String,
+    /// Config overrides, e.g. --set align.lambda=0 (repeatable).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
     /// Synthetic users (smaller is faster).
     #[arg(long, default_value_t = 2000)]
     pub users: usize,
@@ -78,7 +81,10 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         json!({ "metrics": serde_json::to_value(&fit.metrics)?, "secs": stage("tokenizer", t) }),
     );
 
-    let cfg = crate::config::Config::load(&a.config, &[format!("seed={}", a.seed)])?;
+    let mut overrides = vec![format!("seed={}", a.seed)];
+    overrides.extend(a.set.iter().cloned());
+    let cfg = crate::config::Config::load(&a.config, &overrides)?;
+    cfg.save(out)?;
 
     let t = Instant::now();
     let pre_dir = out.join("pretrain");
@@ -122,6 +128,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
 
     summary.insert("seed".into(), json!(a.seed));
     summary.insert("config".into(), json!(a.config));
+    summary.insert("overrides".into(), json!(a.set));
     summary.insert("total_secs".into(), json!(started.elapsed().as_secs_f64()));
     crate::util::io::write_json(&out.join("summary.json"), &Value::Object(summary))?;
     println!("quickstart finished in {:.1}s; outputs in {}", started.elapsed().as_secs_f64(), out.display());
