@@ -45,6 +45,9 @@ fn cfg(steps: usize, eval_every: usize, extra: &[&str]) -> Config {
         "train.lr=0.01",
         "train.warmup_steps=10",
         "train.log_every=1000",
+        // These tests are about the loss-driven loop; the ranking eval has its own test.
+        "train.select_metric=\"valid_loss\"",
+        "train.rank_users=0",
     ]
     .iter()
     .map(|s| s.to_string())

@@ -99,11 +99,6 @@ impl TrainConfig {
         ensure!(self.eps > 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0, "eps > 0, weight_decay >= 0, grad_clip >= 0");
         ensure!(self.session_len > 0, "session_len must be > 0");
         ensure!(self.eval_every > 0 && self.log_every > 0 && self.valid_batch > 0, "eval_every, log_every and valid_batch must be > 0");
-        ensure!(
-            self.rank_users > 0 || !(self.select_metric.starts_with("recall") || self.select_metric.starts_with("ndcg")),
-            "select_metric = {:?} needs the ranking eval: set rank_users > 0",
-            self.select_metric
-        );
         ensure!(self.rank_beam >= 10, "rank_beam must be >= 10 (Recall@10 needs 10 ranked items)");
         ensure!(!self.select_metric.is_empty(), "select_metric must name an eval-row key, e.g. \"valid_loss\"");
         Ok(())
@@ -119,13 +114,14 @@ pub struct Hooks<'a> {
     pub stop_after: Option<usize>,
 }
 
-/// Pretrains with the validation ranking eval (Recall@10 / NDCG@10 by constrained beam
+/// Pretrains on `ds` with `sids` (the tokenizer's semantic ids; re-indexed here), with
+/// the validation ranking eval (Recall@10 / NDCG@10 by constrained beam
 /// search over `train.rank_users` validation users) added to every eval row, so
 /// `train.select_metric = "ndcg@10"` can pick the best checkpoint. This is what
 /// `onerec pretrain` runs.
-pub fn pretrain_ranked(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resume: bool) -> Result<Summary> {
+pub fn pretrain(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resume: bool) -> Result<Summary> {
     if cfg.train.rank_users == 0 {
-        return pretrain(cfg, ds, sids, out, resume);
+        return pretrain_with(cfg, ds, sids, out, resume, &Hooks::default());
     }
     let dense = sids.reindexed(&ds.item_ids)?;
     let vocab = Vocab::new(dense.codebook_sizes.clone());
@@ -169,11 +165,6 @@ struct TrainState {
     step: usize,
     best_step: usize,
     best_value: f64,
-}
-
-/// Pretrains on `ds` with `sids` (the tokenizer's semantic ids; re-indexed here).
-pub fn pretrain(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resume: bool) -> Result<Summary> {
-    pretrain_with(cfg, ds, sids, out, resume, &Hooks::default())
 }
 
 fn better(metric: &str, a: f64, b: f64) -> bool {
