@@ -1,15 +1,18 @@
 //! Decoding throughput (users/s) at beam 10 for one item and for sessions of 5 items,
 //! and the per-step cost profile (must stay flat as tokens accumulate: KV cache).
 //!
-//! Runs on the hash mock model for now. TODO(model): when `OneRecModel` lands, build a
-//! small-config model here (or load ONEREC_BENCH_CHECKPOINT via
-//! `onerec::model::checkpoint::load`) and pass it to `bench_model` / `step_profile`:
-//! both are generic over `StepModel`.
+//! Runs the real `OneRecModel` with the built-in `small` config (random weights: the
+//! cost of decoding does not depend on what was learned) over a 12,000-item catalogue
+//! of 3 x 256 codes, with the KV cache and without it (`model::uncached`, which re-runs
+//! the decoder over the whole prefix every step), and the hash mock model as the
+//! cost floor of the search itself.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use onerec::generate::mock::HashLm;
 use onerec::generate::{beam_search_with, BeamOptions, DecodeIndex, StepModel};
-use onerec::model::Vocab;
+use onerec::config::Config;
+use onerec::model::uncached::Uncached;
+use onerec::model::{OneRecModel, Vocab};
 use onerec::tokenizer::SemanticIds;
 use rand::Rng;
 use std::time::Instant;
@@ -33,9 +36,9 @@ fn histories(users: usize, items: usize) -> Vec<Vec<u32>> {
 }
 
 /// Users/s of beam search at beam 10 for sessions of 1 and 5 items.
-fn bench_model<M: StepModel>(c: &mut Criterion, name: &str, model: &M, ids: &SemanticIds, vocab: &Vocab) {
+fn bench_model<M: StepModel>(c: &mut Criterion, name: &str, model: &M, ids: &SemanticIds, vocab: &Vocab, users: usize) {
     let index = DecodeIndex::new(ids).expect("index");
-    let hist = histories(32, ids.n_items());
+    let hist = histories(users, ids.n_items());
     let h: Vec<&[u32]> = hist.iter().map(|x| &x[..]).collect();
     let mut g = c.benchmark_group(format!("generate/{name}"));
     g.sample_size(10);
@@ -52,8 +55,8 @@ fn bench_model<M: StepModel>(c: &mut Criterion, name: &str, model: &M, ids: &Sem
 /// Seconds per `step` call at each position of a long teacher-forced sequence
 /// (32 users x beam 10 rows). With a KV cache the last steps cost about the same as
 /// the first; prints first/last means and their ratio.
-fn step_profile<M: StepModel>(name: &str, model: &M, vocab: &Vocab, steps: usize) {
-    let hist = histories(320, 100);
+fn step_profile<M: StepModel>(name: &str, model: &M, vocab: &Vocab, steps: usize, rows: usize) {
+    let hist = histories(rows, 100);
     let h: Vec<&[u32]> = hist.iter().map(|x| &x[..]).collect();
     let mut state = model.encode(&h).expect("encode");
     let mut tokens = vec![Vocab::BOS; h.len()];
@@ -74,13 +77,26 @@ fn step_profile<M: StepModel>(name: &str, model: &M, vocab: &Vocab, steps: usize
 }
 
 fn benches(c: &mut Criterion) {
+    // Stand-in search cost: 20k items, 3 x 64 codes, hash "model".
     let sizes = [64usize, 64, 64];
     let ids = catalogue(&sizes, 20_000);
     let vocab = Vocab::new(sizes.to_vec());
     let mock = HashLm::new(vocab.size(), 1);
-    step_profile("mock", &mock, &vocab, 30);
-    bench_model(c, "mock", &mock, &ids, &vocab);
-}
+    step_profile("mock", &mock, &vocab, 30, 320);
+    bench_model(c, "mock", &mock, &ids, &vocab, 32);
 
+    // The real model, small config, 12k items x 3 x 256 codes (Amazon Beauty's shape).
+    let sizes = [256usize, 256, 256];
+    let ids = catalogue(&sizes, 12_000);
+    let vocab = Vocab::new(sizes.to_vec());
+    let cfg = Config::load("small", &[]).expect("small config");
+    let codes: Vec<u32> = (0..ids.n_items() as u32).flat_map(|i| ids.codes(i).to_vec()).collect();
+    let (model, _vars) = OneRecModel::build(&cfg.model, vocab.clone(), codes, 1).expect("model");
+    // 32 users x beam 10 = 320 rows; 15 steps = a 5-item session.
+    step_profile("small/kv-cache", &model, &vocab, 15, 320);
+    step_profile("small/no-cache", &Uncached(&model), &vocab, 15, 320);
+    bench_model(c, "small-kv-cache", &model, &ids, &vocab, 32);
+    bench_model(c, "small-no-cache", &Uncached(&model), &ids, &vocab, 32);
+}
 criterion_group!(generate, benches);
 criterion_main!(generate);

@@ -8,9 +8,10 @@ shift 2 || shift $# || true
 sets=()
 for kv in "$@"; do sets+=(--set "$kv"); done
 seed="${SEED:-42}"
-bin=target/release/onerec
+# ONEREC_BIN: a prebuilt binary (lets a long run survive rebuilds of target/).
+bin="${ONEREC_BIN:-target/release/onerec}"
 start=$(date +%s)
-cargo build --release --quiet
+[ -n "${ONEREC_BIN:-}" ] || cargo build --release --quiet
 mkdir -p "$out"
 $bin data prepare --sequences "$data/sequences.txt.gz" --out "$out/data"
 $bin data stats "$out/data" --json > "$out/stats.json"

@@ -263,3 +263,24 @@ fn fused_attention_model_equals_unfused_and_steps_match() {
     }
     assert!((sum - seq[0]).abs() < 1e-3, "{sum} vs {}", seq[0]);
 }
+
+#[test]
+fn uncached_decoding_gives_the_same_beams_as_the_kv_cache() {
+    use onerec::generate::{beam_search_with, BeamOptions, DecodeIndex};
+    use onerec::model::uncached::Uncached;
+    let m = model(4);
+    let ids = onerec::tokenizer::SemanticIds::new((0..20).map(|i| format!("i{i}")).collect(), vec![4, 4, 3], codes()).unwrap();
+    let index = DecodeIndex::new(&ids).unwrap();
+    let hs: Vec<&[u32]> = vec![&[1, 2, 3], &[4, 5], &[]];
+    let opts = BeamOptions { beam: 4, session_len: 2, top: 3, exclude_history: true };
+    let (cached, _) = beam_search_with(&m, &ids, &index, &m.vocab, &hs, &opts).unwrap();
+    let (plain, _) = beam_search_with(&Uncached(&m), &ids, &index, &m.vocab, &hs, &opts).unwrap();
+    assert_eq!(cached.len(), 3);
+    for (a, b) in cached.iter().zip(&plain) {
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert_eq!(x.items, y.items);
+            assert!((x.logprob - y.logprob).abs() < 1e-4, "{} vs {}", x.logprob, y.logprob);
+        }
+    }
+}

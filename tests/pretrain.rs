@@ -213,4 +213,8 @@ fn eval_hook_metric_selects_best() {
     assert_eq!(rows(&out)[1]["recall@10"].as_f64(), Some(0.9));
     let e = format!("{:#}", train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg\""]), &ds, &sids, &dir.path().join("y"), false).unwrap_err());
     assert!(e.contains("ndcg") && e.contains("valid_loss"), "{e}");
+    // Ranking metric without the ranking eval: refused before any training, not after.
+    let e = format!("{:#}", train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg@10\""]), &ds, &sids, &dir.path().join("z"), false).unwrap_err());
+    assert!(e.contains("rank_users"), "{e}");
+    assert!(!dir.path().join("z").join("best").exists());
 }

@@ -8,6 +8,7 @@ pub mod decoder;
 pub mod encoder;
 pub mod layers;
 pub mod moe;
+pub mod uncached;
 pub mod vocab;
 
 pub use vocab::Vocab;

@@ -120,6 +120,16 @@ pub struct Hooks<'a> {
 /// `train.select_metric = "ndcg@10"` can pick the best checkpoint. This is what
 /// `onerec pretrain` runs.
 pub fn pretrain(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resume: bool) -> Result<Summary> {
+    let metric = cfg.train.select_metric.as_str();
+    let ranked = ["recall@10", "ndcg@10"];
+    ensure!(
+        ["valid_loss", "train_loss"].contains(&metric) || ranked.contains(&metric),
+        "train.select_metric = {metric:?}: expected \"valid_loss\", \"train_loss\", \"recall@10\" or \"ndcg@10\""
+    );
+    ensure!(
+        cfg.train.rank_users > 0 || !ranked.contains(&metric),
+        "train.select_metric = {metric:?} needs the validation ranking eval: set train.rank_users > 0, or select by \"valid_loss\""
+    );
     if cfg.train.rank_users == 0 {
         return pretrain_with(cfg, ds, sids, out, resume, &Hooks::default());
     }
