@@ -53,26 +53,31 @@ fn bench_model<M: StepModel>(c: &mut Criterion, name: &str, model: &M, ids: &Sem
 }
 
 /// Seconds per `step` call at each position of a long teacher-forced sequence
-/// (32 users x beam 10 rows). With a KV cache the last steps cost about the same as
-/// the first; prints first/last means and their ratio.
+/// (`rows` rows, e.g. 32 users x beam 10). The minimum over 5 repetitions per position
+/// (this machine is noisy). With a KV cache the last steps cost about the same as the
+/// first; prints every step, first/last quarter means and their ratio.
 fn step_profile<M: StepModel>(name: &str, model: &M, vocab: &Vocab, steps: usize, rows: usize) {
     let hist = histories(rows, 100);
     let h: Vec<&[u32]> = hist.iter().map(|x| &x[..]).collect();
-    let mut state = model.encode(&h).expect("encode");
-    let mut tokens = vec![Vocab::BOS; h.len()];
-    let mut times = Vec::with_capacity(steps);
-    for t in 0..steps {
-        let t0 = Instant::now();
-        let lp = model.step(&mut state, &tokens).expect("step");
-        times.push(t0.elapsed().as_secs_f64());
-        let level = t % vocab.levels();
-        let r = vocab.level_range(level);
-        tokens = (0..h.len()).map(|i| r.start + ((i + t) as u32 % (r.end - r.start))).collect();
-        std::hint::black_box(lp);
+    let mut times = vec![f64::INFINITY; steps];
+    for _rep in 0..5 {
+        let mut state = model.encode(&h).expect("encode");
+        let mut tokens = vec![Vocab::BOS; h.len()];
+        for (t, best) in times.iter_mut().enumerate() {
+            let t0 = Instant::now();
+            let lp = model.step(&mut state, &tokens).expect("step");
+            *best = best.min(t0.elapsed().as_secs_f64());
+            let level = t % vocab.levels();
+            let r = vocab.level_range(level);
+            tokens = (0..h.len()).map(|i| r.start + ((i + t) as u32 % (r.end - r.start))).collect();
+            std::hint::black_box(lp);
+        }
     }
     let q = (steps / 4).max(1);
     let first: f64 = times[..q].iter().sum::<f64>() / q as f64;
     let last: f64 = times[steps - q..].iter().sum::<f64>() / q as f64;
+    let per: Vec<String> = times.iter().map(|t| format!("{:.1}", t * 1e3)).collect();
+    println!("step_profile/{name}: ms per step (min of 5): {}", per.join(" "));
     println!("step_profile/{name}: {steps} steps, first-quarter {:.3} ms/step, last-quarter {:.3} ms/step, ratio {:.2}", first * 1e3, last * 1e3, last / first);
 }
 
