@@ -212,6 +212,12 @@ fn shard_parsing_and_ranges() {
         all.extend(Shard { index: i, count: 4 }.range(10));
     }
     assert_eq!(all, (0..10).collect::<Vec<_>>());
+    // Whole batches of 3: 10 items = 4 batches [0,3) [3,6) [6,9) [9,10).
+    let blocks: Vec<_> = (0..3).map(|i| Shard { index: i, count: 3 }.range_in_blocks(10, 3)).collect();
+    assert_eq!(blocks, vec![0..3, 3..6, 6..10]);
+    let many: Vec<_> = (0..6).map(|i| Shard { index: i, count: 6 }.range_in_blocks(10, 3)).collect();
+    assert_eq!(many.iter().map(|r| r.len()).sum::<usize>(), 10);
+    assert!(many.iter().all(|r| r.start % 3 == 0 || r.is_empty()));
 }
 
 #[test]

@@ -45,7 +45,7 @@ fn bad_lines_are_named_or_skipped_and_scores_match_teacher_forcing() {
     let full = std::fs::read_to_string(&out).unwrap();
     let mut cat = String::new();
     for i in 0..3 {
-        let sh = shard_pairs(&pairs, Shard { index: i, count: 3 });
+        let sh = shard_pairs(&pairs, Shard { index: i, count: 3 }, 2);
         let sc = score_pairs(&model, &vocab, &ids, &ds, SplitSel::Test, sh, 1).unwrap();
         write_scores(&out, sh, &sc).unwrap();
         cat.push_str(&std::fs::read_to_string(&out).unwrap());

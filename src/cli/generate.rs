@@ -37,7 +37,8 @@ pub struct GenerateArgs {
     /// Users decoded together in one batch.
     #[arg(long, default_value_t = 64)]
     pub batch_users: usize,
-    /// Only shard i of n (contiguous blocks of users; concatenated shards = whole).
+    /// Only shard i of n (contiguous whole batches of users; concatenated shards =
+    /// the unsharded output, byte for byte, at the same --batch-users).
     #[arg(long, default_value = "0/1")]
     pub shard: Shard,
     /// Output JSONL file (written atomically).
@@ -58,7 +59,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
         (None, None) => bail!("give the users: --data DIR (with --split) or --histories FILE"),
     };
-    let users = &users[a.shard.range(users.len())];
+    let users = &users[a.shard.range_in_blocks(users.len(), a.batch_users)];
     tracing::info!("generating for {} users (shard {}/{}), beam {}, session {}", users.len(), a.shard.index, a.shard.count, a.beam, a.session_len);
     let opts = BeamOptions { beam: a.beam, session_len: a.session_len, top: a.top.min(a.beam), exclude_history: a.exclude_history };
     let index = DecodeIndex::new(ids)?;

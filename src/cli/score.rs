@@ -25,7 +25,7 @@ pub struct ScoreArgs {
     /// Output: `.tsv` -> `user<TAB>item<TAB>logprob`, otherwise JSONL.
     #[arg(long)]
     pub out: PathBuf,
-    /// Only shard i of n (contiguous blocks of the valid pairs, in file order).
+    /// Only shard i of n (contiguous whole batches of the valid pairs, in file order).
     #[arg(long, default_value = "0/1")]
     pub shard: Shard,
     /// Pairs scored together in one batch.
@@ -47,7 +47,7 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let ds = Dataset::load(data).with_context(|| format!("loading dataset {}", data.display()))?;
     let ds = align_dataset(&ds, ids)?;
     let pairs = read_pairs(&a.pairs, &ds, ids, a.skip_bad_lines)?;
-    let mine = shard_pairs(&pairs.pairs, a.shard);
+    let mine = shard_pairs(&pairs.pairs, a.shard, a.batch);
     let scores = score_pairs(&ckpt.model, &vocab, ids, &ds, a.split, mine, a.batch)?;
     write_scores(&a.out, mine, &scores)?;
     tracing::info!(

@@ -116,6 +116,6 @@ pub fn write_scores(path: &Path, pairs: &[Pair], scores: &[f32]) -> Result<()> {
 }
 
 /// The pairs of one shard (contiguous block of the valid pairs, in file order).
-pub fn shard_pairs(pairs: &[Pair], shard: Shard) -> &[Pair] {
-    &pairs[shard.range(pairs.len())]
+pub fn shard_pairs(pairs: &[Pair], shard: Shard, batch: usize) -> &[Pair] {
+    &pairs[shard.range_in_blocks(pairs.len(), batch)]
 }

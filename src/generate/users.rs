@@ -97,7 +97,10 @@ pub fn users_from_histories_file(path: &Path, ids: &SemanticIds) -> Result<Vec<U
 }
 
 /// Shard `index` of `count` (`--shard i/n`): a contiguous block, so concatenating the
-/// shards' outputs in order equals the unsharded output.
+/// shards' outputs in order equals the unsharded output. Batch jobs use
+/// [`Shard::range_in_blocks`] so a shard holds whole batches of the unsharded run:
+/// then every batch is computed exactly as unsharded, bit for bit (a matmul's last
+/// bits can depend on how many rows share it).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Shard {
     pub index: usize,
@@ -109,6 +112,14 @@ impl Shard {
     /// The block of `0..n` this shard owns.
     pub fn range(&self, n: usize) -> Range<usize> {
         (n * self.index / self.count)..(n * (self.index + 1) / self.count)
+    }
+
+    /// The block of `0..n` this shard owns when `0..n` is cut into batches of `block`:
+    /// whole batches only, as evenly as possible.
+    pub fn range_in_blocks(&self, n: usize, block: usize) -> Range<usize> {
+        let block = block.max(1);
+        let r = self.range(n.div_ceil(block));
+        (r.start * block).min(n)..(r.end * block).min(n)
     }
 }
 
