@@ -218,3 +218,22 @@ fn eval_hook_metric_selects_best() {
     assert!(e.contains("rank_users"), "{e}");
     assert!(!dir.path().join("z").join("best").exists());
 }
+
+#[test]
+fn length_bucketed_order_is_a_seeded_permutation_with_less_padding() {
+    use onerec::train::data::{epoch_order, epoch_order_bucketed};
+    let lens: Vec<u32> = (0..1003u32).map(|i| (i * 7919) % 20 + 1).collect();
+    let (batch, window) = (32, 8);
+    let a = epoch_order_bucketed(&lens, batch, window, 5, 0);
+    assert_eq!(a, epoch_order_bucketed(&lens, batch, window, 5, 0), "same seed, same order");
+    assert_ne!(a, epoch_order_bucketed(&lens, batch, window, 5, 1), "epochs differ");
+    let mut sorted = a.clone();
+    sorted.sort();
+    assert_eq!(sorted, (0..1003u32).collect::<Vec<_>>(), "a permutation");
+    // Padded encoder positions: sum over batches of (batch size x longest history).
+    let padded = |o: &[u32]| -> u64 { o.chunks(batch).map(|c| c.len() as u64 * c.iter().map(|&i| lens[i as usize] as u64).max().unwrap()).sum() };
+    let plain = epoch_order(lens.len(), 5, 0);
+    assert!(padded(&a) * 3 < padded(&plain) * 2, "bucketed {} vs plain {}", padded(&a), padded(&plain));
+    // The partial batch (1003 = 31 x 32 + 11) stays last.
+    assert_eq!(a.len() % batch, 11);
+}

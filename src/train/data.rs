@@ -34,6 +34,33 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<u32> {
     idx
 }
 
+/// Like [`epoch_order`], but batches hold examples of similar history length, so
+/// the encoder pads less (histories are padded to the batch's longest): each window
+/// of `window` batches is sorted by history length and cut into batches, then the
+/// full batches are shuffled (the final partial batch stays last). Same seed, same
+/// order. `lens[i]` = history length the encoder sees for example i.
+pub fn epoch_order_bucketed(lens: &[u32], batch: usize, window: usize, seed: u64, epoch: usize) -> Vec<u32> {
+    let mut idx = epoch_order(lens.len(), seed, epoch);
+    let batch = batch.max(1);
+    for w in idx.chunks_mut(batch * window.max(1)) {
+        w.sort_by_key(|&i| lens[i as usize]);
+    }
+    let full = idx.len() / batch;
+    let mut batches: Vec<usize> = (0..full).collect();
+    batches.shuffle(&mut crate::util::rng::stream(seed, &format!("train/buckets/epoch{epoch}")));
+    let mut out = Vec::with_capacity(idx.len());
+    for b in batches {
+        out.extend_from_slice(&idx[b * batch..(b + 1) * batch]);
+    }
+    out.extend_from_slice(&idx[full * batch..]);
+    out
+}
+
+/// History length the encoder sees for each example (at most `history_len`).
+pub fn history_lengths(examples: &[Example], history_len: usize) -> Vec<u32> {
+    examples.iter().map(|e| e.pos.min(history_len as u32)).collect()
+}
+
 /// Session-wise teacher-forced batch: history = the `history_len` items before
 /// `pos`, target = up to `session_len` items from `pos` within the training part,
 /// then EOS; shorter targets are padded and masked.

@@ -58,6 +58,9 @@ pub struct TrainConfig {
     pub rank_users: usize,
     /// Beam width of that ranking eval.
     pub rank_beam: usize,
+    /// Length bucketing: if > 0, each window of this many batches is sorted by history
+    /// length before batching (less encoder padding, faster steps); 0 = plain shuffle.
+    pub length_buckets: usize,
 }
 
 impl Default for TrainConfig {
@@ -84,6 +87,7 @@ impl Default for TrainConfig {
             select_metric: "valid_loss".into(),
             rank_users: 500,
             rank_beam: 20,
+            length_buckets: 0,
         }
     }
 }
@@ -229,6 +233,7 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
     let examples = data::train_examples(ds, tc.min_history);
     ensure!(!examples.is_empty(), "no training examples: every user's training part is shorter than train.min_history + 1 = {}", tc.min_history + 1);
     let mb_per_epoch = examples.len().div_ceil(tc.batch_size);
+    let lens = data::history_lengths(&examples, cfg.model.history_len);
     let total = if tc.max_steps > 0 { tc.max_steps } else { (tc.epochs * mb_per_epoch).div_ceil(tc.grad_accum) };
     let valid = data::valid_examples(ds, tc.valid_users);
     info!(
@@ -280,7 +285,11 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
             let j = step * tc.grad_accum + a;
             let epoch = j / mb_per_epoch;
             if order.0 != epoch {
-                order = (epoch, data::epoch_order(examples.len(), cfg.seed, epoch));
+                order = if tc.length_buckets > 0 {
+                    (epoch, data::epoch_order_bucketed(&lens, tc.batch_size, tc.length_buckets, cfg.seed, epoch))
+                } else {
+                    (epoch, data::epoch_order(examples.len(), cfg.seed, epoch))
+                };
             }
             let bi = j % mb_per_epoch;
             let idx = &order.1[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(examples.len())];
