@@ -132,6 +132,33 @@ fn compare(name: &str, models: &[(&str, &ModelConfig)], bs: usize) -> Vec<f64> {
     out
 }
 
+/// `VmHWM` / `VmRSS` of this process in MiB (Linux; None elsewhere).
+fn proc_mem(key: &str) -> Option<f64> {
+    let text = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Peak resident memory while training `mc` alone for a few steps: resets the
+/// kernel's high-water mark (`/proc/self/clear_refs` = 5), trains, reads `VmHWM`.
+fn peak_memory(name: &str, mc: &ModelConfig, bs: usize) {
+    let before = proc_mem("VmRSS:");
+    if std::fs::write("/proc/self/clear_refs", "5").is_err() || before.is_none() {
+        println!("{name}: peak memory not measured (needs Linux /proc)");
+        return;
+    }
+    let mut s = setup(mc, bs);
+    for _ in 0..3 {
+        step(&mut s);
+    }
+    let peak = proc_mem("VmHWM:").unwrap_or(f64::NAN);
+    println!(
+        "{name}: peak RSS while training (batch {bs}) {peak:.0} MiB; process RSS before building the model {:.0} MiB",
+        before.unwrap_or(f64::NAN)
+    );
+}
+
 fn benches(c: &mut Criterion) {
     for name in ["tiny", "small"] {
         let cfg = Config::load(name, &[]).unwrap();
@@ -155,6 +182,7 @@ fn benches(c: &mut Criterion) {
             t[0] / t[1],
             t[2] / t[0]
         );
+        peak_memory(name, &mc, bs);
         let mut s = setup(&mc, bs);
         c.bench_function(&format!("train_step/{name}"), |b| b.iter(|| step(&mut s)));
     }
