@@ -27,10 +27,18 @@ pub struct AlignArgs {
     /// Synthetic world directory: logs the ground-truth reward of held-out generations.
     #[arg(long)]
     pub world: Option<PathBuf>,
+    /// Preference objective, overriding `align.objective`: dpo (chosen vs rejected
+    /// pairs) or grpo (group-normalised advantages, ECPO clipping).
+    #[arg(long, value_parser = ["dpo", "grpo"])]
+    pub objective: Option<String>,
 }
 
 pub fn run(args: AlignArgs) -> Result<()> {
-    let cfg = crate::config::Config::load(&args.config, &args.set)?;
+    let mut set = args.set.clone();
+    if let Some(o) = &args.objective {
+        set.push(format!("align.objective=\"{o}\""));
+    }
+    let cfg = crate::config::Config::load(&args.config, &set)?;
     let outcome = crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out, args.world.as_deref())?;
     for it in &outcome.state.iterations {
         println!(
