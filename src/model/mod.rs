@@ -368,13 +368,7 @@ impl OneRecModel {
     /// Feeds one token per row; log-softmax [rows, vocab] row-major (same as
     /// [`StepModel::step`]).
     pub fn decode_step(&self, state: &mut DecodeState, tokens: &[u32]) -> Result<Vec<f32>> {
-        if tokens.len() != state.rows {
-            bail!("step: {} tokens for {} rows", tokens.len(), state.rows);
-        }
-        let v = self.vocab.size() as u32;
-        if let Some(t) = tokens.iter().find(|&&t| t >= v) {
-            bail!("step: token {t} outside the vocabulary of {v}");
-        }
+        check_step(tokens, state.rows, self.vocab.size())?;
         let logits = self.decoder.step(tokens, state.pos, &mut state.cache, &state.enc_mask)?;
         state.pos += 1;
         let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
@@ -383,9 +377,7 @@ impl OneRecModel {
 
     /// Keeps rows `rows` of a decoding state, moving the caches with them.
     pub fn reorder_rows(&self, state: &mut DecodeState, rows: &[u32]) -> Result<()> {
-        if let Some(r) = rows.iter().find(|&&r| r as usize >= state.rows) {
-            bail!("reorder: row {r} out of {} rows", state.rows);
-        }
+        check_reorder(rows, state.rows)?;
         let idx = Tensor::from_vec(rows.to_vec(), rows.len(), &self.device)?;
         let sel = |t: &Tensor| t.index_select(&idx, 0);
         state.enc_mask = sel(&state.enc_mask)?;
@@ -400,6 +392,26 @@ impl OneRecModel {
         state.rows = rows.len();
         Ok(())
     }
+}
+
+/// A decoding step feeds one in-vocabulary token per row (shared by the cached and
+/// [`uncached`] decoders).
+pub(crate) fn check_step(tokens: &[u32], rows: usize, vocab_size: usize) -> Result<()> {
+    if tokens.len() != rows {
+        bail!("step: {} tokens for {rows} rows", tokens.len());
+    }
+    if let Some(t) = tokens.iter().find(|&&t| t as usize >= vocab_size) {
+        bail!("step: token {t} outside the vocabulary of {vocab_size}");
+    }
+    Ok(())
+}
+
+/// A reorder keeps only existing rows.
+pub(crate) fn check_reorder(keep: &[u32], rows: usize) -> Result<()> {
+    if let Some(r) = keep.iter().find(|&&r| r as usize >= rows) {
+        bail!("reorder: row {r} out of {rows} rows");
+    }
+    Ok(())
 }
 
 impl DecodeState {

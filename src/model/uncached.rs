@@ -3,9 +3,9 @@
 //! reference the cached [`super::OneRecModel`] decoding is checked and benchmarked
 //! against (per-step cost grows with the prefix here, stays flat with the cache).
 
-use super::{encoder::Encoded, OneRecModel};
+use super::{check_reorder, check_step, encoder::Encoded, OneRecModel};
 use crate::generate::StepModel;
-use anyhow::{bail, Result};
+use anyhow::Result;
 use candle_core::{Tensor, D};
 
 /// [`StepModel`] over a [`OneRecModel`] that recomputes the full prefix every step.
@@ -26,13 +26,7 @@ impl StepModel for Uncached<'_> {
     }
 
     fn step(&self, state: &mut UncachedState, tokens: &[u32]) -> Result<Vec<f32>> {
-        if tokens.len() != state.tokens.len() {
-            bail!("step: {} tokens for {} rows", tokens.len(), state.tokens.len());
-        }
-        let v = self.0.vocab.size() as u32;
-        if let Some(t) = tokens.iter().find(|&&t| t >= v) {
-            bail!("step: token {t} outside the vocabulary of {v}");
-        }
+        check_step(tokens, state.tokens.len(), self.0.vocab.size())?;
         for (row, &t) in state.tokens.iter_mut().zip(tokens) {
             row.push(t);
         }
@@ -46,10 +40,7 @@ impl StepModel for Uncached<'_> {
     }
 
     fn reorder(&self, state: &mut UncachedState, rows: &[u32]) -> Result<()> {
-        let n = state.tokens.len();
-        if let Some(r) = rows.iter().find(|&&r| r as usize >= n) {
-            bail!("reorder: row {r} out of {n} rows");
-        }
+        check_reorder(rows, state.tokens.len())?;
         let idx = Tensor::from_vec(rows.to_vec(), rows.len(), &self.0.device)?;
         state.enc = Encoded { out: state.enc.out.index_select(&idx, 0)?, mask: state.enc.mask.index_select(&idx, 0)? };
         state.tokens = rows.iter().map(|&r| state.tokens[r as usize].clone()).collect();

@@ -285,11 +285,12 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
             let j = step * tc.grad_accum + a;
             let epoch = j / mb_per_epoch;
             if order.0 != epoch {
-                order = if tc.length_buckets > 0 {
-                    (epoch, data::epoch_order_bucketed(&lens, tc.batch_size, tc.length_buckets, cfg.seed, epoch))
+                let idx = if tc.length_buckets > 0 {
+                    data::epoch_order_bucketed(&lens, tc.batch_size, tc.length_buckets, cfg.seed, epoch)
                 } else {
-                    (epoch, data::epoch_order(examples.len(), cfg.seed, epoch))
+                    data::epoch_order(examples.len(), cfg.seed, epoch)
                 };
+                order = (epoch, idx);
             }
             let bi = j % mb_per_epoch;
             let idx = &order.1[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(examples.len())];
