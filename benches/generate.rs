@@ -18,16 +18,7 @@ use rand::Rng;
 use std::time::Instant;
 
 fn catalogue(sizes: &[usize], n: usize) -> SemanticIds {
-    let mut rng = onerec::util::rng::stream(7, "bench-ids");
-    let mut seen = std::collections::HashSet::new();
-    let mut codes = Vec::new();
-    while seen.len() < n {
-        let p: Vec<u32> = sizes.iter().map(|&s| rng.gen_range(0..s as u32)).collect();
-        if seen.insert(p.clone()) {
-            codes.extend(p);
-        }
-    }
-    SemanticIds::new((0..n).map(|i| i.to_string()).collect(), sizes.to_vec(), codes).expect("distinct paths")
+    onerec::generate::mock::random_catalogue(sizes, n, 7).expect("distinct paths")
 }
 
 fn histories(users: usize, items: usize) -> Vec<Vec<u32>> {

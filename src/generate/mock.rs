@@ -3,7 +3,26 @@
 //! so a wrong `reorder` changes the scores) and a seed. O(vocab) per row per step.
 
 use super::StepModel;
+use crate::tokenizer::SemanticIds;
 use anyhow::{ensure, Result};
+use rand::Rng;
+
+/// A catalogue of `n` items with distinct random paths over codebooks `sizes`
+/// (seeded), item ids "0".."n-1": the fixture of generation tests and benches.
+pub fn random_catalogue(sizes: &[usize], n: usize, seed: u64) -> Result<SemanticIds> {
+    let paths: usize = sizes.iter().product();
+    ensure!(n <= paths, "{n} items cannot have distinct paths over codebooks {sizes:?} ({paths} paths)");
+    let mut rng = crate::util::rng::stream(seed, "test-ids");
+    let mut seen = std::collections::HashSet::new();
+    let mut codes = Vec::new();
+    while seen.len() < n {
+        let p: Vec<u32> = sizes.iter().map(|&s| rng.gen_range(0..s as u32)).collect();
+        if seen.insert(p.clone()) {
+            codes.extend(p);
+        }
+    }
+    SemanticIds::new((0..n).map(|i| i.to_string()).collect(), sizes.to_vec(), codes)
+}
 
 /// Hash-based language model over `vocab_size` tokens.
 #[derive(Clone, Debug)]

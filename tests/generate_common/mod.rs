@@ -8,16 +8,7 @@ use rand::Rng;
 
 /// `n` items with distinct random paths over `sizes` (seeded), item ids "0".."n-1".
 pub fn random_ids(sizes: &[usize], n: usize, seed: u64) -> SemanticIds {
-    let mut rng = onerec::util::rng::stream(seed, "test-ids");
-    let mut seen = std::collections::HashSet::new();
-    let mut codes = Vec::new();
-    while seen.len() < n {
-        let p: Vec<u32> = sizes.iter().map(|&s| rng.gen_range(0..s as u32)).collect();
-        if seen.insert(p.clone()) {
-            codes.extend(p);
-        }
-    }
-    SemanticIds::new((0..n).map(|i| i.to_string()).collect(), sizes.to_vec(), codes).unwrap()
+    onerec::generate::mock::random_catalogue(sizes, n, seed).unwrap()
 }
 
 pub fn setup(sizes: &[usize], n: usize, seed: u64) -> (SemanticIds, Vocab, HashLm) {
