@@ -284,3 +284,36 @@ fn uncached_decoding_gives_the_same_beams_as_the_kv_cache() {
         }
     }
 }
+
+#[test]
+fn dropout_acts_only_in_training_mode_and_is_seeded() {
+    use onerec::util::rng::stream;
+    let mut cfg = small_cfg(4);
+    let plain = OneRecModel::build(&cfg, Vocab::new(vec![4, 4, 3]), codes(), 7).unwrap().0;
+    cfg.dropout = 0.3;
+    let m = OneRecModel::build(&cfg, Vocab::new(vec![4, 4, 3]), codes(), 7).unwrap().0;
+    let h: Vec<&[u32]> = vec![&[1, 2, 3], &[4, 5]];
+    let b = m.session_batch(&h, &[&[5, 6], &[7]], true).unwrap();
+    let logits = |m: &OneRecModel| m.forward(&b).unwrap().logits;
+    // Outside training mode the dropout model is the plain model.
+    assert!(max_abs_diff(&logits(&m), &logits(&plain)) < 1e-6);
+    let train = |seed: u64| {
+        let _g = m.training(stream(seed, "test"));
+        logits(&m)
+    };
+    let (a, a2, c) = (train(1), train(1), train(2));
+    assert!(max_abs_diff(&a, &a2) < 1e-6, "same stream, same masks");
+    assert!(max_abs_diff(&a, &c) > 1e-3, "another stream, other masks");
+    assert!(max_abs_diff(&a, &logits(&plain)) > 1e-3, "training mode drops");
+    // The guard switched it off again.
+    assert!(max_abs_diff(&logits(&m), &logits(&plain)) < 1e-6);
+    // Inverted dropout: about p of the elements zeroed, the mean kept.
+    let d = onerec::model::layers::Dropout::new(0.3);
+    let x = Tensor::ones(100_000, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let _g = d.training(stream(3, "mask"));
+    let y: Vec<f32> = d.forward(&x).unwrap().to_vec1().unwrap();
+    let zeros = y.iter().filter(|&&v| v == 0.0).count() as f64 / y.len() as f64;
+    let mean = y.iter().map(|&v| v as f64).sum::<f64>() / y.len() as f64;
+    assert!((zeros - 0.3).abs() < 0.01, "zero fraction {zeros}");
+    assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
+}

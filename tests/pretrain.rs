@@ -102,7 +102,7 @@ fn resume_matches_uninterrupted_run_and_is_deterministic() {
     let (ds, sids) = toy();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
-    let cf = cfg(40, 20, &["model.moe.balance=\"bias\"", "train.grad_accum=2", "train.batch_size=16"]);
+    let cf = cfg(40, 20, &["model.moe.balance=\"bias\"", "model.dropout=0.1", "train.grad_accum=2", "train.batch_size=16"]);
     train::pretrain(&cf, &ds, &sids, &a, false).unwrap();
     let hooks = Hooks { stop_after: Some(20), ..Default::default() };
     let s = train::pretrain_with(&cf, &ds, &sids, &b, false, &hooks).unwrap();

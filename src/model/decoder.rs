@@ -2,7 +2,8 @@
 //! encoder output -> FFN (dense SwiGLU or sparse MoE), then an output head over the
 //! vocabulary. `forward` is teacher-forced; `step` feeds one token with a KV cache.
 
-use super::layers::{causal_mask, Attention, Lin, RmsNorm, SwiGlu};
+use super::layers::{causal_mask, Attention, Dropout, Lin, RmsNorm, SwiGlu};
+use std::sync::Arc;
 use super::moe::{Ffn, Moe};
 use super::{ModelConfig, Vocab};
 use candle_core::{Module, Result, Tensor};
@@ -23,6 +24,7 @@ pub struct Decoder {
     pub layers: Vec<DecLayer>,
     norm: RmsNorm,
     head: Lin,
+    drop: Arc<Dropout>,
 }
 
 /// Per-layer caches of a batch of decoding rows.
@@ -33,7 +35,7 @@ pub struct Cache {
 }
 
 impl Decoder {
-    pub fn new(cfg: &ModelConfig, vocab: &Vocab, vb: VarBuilder) -> Result<Decoder> {
+    pub fn new(cfg: &ModelConfig, vocab: &Vocab, drop: Arc<Dropout>, vb: VarBuilder) -> Result<Decoder> {
         let d = cfg.d_model;
         let init = Init::Randn { mean: 0.0, stdev: 0.02 };
         let layers = (0..cfg.dec_layers)
@@ -60,6 +62,7 @@ impl Decoder {
             layers,
             norm: RmsNorm::new(d, vb.pp("final_norm"))?,
             head: Lin::new(d, vocab.size(), vb.pp("head"))?,
+            drop,
         })
     }
 
@@ -84,18 +87,19 @@ impl Decoder {
     /// Teacher-forced logits [B,S,V] for decoder inputs `tokens` (row-major [B,S]),
     /// plus the sum of the MoE aux losses.
     pub fn forward(&self, tokens: &[u32], b: usize, s: usize, enc: &super::encoder::Encoded) -> Result<(Tensor, Option<Tensor>)> {
-        let mut x = self.embed(tokens, b, s, 0)?;
+        let drop = &self.drop;
+        let mut x = drop.forward(&self.embed(tokens, b, s, 0)?)?;
         let causal = causal_mask(s, x.device())?;
         let mut aux: Option<Tensor> = None;
         for l in &self.layers {
             let h = l.n1.forward(&x)?;
             let (k, v) = l.self_attn.kv(&h)?;
-            x = (&x + l.self_attn.attend(&h, &k, &v, Some(&causal))?)?;
+            x = (&x + drop.forward(&l.self_attn.attend(&h, &k, &v, Some(&causal))?)?)?;
             let h = l.n2.forward(&x)?;
             let (ck, cv) = l.cross.kv(&enc.out)?;
-            x = (&x + l.cross.attend(&h, &ck, &cv, Some(&enc.mask))?)?;
+            x = (&x + drop.forward(&l.cross.attend(&h, &ck, &cv, Some(&enc.mask))?)?)?;
             let (f, a) = l.ffn.forward(&l.n3.forward(&x)?)?;
-            x = (&x + f)?;
+            x = (&x + drop.forward(&f)?)?;
             if let Some(a) = a {
                 aux = Some(match aux {
                     Some(p) => (p + a)?,

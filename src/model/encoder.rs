@@ -2,7 +2,8 @@
 //! code-token embeddings) after a leading summary slot, learned recency-aligned
 //! positions, pre-norm bidirectional self-attention with a padding mask, SwiGLU FFN.
 
-use super::layers::{key_mask, Attention, RmsNorm, SwiGlu};
+use super::layers::{key_mask, Attention, Dropout, RmsNorm, SwiGlu};
+use std::sync::Arc;
 use super::{ModelConfig, Vocab};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
@@ -20,6 +21,7 @@ pub struct Encoder {
     layers: Vec<EncLayer>,
     norm: RmsNorm,
     history_len: usize,
+    drop: Arc<Dropout>,
 }
 
 /// Encoder output and its additive key mask [B,1,1,T].
@@ -29,7 +31,7 @@ pub struct Encoded {
 }
 
 impl Encoder {
-    pub fn new(cfg: &ModelConfig, vocab: &Vocab, vb: VarBuilder) -> Result<Encoder> {
+    pub fn new(cfg: &ModelConfig, vocab: &Vocab, drop: Arc<Dropout>, vb: VarBuilder) -> Result<Encoder> {
         let d = cfg.d_model;
         let init = Init::Randn { mean: 0.0, stdev: 0.02 };
         let layers = (0..cfg.enc_layers)
@@ -49,6 +51,7 @@ impl Encoder {
             layers,
             norm: RmsNorm::new(d, vb.pp("final_norm"))?,
             history_len: cfg.history_len,
+            drop,
         })
     }
 
@@ -96,13 +99,14 @@ impl Encoder {
         for lv in ids {
             x = (x + self.tok.index_select(&Tensor::from_vec(lv, b * t, dev)?, 0)?)?;
         }
-        let mut x = x.reshape((b, t, self.tok.dim(1)?))?;
+        let drop = &self.drop;
+        let mut x = drop.forward(&x.reshape((b, t, self.tok.dim(1)?))?)?;
         let mask = key_mask(&valid, dev)?;
         for l in &self.layers {
             let h = l.n1.forward(&x)?;
             let (k, v) = l.attn.kv(&h)?;
-            x = (&x + l.attn.attend(&h, &k, &v, Some(&mask))?)?;
-            x = (&x + l.ffn.forward(&l.n2.forward(&x)?)?)?;
+            x = (&x + drop.forward(&l.attn.attend(&h, &k, &v, Some(&mask))?)?)?;
+            x = (&x + drop.forward(&l.ffn.forward(&l.n2.forward(&x)?)?)?)?;
         }
         Ok(Encoded { out: self.norm.forward(&x)?, mask })
     }

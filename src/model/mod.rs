@@ -71,6 +71,9 @@ pub struct ModelConfig {
     /// Fused CPU attention kernel instead of candle matmul/softmax ops (same
     /// results; fewer tiny gemm calls, but our crate builds at opt-level 1 in dev).
     pub fused_attention: bool,
+    /// Dropout on embeddings and on every residual branch (attention, FFN) during
+    /// pretraining; 0 = none. Never applied in eval, generation or alignment.
+    pub dropout: f64,
     pub moe: MoeConfig,
 }
 
@@ -85,6 +88,7 @@ impl Default for ModelConfig {
             history_len: 20,
             max_session_items: 5,
             fused_attention: false,
+            dropout: 0.0,
             moe: MoeConfig::default(),
         }
     }
@@ -104,6 +108,7 @@ impl ModelConfig {
         ensure!(self.ffn_hidden > 0, "ffn_hidden must be > 0");
         ensure!(self.history_len > 0, "history_len must be > 0");
         ensure!(self.max_session_items > 0, "max_session_items must be > 0");
+        ensure!((0.0..1.0).contains(&self.dropout), "dropout = {} must be in [0, 1)", self.dropout);
         let m = &self.moe;
         if m.experts > 0 {
             ensure!(
@@ -167,6 +172,8 @@ pub struct OneRecModel {
     pub encoder: encoder::Encoder,
     pub decoder: decoder::Decoder,
     pub device: Device,
+    /// Shared by the encoder and decoder; off unless [`OneRecModel::training`] is held.
+    pub dropout: std::sync::Arc<layers::Dropout>,
 }
 
 /// Decoding state for a batch of rows: encoder mask, cross K/V and self KV caches.
@@ -188,9 +195,15 @@ impl OneRecModel {
             }
         }
         let device = vb.device().clone();
-        let encoder = encoder::Encoder::new(cfg, &vocab, vb.pp("enc"))?;
-        let decoder = decoder::Decoder::new(cfg, &vocab, vb.pp("dec"))?;
-        Ok(OneRecModel { cfg: cfg.clone(), vocab, item_codes, encoder, decoder, device })
+        let dropout = std::sync::Arc::new(layers::Dropout::new(cfg.dropout));
+        let encoder = encoder::Encoder::new(cfg, &vocab, dropout.clone(), vb.pp("enc"))?;
+        let decoder = decoder::Decoder::new(cfg, &vocab, dropout.clone(), vb.pp("dec"))?;
+        Ok(OneRecModel { cfg: cfg.clone(), vocab, item_codes, encoder, decoder, device, dropout })
+    }
+
+    /// Training mode (dropout on, masks drawn from `rng`) until the guard is dropped.
+    pub fn training(&self, rng: crate::util::rng::Rng) -> layers::DropoutGuard<'_> {
+        self.dropout.training(rng)
     }
 
     /// A freshly initialised model and its parameters, deterministic in `seed`

@@ -296,7 +296,11 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
             let idx = &order.1[bi * tc.batch_size..((bi + 1) * tc.batch_size).min(examples.len())];
             let exs: Vec<data::Example> = idx.iter().map(|&i| examples[i as usize]).collect();
             let batch = data::train_batch(&model, ds, &exs, tc.session_len)?;
-            let (ce, aux) = model.loss(&batch)?;
+            // Dropout masks from a per-micro-batch stream: a resumed run draws the same ones.
+            let (ce, aux) = {
+                let _train = model.training(crate::util::rng::stream(cfg.seed, &format!("train/dropout/{j}")));
+                model.loss(&batch)?
+            };
             let ce_v = ce.to_scalar::<f32>()? as f64;
             ensure!(ce_v.is_finite(), "training loss became {ce_v} at step {step}; lower train.lr or raise train.warmup_steps");
             let mut loss = ce;
