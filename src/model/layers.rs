@@ -203,6 +203,6 @@ impl Dropout {
             }
         }
         mask.truncate(n);
-        x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?)
+        x.mul(&Tensor::from_vec(mask, x.dims(), x.device())?.to_dtype(x.dtype())?)
     }
 }
