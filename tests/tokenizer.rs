@@ -143,16 +143,30 @@ fn same_inputs_and_seed_give_identical_artifacts() {
     tokenize_files(&o, &inputs, None, &a).unwrap();
     let fb = tokenize_files(&o, &inputs, None, &b).unwrap();
     assert_eq!(fb.fused_dim, 10 + 12);
-    for f in ["codes.tsv", "codebooks.safetensors"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
-    }
-    let strip = |p: &Path| {
-        let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(p.join("manifest.json")).unwrap()).unwrap();
-        v.as_object_mut().unwrap().remove("timings");
+    // Every file byte for byte, except the wall-clock timings.
+    let names = |p: &Path| {
+        let mut v: Vec<String> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        v.sort();
         v
     };
-    let m = strip(&a);
-    assert_eq!(m, strip(&b));
+    assert_eq!(names(&a), ["codebooks.safetensors", "codes.tsv", "manifest.json", "timings.json"]);
+    assert_eq!(names(&a), names(&b));
+    for f in names(&a).iter().filter(|f| *f != "timings.json") {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
+    }
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("manifest.json")).unwrap()).unwrap();
+    assert!(m.get("timings").is_none(), "timings belong in timings.json");
+    let timings: serde_json::Value = serde_json::from_slice(&std::fs::read(a.join("timings.json")).unwrap()).unwrap();
+    assert!(timings["total"].as_f64().is_some(), "{timings}");
+    // codes.tsv is exactly `item_id<TAB>c1,c2,...` per line (no header).
+    let codes = std::fs::read_to_string(a.join("codes.tsv")).unwrap();
+    assert_eq!(codes.lines().count(), 400);
+    for line in codes.lines() {
+        let (id, path) = line.split_once('\t').unwrap();
+        assert!(!id.is_empty() && !id.starts_with('#'), "{line}");
+        assert!(path.split(',').all(|c| c.parse::<u32>().is_ok()), "{line}");
+    }
+    assert_eq!(m["codes_sha256"].as_str().unwrap(), SemanticIds::fingerprint(&a).unwrap());
     for key in ["utilization", "entropy_bits", "collisions_before", "unique_paths", "n_items"] {
         assert!(m["metrics"].get(key).is_some(), "manifest metrics lacks {key}");
     }
@@ -166,6 +180,36 @@ fn same_inputs_and_seed_give_identical_artifacts() {
     let c = t.path().join("c");
     tokenize_files(&o2, &inputs, None, &c).unwrap();
     assert_ne!(std::fs::read(a.join("codebooks.safetensors")).unwrap(), std::fs::read(c.join("codebooks.safetensors")).unwrap());
+}
+
+/// codes.tsv holds only `item_id<TAB>codes` lines; the sizes come from manifest.json.
+/// Directories written with the old `# levels=` header still load and fingerprint the same.
+#[test]
+fn codes_tsv_has_no_header_and_legacy_headers_still_load() {
+    let t = tmp();
+    let ids = SemanticIds::new(vec!["a".into(), "b9".into(), "c".into()], vec![4, 3], vec![0, 0, 3, 2, 1, 0]).unwrap();
+    let dir = t.path().join("tok");
+    std::fs::create_dir_all(&dir).unwrap();
+    ids.save_codes(&dir).unwrap();
+    assert_eq!(std::fs::read_to_string(dir.join("codes.tsv")).unwrap(), "a\t0,0\nb9\t3,2\nc\t1,0\n");
+    let back = SemanticIds::load(&dir).unwrap();
+    assert_eq!((back.codebook_sizes.clone(), back.codes.clone()), (vec![4, 3], ids.codes.clone()));
+    let fp = SemanticIds::fingerprint(&dir).unwrap();
+    assert_eq!(fp, onerec::util::io::sha256_file(&dir.join("codes.tsv")).unwrap());
+    assert_eq!(fp, onerec::model::checkpoint::fingerprint(&ids));
+    // Without the manifest the sizes are unknown: a clear error.
+    std::fs::remove_file(dir.join("manifest.json")).unwrap();
+    let e = format!("{:#}", SemanticIds::load(&dir).unwrap_err());
+    assert!(e.contains("codebook sizes"), "{e}");
+    // An old file with a header line: loads, same fingerprint as the new format.
+    std::fs::write(dir.join("codes.tsv"), "# levels=4,3\na\t0,0\nb9\t3,2\nc\t1,0\n").unwrap();
+    let old = SemanticIds::load(&dir).unwrap();
+    assert_eq!((old.codebook_sizes, old.codes), (vec![4, 3], ids.codes.clone()));
+    assert_eq!(SemanticIds::fingerprint(&dir).unwrap(), fp);
+    // A header that disagrees with the manifest is refused.
+    std::fs::write(dir.join("manifest.json"), r#"{"sizes": [5, 3]}"#).unwrap();
+    let e = format!("{:#}", SemanticIds::load(&dir).unwrap_err());
+    assert!(e.contains("disagree"), "{e}");
 }
 
 #[test]

@@ -44,25 +44,22 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
 }
 
-/// The `codes.tsv` text of `sids` (the format of [`SemanticIds::save_codes`]).
+/// The `codes.tsv` text of `sids` (see [`SemanticIds::codes_text`]).
 pub fn codes_text(sids: &SemanticIds) -> String {
-    let mut s = format!("# levels={}\n", sids.codebook_sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","));
-    for (i, id) in sids.item_ids.iter().enumerate() {
-        let p: Vec<String> = sids.codes(i as u32).iter().map(|c| c.to_string()).collect();
-        s.push_str(&format!("{id}\t{}\n", p.join(",")));
-    }
-    s
+    sids.codes_text()
 }
 
-/// Content fingerprint of semantic ids (sha256 of their `codes.tsv` text).
+/// Content fingerprint of semantic ids: the sha256 of their `codes.tsv` text, i.e. what
+/// [`SemanticIds::fingerprint`] gives for the tokenizer directory they came from.
 pub fn fingerprint(sids: &SemanticIds) -> String {
-    crate::util::io::sha256_bytes(codes_text(sids).as_bytes())
+    sids.content_sha256()
 }
 
-/// Refuses a tokenizer other than the one the checkpoint was trained with.
+/// Refuses a tokenizer other than the one the checkpoint was trained with (checkpoints
+/// from builds that hashed a `# levels=` header line still match their tokenizer).
 pub fn check_tokenizer(meta: &CheckpointMeta, ckpt_dir: &Path, tokenizer: &SemanticIds) -> Result<()> {
     let fp = fingerprint(tokenizer);
-    if fp != meta.tokenizer_sha256 {
+    if fp != meta.tokenizer_sha256 && tokenizer.legacy_sha256() != meta.tokenizer_sha256 {
         bail!(
             "tokenizer mismatch: checkpoint {} was trained with tokenizer codes sha256 {} but the given tokenizer has {}; \
              pass the tokenizer directory used for pretraining (or start a fresh --out)",
@@ -71,6 +68,13 @@ pub fn check_tokenizer(meta: &CheckpointMeta, ckpt_dir: &Path, tokenizer: &Seman
             fp
         );
     }
+    ensure!(
+        tokenizer.codebook_sizes == meta.vocab.codebook_sizes,
+        "tokenizer mismatch: checkpoint {} has codebook sizes {:?}, the given tokenizer {:?}",
+        ckpt_dir.display(),
+        meta.vocab.codebook_sizes,
+        tokenizer.codebook_sizes
+    );
     Ok(())
 }
 
@@ -85,7 +89,8 @@ pub fn write_model(dir: &Path, model: &OneRecModel, varmap: &VarMap, sids_dense:
         tensors.insert(name, t);
     }
     candle_core::safetensors::save(&tensors, dir.join("model.safetensors")).context("writing model.safetensors")?;
-    sids_dense.save_codes(dir)?;
+    // codes.tsv only: the sizes are in checkpoint.json (`vocab`).
+    sids_dense.write_codes(dir)?;
     let mut meta = meta.clone();
     meta.codes_sha256 = crate::util::io::sha256_file(&dir.join("codes.tsv"))?;
     crate::util::io::write_json(&dir.join("checkpoint.json"), &meta)
@@ -112,7 +117,7 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     if sha != meta.codes_sha256 {
         bail!("{}: sha256 {sha} differs from {} recorded in checkpoint.json (file modified or checkpoint mixed up)", codes.display(), meta.codes_sha256);
     }
-    let sids = SemanticIds::load(&dir)?;
+    let sids = SemanticIds::read_codes(&codes, Some(&meta.vocab.codebook_sizes))?;
     ensure!(
         sids.codebook_sizes == meta.vocab.codebook_sizes && sids.n_items() == meta.n_items,
         "{}: codes.tsv ({} items, levels {:?}) does not match checkpoint.json ({} items, levels {:?})",

@@ -2,8 +2,10 @@
 //! sizes, and the prefix trie of valid paths.
 //!
 //! On disk (a directory): `manifest.json` (method, levels, sizes, inputs with sha256,
-//! seed, metrics), `codes.tsv` (`item_id<TAB>c1,c2,c3[,c4]`, human-readable and the
-//! source of truth for loading), `codebooks.safetensors` (centroids per level).
+//! seed, metrics), `codes.tsv` (exactly `item_id<TAB>c1,c2,c3[,c4]` per line,
+//! human-readable and, with the manifest's `sizes`, the source of truth for loading),
+//! `codebooks.safetensors` (centroids per level) and `timings.json` (wall-clock seconds
+//! per stage, kept apart so the rest is byte-identical for the same inputs and seed).
 
 use super::trie::PrefixTrie;
 use anyhow::{bail, Context, Result};
@@ -110,32 +112,99 @@ impl SemanticIds {
         SemanticIds::new(dataset_item_ids.to_vec(), self.codebook_sizes.clone(), codes)
     }
 
-    /// Writes `codes.tsv` into `dir` (atomically).
-    pub fn save_codes(&self, dir: &Path) -> Result<()> {
-        crate::util::io::atomic_write_with(&dir.join("codes.tsv"), |w| {
-            use std::io::Write;
-            writeln!(w, "# levels={}", self.codebook_sizes.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(","))?;
-            for (i, id) in self.item_ids.iter().enumerate() {
-                let path: Vec<String> = self.codes(i as u32).iter().map(|c| c.to_string()).collect();
-                writeln!(w, "{id}\t{}", path.join(","))?;
+    /// The `codes.tsv` text: exactly `item_id<TAB>c1,c2,...` per line, no header (the
+    /// codebook sizes live in the directory's manifest).
+    pub fn codes_text(&self) -> String {
+        let mut s = String::with_capacity(self.n_items() * (8 + 5 * self.levels()));
+        for (i, id) in self.item_ids.iter().enumerate() {
+            s.push_str(id);
+            s.push('\t');
+            for (l, c) in self.codes(i as u32).iter().enumerate() {
+                if l > 0 {
+                    s.push(',');
+                }
+                s.push_str(&c.to_string());
             }
-            Ok(())
-        })
+            s.push('\n');
+        }
+        s
     }
 
-    /// Loads a tokenizer directory (reads `codes.tsv`).
+    /// sha256 of [`Self::codes_text`]: equals the sha256 of the `codes.tsv` file this
+    /// artifact writes, so in-memory and on-disk fingerprints agree.
+    pub fn content_sha256(&self) -> String {
+        crate::util::io::sha256_bytes(self.codes_text().as_bytes())
+    }
+
+    /// The fingerprint older builds recorded (codes.tsv with a `# levels=` header line),
+    /// so checkpoints written before the header was dropped still verify.
+    pub fn legacy_sha256(&self) -> String {
+        let sizes: Vec<String> = self.codebook_sizes.iter().map(|s| s.to_string()).collect();
+        let text = format!("{LEGACY_HEADER}{}\n{}", sizes.join(","), self.codes_text());
+        crate::util::io::sha256_bytes(text.as_bytes())
+    }
+
+    /// Writes only `codes.tsv` into `dir` (atomically); the caller records the codebook
+    /// sizes in its own manifest (tokenizer `manifest.json`, `checkpoint.json`).
+    pub fn write_codes(&self, dir: &Path) -> Result<()> {
+        crate::util::io::atomic_write(&dir.join("codes.tsv"), self.codes_text().as_bytes())
+    }
+
+    /// Writes a minimal tokenizer directory: `codes.tsv` plus a `manifest.json` holding
+    /// the codebook sizes, enough for [`Self::load`] (for ids built outside `fit`).
+    pub fn save_codes(&self, dir: &Path) -> Result<()> {
+        self.write_codes(dir)?;
+        let manifest = serde_json::json!({
+            "format": "onerec-tokenizer/1",
+            "levels": self.levels(),
+            "sizes": self.codebook_sizes,
+            "codes_sha256": self.content_sha256(),
+        });
+        crate::util::io::write_json(&dir.join("manifest.json"), &manifest)
+    }
+
+    /// Loads a tokenizer directory: `codes.tsv`, with the codebook sizes from
+    /// `manifest.json` (`sizes`), else `checkpoint.json` (`vocab.codebook_sizes`), else
+    /// a legacy `# levels=` header in `codes.tsv`.
     pub fn load(dir: &Path) -> Result<SemanticIds> {
         let path = dir.join("codes.tsv");
-        let text = std::fs::read_to_string(&path)
-            .with_context(|| format!("cannot read {} (is {} a tokenizer directory?)", path.display(), dir.display()))?;
-        let mut lines = text.lines().enumerate();
-        let sizes: Vec<usize> = match lines.next() {
-            Some((_, h)) if h.starts_with("# levels=") => h["# levels=".len()..]
-                .split(',')
-                .map(|s| s.trim().parse::<usize>())
-                .collect::<Result<_, _>>()
-                .with_context(|| format!("{}:1: bad header `{h}`", path.display()))?,
-            _ => bail!("{}:1: expected header `# levels=K1,K2,...`", path.display()),
+        if !path.is_file() {
+            bail!("cannot read {} (is {} a tokenizer directory?)", path.display(), dir.display());
+        }
+        let sizes = recorded_sizes(dir)?;
+        SemanticIds::read_codes(&path, sizes.as_deref())
+    }
+
+    /// Parses a `codes.tsv` file. `sizes` are the codebook sizes from the file's manifest;
+    /// a legacy header, when present, must agree with them (or stands in for them).
+    pub fn read_codes(path: &Path, sizes: Option<&[usize]>) -> Result<SemanticIds> {
+        let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut lines = text.lines().enumerate().peekable();
+        let header: Option<Vec<usize>> = match lines.peek() {
+            Some((_, h)) if h.starts_with(LEGACY_HEADER) => {
+                let h = h.to_string();
+                lines.next();
+                Some(
+                    h[LEGACY_HEADER.len()..]
+                        .split(',')
+                        .map(|s| s.trim().parse::<usize>())
+                        .collect::<Result<_, _>>()
+                        .with_context(|| format!("{}:1: bad header `{h}`", path.display()))?,
+                )
+            }
+            _ => None,
+        };
+        let sizes: Vec<usize> = match (sizes, header) {
+            (Some(s), Some(h)) if s != h.as_slice() => {
+                bail!("{}:1: header sizes {h:?} disagree with the manifest's {s:?}", path.display())
+            }
+            (Some(s), _) => s.to_vec(),
+            (None, Some(h)) => h,
+            (None, None) => bail!(
+                "{}: no codebook sizes; expected `sizes` in {} (or `vocab.codebook_sizes` in checkpoint.json)",
+                path.display(),
+                path.with_file_name("manifest.json").display()
+            ),
         };
         let mut item_ids = Vec::new();
         let mut codes = Vec::new();
@@ -160,8 +229,42 @@ impl SemanticIds {
         SemanticIds::new(item_ids, sizes, codes).with_context(|| format!("loading {}", path.display()))
     }
 
-    /// sha256 of the `codes.tsv` that defines this artifact (checkpoints record it).
+    /// sha256 of the `codes.tsv` that defines this artifact (checkpoints and reward
+    /// models record it). A legacy header line is not hashed, so an old directory
+    /// fingerprints like its in-memory ids ([`Self::content_sha256`]).
     pub fn fingerprint(dir: &Path) -> Result<String> {
-        crate::util::io::sha256_file(&dir.join("codes.tsv"))
+        let path = dir.join("codes.tsv");
+        let bytes = std::fs::read(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let body = match bytes.strip_prefix(LEGACY_HEADER.as_bytes()) {
+            Some(rest) => rest.iter().position(|&b| b == b'\n').map_or(&[][..], |i| &rest[i + 1..]),
+            None => &bytes[..],
+        };
+        Ok(crate::util::io::sha256_bytes(body))
+    }
+}
+
+/// First line of `codes.tsv` as written by older builds.
+const LEGACY_HEADER: &str = "# levels=";
+
+/// Codebook sizes recorded beside `codes.tsv`: `manifest.json` `sizes` (tokenizer
+/// artifacts) or `checkpoint.json` `vocab.codebook_sizes` (checkpoints); None if neither
+/// file exists (a legacy `codes.tsv` header may still supply them).
+fn recorded_sizes(dir: &Path) -> Result<Option<Vec<usize>>> {
+    let sizes_at = |file: &str, keys: &[&str]| -> Result<Option<Vec<usize>>> {
+        let path = dir.join(file);
+        if !path.is_file() {
+            return Ok(None);
+        }
+        let v: serde_json::Value = crate::util::io::read_json(&path)?;
+        let field = keys.iter().try_fold(&v, |v, k| v.get(k));
+        let sizes = field
+            .and_then(|f| f.as_array())
+            .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
+            .with_context(|| format!("{}: expected `{}` as a list of codebook sizes", path.display(), keys.join(".")))?;
+        Ok(Some(sizes))
+    };
+    match sizes_at("manifest.json", &["sizes"])? {
+        Some(s) => Ok(Some(s)),
+        None => sizes_at("checkpoint.json", &["vocab", "codebook_sizes"]),
     }
 }

@@ -205,7 +205,7 @@ pub struct InputFile {
 }
 
 /// Writes the artifact directory atomically: codebooks.safetensors, codes.tsv,
-/// manifest.json.
+/// manifest.json, and timings.json (the only file that differs between identical runs).
 pub fn write_artifact(dir: &Path, fit: &TokenizerFit, opts: &TokenizeOptions, inputs: &[InputFile], dataset: Option<&InputFile>) -> Result<()> {
     crate::util::io::atomic_dir(dir, |tmp| {
         use safetensors::tensor::TensorView;
@@ -220,7 +220,7 @@ pub fn write_artifact(dir: &Path, fit: &TokenizerFit, opts: &TokenizeOptions, in
         }
         views.sort_by(|a, b| a.0.cmp(&b.0));
         crate::util::io::atomic_write(&tmp.join("codebooks.safetensors"), &safetensors::serialize(views, None)?)?;
-        fit.ids.save_codes(tmp)?;
+        fit.ids.write_codes(tmp)?;
         let manifest = serde_json::json!({
             "format": "onerec-tokenizer/1",
             "method": opts.method.name(),
@@ -237,10 +237,11 @@ pub fn write_artifact(dir: &Path, fit: &TokenizerFit, opts: &TokenizeOptions, in
             "alignment": fit.align,
             "quantizer": fit.quantizer,
             "codes_sha256": crate::util::io::sha256_file(&tmp.join("codes.tsv"))?,
-            "timings": fit.timings.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect::<serde_json::Map<_, _>>(),
             "metrics": fit.metrics,
         });
-        crate::util::io::write_json(&tmp.join("manifest.json"), &manifest)
+        crate::util::io::write_json(&tmp.join("manifest.json"), &manifest)?;
+        let timings: serde_json::Map<_, _> = fit.timings.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        crate::util::io::write_json(&tmp.join("timings.json"), &timings)
     })
     .with_context(|| format!("writing tokenizer artifact {}", dir.display()))?;
     tracing::info!("wrote tokenizer artifact {} ({} items, sizes {:?})", dir.display(), fit.ids.n_items(), fit.ids.codebook_sizes);
