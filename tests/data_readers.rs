@@ -201,3 +201,105 @@ fn cli_bad_input_fails_with_one_error_line_and_no_output() {
     assert!(v["popularity"]["test"]["recall@10"].as_f64().is_some());
     assert!(v["popularity"]["validation"]["ndcg@10"].as_f64().is_some());
 }
+
+// ---------- item embedding files ----------
+
+use onerec::data::embeddings::Embeddings;
+use safetensors::tensor::TensorView;
+use safetensors::Dtype;
+
+/// A safetensors file from (name, dtype, shape, raw little-endian bytes).
+fn write_st(dir: &Path, name: &str, tensors: &[(&str, Dtype, Vec<usize>, Vec<u8>)]) -> PathBuf {
+    let views: Vec<(String, TensorView)> =
+        tensors.iter().map(|(n, t, s, b)| (n.to_string(), TensorView::new(*t, s.clone(), b).unwrap())).collect();
+    let p = dir.join(name);
+    std::fs::write(&p, safetensors::serialize(views, None).unwrap()).unwrap();
+    p
+}
+
+/// A version-1 `.npy` file written by hand: magic, header dict padded to 64 bytes, data.
+fn write_npy(dir: &Path, name: &str, descr: &str, shape: &str, data: &[u8]) -> PathBuf {
+    let mut header = format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(data);
+    let p = dir.join(name);
+    std::fs::write(&p, bytes).unwrap();
+    p
+}
+
+/// Values exactly representable in f16, so f16 and f32 files load to the same numbers.
+const VALUES: [f32; 6] = [0.5, -1.25, 2.0, 0.0, -0.125, 3.75];
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn embeddings_safetensors_f16_f32_and_item_ids() {
+    let d = tempfile::tempdir().unwrap();
+    let f16: Vec<u8> = VALUES.iter().flat_map(|x| half::f16::from_f32(*x).to_le_bytes()).collect();
+    let ids: Vec<u8> = [40i64, -2, 7].iter().flat_map(|x| x.to_le_bytes()).collect();
+    let with_ids = write_st(
+        d.path(),
+        "a.safetensors",
+        &[("embeddings", Dtype::F16, vec![3, 2], f16), ("item_ids", Dtype::I64, vec![3], ids)],
+    );
+    let e = Embeddings::load(&with_ids).unwrap();
+    assert_eq!((e.n, e.d), (3, 2));
+    assert_eq!(e.data, VALUES);
+    assert_eq!(e.item_ids, ["40", "-2", "7"]);
+    assert_eq!(e.row(1), [2.0, 0.0]);
+    // f32 without item_ids: rows are numbered.
+    let plain = write_st(d.path(), "b.safetensors", &[("embeddings", Dtype::F32, vec![2, 3], f32_bytes(&VALUES))]);
+    let e = Embeddings::load(&plain).unwrap();
+    assert_eq!((e.n, e.d, e.data.as_slice()), (2, 3, &VALUES[..]));
+    assert_eq!(e.item_ids, ["0", "1"]);
+}
+
+#[test]
+fn embeddings_npy_f32_by_hand() {
+    let d = tempfile::tempdir().unwrap();
+    let p = write_npy(d.path(), "e.npy", "<f4", "(3, 2)", &f32_bytes(&VALUES));
+    let e = Embeddings::load(&p).unwrap();
+    assert_eq!((e.n, e.d), (3, 2));
+    assert_eq!(e.data, VALUES);
+    assert_eq!(e.item_ids, ["0", "1", "2"]);
+}
+
+#[test]
+fn bad_embedding_files_name_the_file() {
+    let d = tempfile::tempdir().unwrap();
+    let expect_err = |p: &Path, what: &str| {
+        let e = format!("{:#}", Embeddings::load(p).unwrap_err());
+        assert!(e.contains(&p.display().to_string()), "error does not name {}: {e}", p.display());
+        assert!(e.contains(what), "expected `{what}` in: {e}");
+    };
+    let ints: Vec<u8> = [1i32, 2, 3, 4].iter().flat_map(|x| x.to_le_bytes()).collect();
+    expect_err(&write_st(d.path(), "int.safetensors", &[("embeddings", Dtype::I32, vec![2, 2], ints)]), "dtype");
+    expect_err(
+        &write_st(d.path(), "name.safetensors", &[("vectors", Dtype::F32, vec![3, 2], f32_bytes(&VALUES))]),
+        "no tensor named `embeddings`",
+    );
+    let bad_ids: Vec<u8> = [1i32, 2, 3].iter().flat_map(|x| x.to_le_bytes()).collect();
+    expect_err(
+        &write_st(
+            d.path(),
+            "ids.safetensors",
+            &[("embeddings", Dtype::F32, vec![3, 2], f32_bytes(&VALUES)), ("item_ids", Dtype::I32, vec![3], bad_ids)],
+        ),
+        "item_ids",
+    );
+    // Truncated npy data, a truncated header, an unsupported dtype.
+    expect_err(&write_npy(d.path(), "short.npy", "<f4", "(3, 2)", &f32_bytes(&VALUES[..5])), "bytes");
+    let full = std::fs::read(write_npy(d.path(), "tmp.npy", "<f4", "(3, 2)", &f32_bytes(&VALUES))).unwrap();
+    let cut = d.path().join("cut.npy");
+    std::fs::write(&cut, &full[..40]).unwrap();
+    expect_err(&cut, "truncated");
+    expect_err(&write_npy(d.path(), "i8.npy", "<i8", "(3, 1)", &[0u8; 24]), "dtype");
+}
