@@ -362,7 +362,8 @@ fn pipeline_chunks_resume_and_same_bytes() {
     let ids_file = r.ids_file.unwrap();
     let listed = std::fs::read_to_string(&ids_file).unwrap();
     assert_eq!(listed.lines().collect::<Vec<_>>(), ["ten", "11", "12", "13", "14", "15", "16"]);
-    assert_eq!(Embeddings::load(&out).unwrap().item_ids[0], "0");
+    assert_eq!(ids_file, onerec::data::embeddings::ids_sidecar(&out));
+    assert_eq!(Embeddings::load(&out).unwrap().item_ids, ["ten", "11", "12", "13", "14", "15", "16"]);
 
     // A template column missing from the table is a clear error and writes nothing new.
     let mut bad = opts.clone();
@@ -495,6 +496,15 @@ fn cli_embed_runs_on_tiny_model() {
     assert_eq!((report["n"].as_u64(), report["dim"].as_u64()), (Some(2), Some(8)));
     let emb = Embeddings::load(&out).unwrap();
     assert_eq!(emb.item_ids, ["7", "9"]);
+    // The resolved settings are recorded beside the output.
+    let rec: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(onerec::embed::run_record_path(&out)).unwrap()).unwrap();
+    assert_eq!((rec["format"].as_str(), rec["dtype"].as_str(), rec["id_col"].as_str()), (Some("jsonl"), Some("f16"), Some("id")));
+    assert_eq!(rec["text"], "{title}. Genres: {genres}");
+    assert_eq!(rec["replace"][0]["col"], "genres");
+    assert_eq!((rec["n"].as_u64(), rec["dim"].as_u64(), rec["batch_size"].as_u64()), (Some(2), Some(8), Some(32)));
+    assert_eq!(rec["items_sha256"].as_str().unwrap(), onerec::util::io::sha256_file(&items).unwrap());
+    assert_eq!(rec["model_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(
         std::fs::read_to_string(&texts).unwrap(),
         "item_id\ttext\n7\tRed lamp. Genres: comedy, drama\n9\tBlue toy. Genres: drama\n"
@@ -503,4 +513,47 @@ fn cli_embed_runs_on_tiny_model() {
     let o = run(&["--replace", "nonsense"]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("COL=FROM=TO"));
+}
+
+/// String ids (Amazon ASINs) survive embed -> tokenize: embed writes them to
+/// `OUT.item_ids.txt`, the embedding loader reads them back, codes.tsv carries them.
+#[test]
+fn string_ids_flow_from_embed_into_tokenizer_codes() {
+    use onerec::tokenizer::{tokenize_files, Method, SemanticIds, TokenizeOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    write_tiny_bert(&model, false, 11);
+    let titles = [
+        "Red nail polish", "Blue nail polish", "Toy story", "The blue lamp", "Red lamp", "Story of the toys",
+        "Comedy of the lamp", "Drama", "Blue red blue", "Polish the toys", "A lamp", "Nail",
+    ];
+    let asins: Vec<String> = (0..titles.len()).map(|i| format!("B00{:05}X{}", 7 * i + 3, (b'A' + i as u8) as char)).collect();
+    let mut tsv = String::from("asin\ttitle\n");
+    for (a, t) in asins.iter().zip(titles) {
+        tsv.push_str(&format!("{a}\t{t}\n"));
+    }
+    let items = dir.path().join("items.tsv");
+    write(&items, &tsv);
+    let out = dir.path().join("text.safetensors");
+    let mut opts = EmbedOptions::new(&model, &items, "{title}", &out);
+    opts.chunk_size = 5;
+    let r = embed_items(&opts).unwrap();
+    assert_eq!(r.ids_file.as_deref(), Some(onerec::data::embeddings::ids_sidecar(&out).as_path()));
+    assert_eq!(Embeddings::load(&out).unwrap().item_ids, asins);
+
+    let tok = dir.path().join("tok");
+    let topts = TokenizeOptions { method: Method::RqKmeans, levels: 2, codebook_sizes: vec![3], seed: 1, ..TokenizeOptions::default() };
+    tokenize_files(&topts, &[("text".to_string(), out.clone())], None, &tok).unwrap();
+    let codes = std::fs::read_to_string(tok.join("codes.tsv")).unwrap();
+    let listed: Vec<&str> = codes.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(listed, asins);
+    let sids = SemanticIds::load(&tok).unwrap();
+    for a in &asins {
+        let row = sids.row_of(a).unwrap_or_else(|| panic!("{a} has no semantic id"));
+        assert_eq!(sids.item(sids.codes(row)), Some(row));
+    }
+    // A sidecar that does not match the rows is a clear error naming it.
+    std::fs::write(onerec::data::embeddings::ids_sidecar(&out), "B1\nB2\n").unwrap();
+    let e = format!("{:#}", Embeddings::load(&out).unwrap_err());
+    assert!(e.contains("item_ids.txt") && e.contains("2 ids for 12"), "{e}");
 }

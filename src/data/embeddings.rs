@@ -1,8 +1,12 @@
 //! Item embedding files: safetensors (tensor `embeddings` [n, d] f16/f32/bf16/f64 and
 //! optional `item_ids` i64 [n]) and NumPy `.npy` ([n, d] float, row r = item r).
+//!
+//! Ids that are not integers (e.g. Amazon ASINs) cannot live in an i64 tensor, so
+//! `onerec embed` writes them one per line, in row order, to `FILE.item_ids.txt` beside
+//! the file; the loader reads that sidecar when the file itself has no `item_ids`.
 
 use anyhow::{bail, Context, Result};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 /// A dense matrix of item embeddings, row-major.
 #[derive(Clone, Debug, PartialEq)]
@@ -19,14 +23,19 @@ impl Embeddings {
         &self.data[i * self.d..(i + 1) * self.d]
     }
 
-    /// Loads a `.safetensors` or `.npy` file; checks shapes and finiteness.
+    /// Loads a `.safetensors` or `.npy` file (row ids from `item_ids`, else from the
+    /// `FILE.item_ids.txt` sidecar, else 0..n); checks shapes and finiteness.
     pub fn load(path: &Path) -> Result<Embeddings> {
         let name = path.to_string_lossy();
-        let emb = if name.ends_with(".npy") || name.ends_with(".npy.gz") {
-            load_npy(path)?
+        let (mut emb, has_ids) = if name.ends_with(".npy") || name.ends_with(".npy.gz") {
+            (load_npy(path)?, false)
         } else {
             load_safetensors(path)?
         };
+        let sidecar = ids_sidecar(path);
+        if !has_ids && sidecar.is_file() {
+            emb.item_ids = read_ids_file(&sidecar, emb.n)?;
+        }
         if emb.n == 0 || emb.d == 0 {
             bail!("{}: empty embedding matrix [{}, {}]", path.display(), emb.n, emb.d);
         }
@@ -42,7 +51,34 @@ impl Embeddings {
     }
 }
 
-fn load_safetensors(path: &Path) -> Result<Embeddings> {
+/// `FILE.item_ids.txt`: the row ids of `FILE` when they are not all integers.
+pub fn ids_sidecar(path: &Path) -> PathBuf {
+    let mut name = path.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".item_ids.txt");
+    path.with_file_name(name)
+}
+
+/// One id per line, exactly `n` non-empty, unique lines.
+fn read_ids_file(path: &Path, n: usize) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let ids: Vec<String> = text.lines().map(|l| l.trim().to_string()).collect();
+    if ids.len() != n {
+        bail!("{}: {} ids for {n} embedding rows", path.display(), ids.len());
+    }
+    let mut seen = std::collections::HashSet::with_capacity(n);
+    for (i, id) in ids.iter().enumerate() {
+        if id.is_empty() {
+            bail!("{}:{}: empty item id", path.display(), i + 1);
+        }
+        if !seen.insert(id.as_str()) {
+            bail!("{}:{}: item id `{id}` appears twice", path.display(), i + 1);
+        }
+    }
+    Ok(ids)
+}
+
+/// The embeddings, and whether the file carried its own `item_ids`.
+fn load_safetensors(path: &Path) -> Result<(Embeddings, bool)> {
     use safetensors::{Dtype, SafeTensors};
     let bytes = crate::util::io::read_bytes(path)?;
     let st = SafeTensors::deserialize(&bytes)
@@ -70,7 +106,7 @@ fn load_safetensors(path: &Path) -> Result<Embeddings> {
             .collect(),
         other => bail!("{}: `embeddings` has dtype {:?}; expected f16, bf16, f32 or f64", path.display(), other),
     };
-    let item_ids = match st.tensor("item_ids") {
+    let (item_ids, has_ids) = match st.tensor("item_ids") {
         Ok(ids) => {
             if ids.dtype() != Dtype::I64 || ids.shape() != [n] {
                 bail!(
@@ -80,14 +116,16 @@ fn load_safetensors(path: &Path) -> Result<Embeddings> {
                     ids.shape()
                 );
             }
-            ids.data()
+            let ids = ids
+                .data()
                 .chunks_exact(8)
                 .map(|c| i64::from_le_bytes(c.try_into().expect("8-byte chunk")).to_string())
-                .collect()
+                .collect();
+            (ids, true)
         }
-        Err(_) => (0..n).map(|i| i.to_string()).collect(),
+        Err(_) => ((0..n).map(|i| i.to_string()).collect(), false),
     };
-    Ok(Embeddings { item_ids, data, n, d })
+    Ok((Embeddings { item_ids, data, n, d }, has_ids))
 }
 
 fn load_npy(path: &Path) -> Result<Embeddings> {

@@ -20,8 +20,11 @@
 //! batched (little padding). The final file is merged atomically, then the chunks are removed.
 //!
 //! Item ids: stored as `item_ids` i64 when every id is an integer. Otherwise the safetensors
-//! file has no `item_ids` (rows are then numbered 0..n by the loader) and the ids are
-//! written one per line, in row order, to `OUT.item_ids.txt`.
+//! file has no `item_ids` and the ids are written one per line, in row order, to
+//! `OUT.item_ids.txt`, which `data::Embeddings::load` reads back.
+//!
+//! `OUT.run.json` records the resolved settings (every option, the table format used,
+//! sha256 of the item table and the model files) so a run can be traced and repeated.
 
 pub mod bert;
 pub mod encoder;
@@ -284,7 +287,7 @@ pub fn embed_items(opts: &EmbedOptions) -> Result<EmbedReport> {
     }
 
     let all_int = ids.iter().all(|s| s.parse::<i64>().is_ok());
-    let ids_path = sidecar(&opts.out, ".item_ids.txt");
+    let ids_path = crate::data::embeddings::ids_sidecar(&opts.out);
     let ids_file = if all_int {
         if ids_path.exists() {
             std::fs::remove_file(&ids_path).with_context(|| format!("cannot remove stale {}", ids_path.display()))?;
@@ -303,6 +306,7 @@ pub fn embed_items(opts: &EmbedOptions) -> Result<EmbedReport> {
     }
     let emb = crate::data::embeddings::Embeddings { item_ids: ids, data, n, d };
     crate::data::embeddings::save_safetensors(&opts.out, &emb, opts.f16)?;
+    write_run_record(opts, &fingerprint, n, d, ids_file.as_deref())?;
     if !opts.keep_chunks {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;
     }
@@ -314,6 +318,44 @@ pub fn embed_items(opts: &EmbedOptions) -> Result<EmbedReport> {
         if opts.f16 { "f16" } else { "f32" }
     );
     Ok(EmbedReport { n, dim: d, chunks_computed: computed, chunks_reused: reused, items_computed, seconds, items_per_sec, ids_file })
+}
+
+/// `OUT.run.json`: the resolved settings of a run (no timings, so identical runs write
+/// identical bytes).
+fn write_run_record(opts: &EmbedOptions, model_sha256: &str, n: usize, d: usize, ids_file: Option<&Path>) -> Result<()> {
+    let format = match opts.format {
+        Some(f) => f,
+        None => TableFormat::from_path(&opts.items)?,
+    };
+    let record = serde_json::json!({
+        "command": "embed",
+        "model_dir": opts.model_dir.display().to_string(),
+        "model_sha256": model_sha256,
+        "items": opts.items.display().to_string(),
+        "items_sha256": crate::util::io::sha256_file(&opts.items)?,
+        "format": format,
+        "id_col": opts.id_col,
+        "text": opts.template,
+        "replace": opts.replaces,
+        "out": opts.out.display().to_string(),
+        "dtype": if opts.f16 { "f16" } else { "f32" },
+        "batch_size": opts.batch_size,
+        "max_tokens": opts.max_tokens,
+        "chunk_size": opts.chunk_size,
+        "keep_chunks": opts.keep_chunks,
+        "texts_out": opts.texts_out.as_ref().map(|p| p.display().to_string()),
+        "limit": opts.limit,
+        "cuda": opts.cuda,
+        "n": n,
+        "dim": d,
+        "item_ids_file": ids_file.map(|p| p.display().to_string()),
+    });
+    crate::util::io::write_json(&run_record_path(&opts.out), &record)
+}
+
+/// `OUT.run.json` beside the output file.
+pub fn run_record_path(out: &Path) -> PathBuf {
+    sidecar(out, ".run.json")
 }
 
 /// A header `item_id<TAB>text`, then one such line per item (tabs/newlines in texts become

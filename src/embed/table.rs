@@ -8,7 +8,8 @@ use serde_json::Value;
 use std::io::BufRead;
 use std::path::Path;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
 pub enum TableFormat {
     Csv,
     Tsv,

@@ -176,7 +176,7 @@ impl BoundTemplate {
 }
 
 /// A `--replace col=FROM=TO` rule, applied to a column before templating.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct ColumnReplace {
     pub col: String,
     pub from: String,
