@@ -5,29 +5,47 @@ use generate_common::*;
 
 use onerec::data::Dataset;
 use onerec::generate::score::{read_pairs, score_pairs, shard_pairs, write_scores};
-use onerec::generate::users::{Shard, SplitSel};
 use onerec::generate::teacher_forced_logprob;
+use onerec::generate::users::{Shard, SplitSel};
 
 #[test]
 fn bad_lines_are_named_or_skipped_and_scores_match_teacher_forcing() {
     let (ids, vocab, model) = setup(&[4, 4], 12, 41);
-    let hist = random_histories(5, 12, 7, 42);
+    let mut hist = random_histories(5, 12, 7, 42);
+    hist.push(vec![1, 2]); // user 5: too short for a test target
     let ds = Dataset::from_histories(&hist, 12);
     let dir = tempfile::tempdir().unwrap();
     let good = dir.path().join("good.tsv");
     std::fs::write(&good, "0\t3\n# comment\n1\t0\n4\t11\n2\t5\n").unwrap();
     let bad = dir.path().join("bad.tsv");
     std::fs::write(&bad, "0\t3\n1\t0\t7\n9\t1\n2\t99\n3\t4\n").unwrap();
-    let err = format!("{:#}", read_pairs(&bad, &ds, &ids, false).unwrap_err());
+    let err = format!("{:#}", read_pairs(&bad, &ds, &ids, SplitSel::Test, false).unwrap_err());
     assert!(err.contains("bad.tsv:2") && err.contains("columns"), "{err}");
-    let p = read_pairs(&bad, &ds, &ids, true).unwrap();
+    let p = read_pairs(&bad, &ds, &ids, SplitSel::Test, true).unwrap();
     assert_eq!(p.skipped, 3);
     assert_eq!(p.pairs.iter().map(|x| x.line).collect::<Vec<_>>(), vec![1, 5]);
     std::fs::write(&bad, "0\t3\n9\t1\n").unwrap();
-    let err = format!("{:#}", read_pairs(&bad, &ds, &ids, false).unwrap_err());
+    let err = format!("{:#}", read_pairs(&bad, &ds, &ids, SplitSel::Test, false).unwrap_err());
     assert!(err.contains("bad.tsv:2") && err.contains("unknown user id `9`"), "{err}");
 
-    let pairs = read_pairs(&good, &ds, &ids, false).unwrap().pairs;
+    // A user with nothing before the split's target: named, or skipped and counted;
+    // with split `all` the same line is fine.
+    std::fs::write(&bad, "0\t3\n5\t1\n2\t5\n").unwrap();
+    let err = format!("{:#}", read_pairs(&bad, &ds, &ids, SplitSel::Test, false).unwrap_err());
+    assert!(err.contains("bad.tsv:2") && err.contains("user `5` has no history before the test target"), "{err}");
+    let p = read_pairs(&bad, &ds, &ids, SplitSel::Test, true).unwrap();
+    assert_eq!((p.skipped, p.pairs.iter().map(|x| x.line).collect::<Vec<_>>()), (1, vec![1, 3]));
+    assert_eq!(read_pairs(&bad, &ds, &ids, SplitSel::All, false).unwrap().pairs.len(), 3);
+
+    // A first line of non-ids is a header, not a bad line; later such lines are bad.
+    std::fs::write(&bad, "user_id\titem_id\n0\t3\nuser_id\titem_id\n").unwrap();
+    let p = read_pairs(&bad, &ds, &ids, SplitSel::Test, true).unwrap();
+    assert!(p.header);
+    assert_eq!((p.skipped, p.pairs.len()), (1, 1));
+    let p = read_pairs(&good, &ds, &ids, SplitSel::Test, false).unwrap();
+    assert!(!p.header);
+
+    let pairs = read_pairs(&good, &ds, &ids, SplitSel::Test, false).unwrap().pairs;
     assert_eq!(pairs.len(), 4);
     let scores = score_pairs(&model, &vocab, &ids, &ds, SplitSel::Test, &pairs, 3).unwrap();
     for (p, s) in pairs.iter().zip(&scores) {

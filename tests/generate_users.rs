@@ -21,14 +21,22 @@ fn splits_histories_files_and_alignment() {
 
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("h.txt");
-    std::fs::write(&f, "alice 3 1 5\n\n# c\nbob\n").unwrap();
-    let u = users_from_histories_file(&f, &ids).unwrap();
-    assert_eq!(u.len(), 2);
+    std::fs::write(&f, "alice 3 1 5\n\n# c\nbob 2\n").unwrap();
+    let (u, skipped) = users_from_histories_file(&f, &ids, false).unwrap();
+    assert_eq!((u.len(), skipped), (2, 0));
     assert_eq!((u[0].user_id.as_str(), u[0].history.clone()), ("alice", vec![3, 1, 5]));
-    assert!(u[1].history.is_empty());
-    std::fs::write(&f, "alice 3\nbob 1 zz\n").unwrap();
-    let err = format!("{:#}", users_from_histories_file(&f, &ids).unwrap_err());
+    // Unknown items and empty histories: named by file:line, or skipped and counted.
+    std::fs::write(&f, "alice 3\nbob 1 zz\ncarol\ndave 4 0\n").unwrap();
+    let err = format!("{:#}", users_from_histories_file(&f, &ids, false).unwrap_err());
     assert!(err.contains("h.txt:2") && err.contains("`zz`"), "{err}");
+    std::fs::write(&f, "alice 3\ncarol\n").unwrap();
+    let err = format!("{:#}", users_from_histories_file(&f, &ids, false).unwrap_err());
+    assert!(err.contains("h.txt:2") && err.contains("empty history"), "{err}");
+    std::fs::write(&f, "alice 3\nbob 1 zz\ncarol\ndave 4 0\n").unwrap();
+    let (u, skipped) = users_from_histories_file(&f, &ids, true).unwrap();
+    assert_eq!(skipped, 2);
+    assert_eq!(u.iter().map(|q| q.user_id.as_str()).collect::<Vec<_>>(), vec!["alice", "dave"]);
+    assert_eq!(u[1].history, vec![4, 0]);
 
     // A dataset whose dense ids differ from the checkpoint's rows is renumbered by id.
     let mut other = ds.clone();

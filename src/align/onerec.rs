@@ -202,7 +202,7 @@ pub fn run(cfg: &Config, checkpoint: &Path, reward: &Path, data: &Path, out: &Pa
     cfg.align.validate().context("[align]")?;
     let rm = RewardModel::load(reward)?;
     let ds = Dataset::load(data)?;
-    let ckpt = crate::model::checkpoint::load(checkpoint)?;
+    let mut ckpt = crate::model::checkpoint::load(checkpoint)?;
     // The checkpoint records the sha256 of the tokenizer's own codes.tsv (its copy is
     // re-indexed to dataset order, so hashing that copy would not match).
     rm.check_compatible(&ckpt.meta.tokenizer_sha256, &ds.manifest.features, ds.n_items())?;
@@ -213,6 +213,9 @@ pub fn run(cfg: &Config, checkpoint: &Path, reward: &Path, data: &Path, out: &Pa
         data.display()
     );
     tracing::info!(checkpoint = %ckpt.dir.display(), reward = %reward.display(), data = %data.display(), "alignment inputs verified");
+    // Aligned checkpoints record the dataset they were aligned on (same items as the
+    // pretraining one, checked above).
+    ckpt.meta.data_dir = ds.dir.clone().or(ckpt.meta.data_dir);
     let mut policy = OneRecPolicy::new(ckpt);
     let mut generator = beam_generator(cfg.align.exclude_history);
     let world = world.map(crate::world::World::load).transpose()?;

@@ -7,14 +7,14 @@ use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize)]
 pub struct EvalArgs {
     /// Checkpoint directory (or a pretrain/align output directory).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Prepared dataset directory.
+    /// Prepared dataset directory (default: the one recorded in the checkpoint).
     #[arg(long)]
-    pub data: PathBuf,
+    pub data: Option<PathBuf>,
     /// valid | test.
     #[arg(long, default_value = "test")]
     pub split: SplitSel,
@@ -48,7 +48,7 @@ pub struct EvalArgs {
     /// Print one JSON object instead of a table.
     #[arg(long)]
     pub json: bool,
-    /// Also write the JSON report here (atomically).
+    /// Also write the JSON report here (atomically), with `<out>.run.json` beside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
 }
@@ -64,7 +64,9 @@ pub fn run(a: EvalArgs) -> Result<()> {
         max_users: a.max_users,
         ..EvalOptions::default()
     };
-    let report = evaluate_checkpoint(&a.checkpoint, &a.data, a.split, &opts, a.world.as_deref(), a.reward.as_deref())?;
+    let (ckpt_dir, meta) = crate::model::checkpoint::read_meta(&a.checkpoint)?;
+    let data = crate::model::checkpoint::dataset_dir(a.data.as_deref(), &ckpt_dir, &meta)?;
+    let report = evaluate_checkpoint(&ckpt_dir, &data, a.split, &opts, a.world.as_deref(), a.reward.as_deref())?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);
     } else {
@@ -73,6 +75,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
     if let Some(out) = &a.out {
         crate::util::io::write_json(out, &report)?;
         tracing::info!("wrote {}", out.display());
+        super::record::write(out, "eval", &a, &ckpt_dir, &meta, Some(&data), serde_json::json!({}))?;
     }
     Ok(())
 }

@@ -4,17 +4,19 @@
 use crate::data::Dataset;
 use crate::generate::users::{align_dataset, users_from_histories_file, users_from_split, Shard, SplitSel};
 use crate::generate::{generate_batched, write_generate_jsonl, BeamOptions, DecodeIndex};
+use crate::model::checkpoint::dataset_dir;
 use crate::model::Vocab;
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize)]
 pub struct GenerateArgs {
     /// Checkpoint directory (or a pretrain/align output directory).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Prepared dataset directory: users and histories of `--split`.
+    /// Prepared dataset directory: users and histories of `--split` (default, without
+    /// --histories: the dataset recorded in the checkpoint).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// valid | test | all: the history ends before that target (`all`: whole history).
@@ -44,6 +46,9 @@ pub struct GenerateArgs {
     /// Output JSONL file (written atomically).
     #[arg(long)]
     pub out: PathBuf,
+    /// With --histories: skip (and count) lines with unknown items or an empty history.
+    #[arg(long)]
+    pub skip_bad_lines: bool,
 }
 
 pub fn run(a: GenerateArgs) -> Result<()> {
@@ -51,13 +56,19 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
     let ids = &ckpt.semantic_ids;
     let vocab = Vocab::new(ids.codebook_sizes.clone());
-    let users = match (&a.data, &a.histories) {
-        (_, Some(h)) => users_from_histories_file(h, ids)?,
-        (Some(d), None) => {
-            let ds = Dataset::load(d).with_context(|| format!("loading dataset {}", d.display()))?;
-            users_from_split(&align_dataset(&ds, ids)?, a.split)
+    let (users, data, skipped) = match &a.histories {
+        Some(h) => {
+            let (users, skipped) = users_from_histories_file(h, ids, a.skip_bad_lines)?;
+            if skipped > 0 {
+                eprintln!("skipped {skipped} bad lines of {}", h.display());
+            }
+            (users, None, skipped)
         }
-        (None, None) => bail!("give the users: --data DIR (with --split) or --histories FILE"),
+        None => {
+            let d = dataset_dir(a.data.as_deref(), &ckpt.dir, &ckpt.meta)?;
+            let ds = Dataset::load(&d).with_context(|| format!("loading dataset {}", d.display()))?;
+            (users_from_split(&align_dataset(&ds, ids)?, a.split), Some(d), 0)
+        }
     };
     let users = &users[a.shard.range_in_blocks(users.len(), a.batch_users)];
     tracing::info!("generating for {} users (shard {}/{}), beam {}, session {}", users.len(), a.shard.index, a.shard.count, a.beam, a.session_len);
@@ -66,6 +77,8 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let hist: Vec<&[u32]> = users.iter().map(|u| &u.history[..]).collect();
     let (res, stats) = generate_batched(&ckpt.model, ids, &index, &vocab, &hist, &opts, a.batch_users)?;
     write_generate_jsonl(&a.out, users, &res, ids, a.session_len)?;
+    let facts = serde_json::json!({"users": users.len(), "skipped_lines": skipped, "invalid_paths": stats.invalid_items});
+    super::record::write(&a.out, "generate", &a, &ckpt.dir, &ckpt.meta, data.as_deref(), facts)?;
     tracing::info!(
         "wrote {} ({} users) in {:.1}s; invalid_paths {}, invalid_paths_before_masking {:.4}",
         a.out.display(),

@@ -11,6 +11,7 @@ pub mod eval;
 pub mod generate;
 pub mod pretrain;
 pub mod quickstart;
+pub mod record;
 pub mod reward;
 pub mod score;
 pub mod synth;

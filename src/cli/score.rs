@@ -3,20 +3,22 @@
 use crate::data::Dataset;
 use crate::generate::score::{read_pairs, score_pairs, shard_pairs, write_scores};
 use crate::generate::users::{align_dataset, Shard, SplitSel};
+use crate::model::checkpoint::dataset_dir;
 use crate::model::Vocab;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
 
-#[derive(Args, Debug)]
+#[derive(Args, Debug, serde::Serialize)]
 pub struct ScoreArgs {
     /// Checkpoint directory (or a pretrain/align output directory).
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Lines `user_id<TAB>item_id` (original ids).
+    /// Lines `user_id<TAB>item_id` (original ids; a header line is detected).
     #[arg(long)]
     pub pairs: PathBuf,
-    /// Prepared dataset with the users' histories (required).
+    /// Prepared dataset with the users' histories (default: the one the checkpoint
+    /// was trained on, as recorded in it).
     #[arg(long)]
     pub data: Option<PathBuf>,
     /// History ends before this split's target: valid | test | all.
@@ -31,25 +33,25 @@ pub struct ScoreArgs {
     /// Pairs scored together in one batch.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
-    /// Skip (and count) lines with unknown ids or a wrong column count.
+    /// Skip (and count) lines with unknown ids, a wrong column count, or a user with
+    /// no history before the split's target.
     #[arg(long)]
     pub skip_bad_lines: bool,
 }
 
 pub fn run(a: ScoreArgs) -> Result<()> {
-    let data = a
-        .data
-        .as_ref()
-        .context("--data DIR is required: user histories come from the prepared dataset")?;
     let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
+    let data = dataset_dir(a.data.as_deref(), &ckpt.dir, &ckpt.meta)?;
     let ids = &ckpt.semantic_ids;
     let vocab = Vocab::new(ids.codebook_sizes.clone());
-    let ds = Dataset::load(data).with_context(|| format!("loading dataset {}", data.display()))?;
+    let ds = Dataset::load(&data).with_context(|| format!("loading dataset {}", data.display()))?;
     let ds = align_dataset(&ds, ids)?;
-    let pairs = read_pairs(&a.pairs, &ds, ids, a.skip_bad_lines)?;
+    let pairs = read_pairs(&a.pairs, &ds, ids, a.split, a.skip_bad_lines)?;
     let mine = shard_pairs(&pairs.pairs, a.shard, a.batch);
     let scores = score_pairs(&ckpt.model, &vocab, ids, &ds, a.split, mine, a.batch)?;
     write_scores(&a.out, mine, &scores)?;
+    let facts = serde_json::json!({"pairs_scored": mine.len(), "skipped_lines": pairs.skipped, "header_line": pairs.header});
+    super::record::write(&a.out, "score", &a, &ckpt.dir, &ckpt.meta, Some(&data), facts)?;
     tracing::info!(
         "scored {} pairs (shard {}/{}), skipped {} bad lines; wrote {}",
         mine.len(),

@@ -90,6 +90,9 @@ pub struct Dataset {
     /// Per session (parallel to `session_starts`): passes the high-quality filter
     /// (minimum items, watch time, a positive engagement; see `data::sessions`).
     pub session_quality: Vec<bool>,
+    /// The directory it was loaded from (canonical), None when built in memory:
+    /// checkpoints record it so `score`/`generate`/`eval` can find it without `--data`.
+    pub dir: Option<std::path::PathBuf>,
 }
 
 impl Dataset {
@@ -249,6 +252,7 @@ impl Dataset {
             session_offsets: (0..=users).collect(),
             session_starts: vec![0; users],
             session_quality: vec![true; users],
+            dir: None,
         }
     }
 }

@@ -243,6 +243,7 @@ fn build(log: Interactions, path: &Path, format: &str, opts: &PrepareOptions, un
         session_offsets,
         session_starts,
         session_quality,
+        dir: None,
     };
     ds.validate("prepared dataset")?;
     tracing::info!(

@@ -146,6 +146,7 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         session_offsets,
         session_starts,
         session_quality,
+        dir: std::fs::canonicalize(dir).ok(),
     };
     ds.validate(&dir.display().to_string())?;
     tracing::info!("loaded dataset {} ({} users, {} items, {} interactions)", dir.display(), ds.n_users(), ds.n_items(), ds.items.len());

@@ -23,31 +23,44 @@ pub struct Pair {
     pub item: u32,
 }
 
-/// Pairs read from a file and how many bad lines were skipped.
+/// Pairs read from a file, how many bad lines were skipped, and whether the first
+/// line was taken as a header.
 #[derive(Clone, Debug, Default)]
 pub struct Pairs {
     pub pairs: Vec<Pair>,
     pub skipped: usize,
+    pub header: bool,
 }
 
 /// Reads `user_id<TAB>item_id` lines (original ids; blank and `#` lines ignored).
-/// Unknown ids or a wrong column count are an error naming the line, or, with
-/// `skip_bad`, skipped and counted (each logged at warn).
-pub fn read_pairs(path: &Path, ds: &Dataset, ids: &SemanticIds, skip_bad: bool) -> Result<Pairs> {
+/// A first line none of whose fields is a known user or item id is taken as a header
+/// (e.g. `user_id<TAB>item_id`) and logged. Unknown ids, a wrong column count, or a
+/// user with no history before `split`'s target (nothing to score against) are an
+/// error naming the line, or, with `skip_bad`, skipped and counted (each logged at warn).
+pub fn read_pairs(path: &Path, ds: &Dataset, ids: &SemanticIds, split: SplitSel, skip_bad: bool) -> Result<Pairs> {
     let users: HashMap<&str, usize> = ds.user_ids.iter().enumerate().map(|(i, u)| (u.as_str(), i)).collect();
     let mut out = Pairs::default();
+    let mut first = true;
     for (ln, line) in crate::util::io::open_text(path)?.lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read line", path.display(), ln + 1))?;
         if line.trim().is_empty() || line.starts_with('#') {
             continue;
         }
         let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
+        if std::mem::replace(&mut first, false) && cols.iter().all(|c| !users.contains_key(c) && ids.row_of(c).is_none()) {
+            tracing::info!("{}:{}: taken as a header (no field is a known user or item id): {line}", path.display(), ln + 1);
+            out.header = true;
+            continue;
+        }
         let parsed = (|| -> Result<Pair> {
             if cols.len() != 2 {
                 bail!("expected 2 tab-separated columns `user_id<TAB>item_id`, found {}", cols.len());
             }
             let user = *users.get(cols[0]).with_context(|| format!("unknown user id `{}` (not in the dataset)", cols[0]))?;
             let item = ids.row_of(cols[1]).with_context(|| format!("unknown item id `{}` (not in the catalogue)", cols[1]))?;
+            if history_before(ds, user, split).is_none() {
+                bail!("user `{}` has no history before the {split} target (too short to score)", cols[0]);
+            }
             Ok(Pair { line: ln + 1, user_id: cols[0].to_string(), item_id: cols[1].to_string(), user, item })
         })();
         match parsed {
@@ -62,9 +75,15 @@ pub fn read_pairs(path: &Path, ds: &Dataset, ids: &SemanticIds, skip_bad: bool) 
     Ok(out)
 }
 
+/// User `u`'s history before `split`'s target; None when there is no such target or
+/// the history before it is empty.
+fn history_before(ds: &Dataset, u: usize, split: SplitSel) -> Option<&[u32]> {
+    let (end, _) = split_point(ds, u, split)?;
+    (end > 0).then(|| &ds.history(u)[..end])
+}
+
 /// Log-probability of each pair's item given the user's history up to `split`
-/// (users without that split point score against their whole history for `all` only;
-/// for valid/test such users are an error naming the line). Batches run in parallel;
+/// ([`read_pairs`] drops users without one; here they are an error naming the line). Batches run in parallel;
 /// output order = input order.
 #[allow(clippy::too_many_arguments)]
 pub fn score_pairs<M: StepModel + Sync>(
@@ -79,9 +98,9 @@ pub fn score_pairs<M: StepModel + Sync>(
     ensure!(batch >= 1, "batch size must be >= 1");
     let mut hist: Vec<&[u32]> = Vec::with_capacity(pairs.len());
     for p in pairs {
-        let (end, _) = split_point(ds, p.user, split)
-            .with_context(|| format!("line {}: user `{}` has too short a history for the {split:?} split", p.line, p.user_id))?;
-        hist.push(&ds.history(p.user)[..end]);
+        let h = history_before(ds, p.user, split)
+            .with_context(|| format!("line {}: user `{}` has no history before the {split} target", p.line, p.user_id))?;
+        hist.push(h);
     }
     let sessions: Vec<[u32; 1]> = pairs.iter().map(|p| [p.item]).collect();
     let sess: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();

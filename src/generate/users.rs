@@ -20,6 +20,23 @@ pub enum SplitSel {
     All,
 }
 
+/// The CLI spelling (`valid`, `test`, `all`), used in messages and run records.
+impl std::fmt::Display for SplitSel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitSel::Valid => "valid",
+            SplitSel::Test => "test",
+            SplitSel::All => "all",
+        })
+    }
+}
+
+impl serde::Serialize for SplitSel {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
 impl FromStr for SplitSel {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<SplitSel> {
@@ -68,10 +85,11 @@ pub fn users_from_split(ds: &Dataset, split: SplitSel) -> Vec<UserQuery> {
 }
 
 /// Reads `user_id item_id ...` lines (whitespace separated, original ids, oldest first;
-/// `#` comments and blank lines skipped; `.gz` ok). Unknown items are an error naming
-/// the line.
-pub fn users_from_histories_file(path: &Path, ids: &SemanticIds) -> Result<Vec<UserQuery>> {
-    let mut out = Vec::new();
+/// `#` comments and blank lines skipped; `.gz` ok). A line with an unknown item or no
+/// history (nothing to condition on) is an error naming the line, or, with `skip_bad`,
+/// skipped (logged at warn) and counted: returns the users and the skipped count.
+pub fn users_from_histories_file(path: &Path, ids: &SemanticIds, skip_bad: bool) -> Result<(Vec<UserQuery>, usize)> {
+    let (mut out, mut skipped) = (Vec::new(), 0);
     for (ln, line) in crate::util::io::open_text(path)?.lines().enumerate() {
         let line = line.with_context(|| format!("{}:{}: cannot read line", path.display(), ln + 1))?;
         let line = line.trim();
@@ -80,20 +98,24 @@ pub fn users_from_histories_file(path: &Path, ids: &SemanticIds) -> Result<Vec<U
         }
         let mut f = line.split_whitespace();
         let user_id = f.next().unwrap_or_default().to_string();
-        let mut history = Vec::new();
-        for it in f {
-            match ids.row_of(it) {
-                Some(r) => history.push(r),
-                None => bail!(
-                    "{}:{}: item `{it}` is not in the checkpoint's catalogue (expected `user_id item_id ...` with original ids)",
-                    path.display(),
-                    ln + 1
-                ),
+        let parsed = (|| -> Result<Vec<u32>> {
+            let history =
+                f.map(|it| ids.row_of(it).with_context(|| format!("item `{it}` is not in the checkpoint's catalogue"))).collect::<Result<Vec<u32>>>()?;
+            if history.is_empty() {
+                bail!("user `{user_id}` has an empty history");
             }
+            Ok(history)
+        })();
+        match parsed {
+            Ok(history) => out.push(UserQuery { user_id, user: None, history, target: None }),
+            Err(e) if skip_bad => {
+                tracing::warn!("{}:{}: skipped: {e:#}", path.display(), ln + 1);
+                skipped += 1;
+            }
+            Err(e) => bail!("{}:{}: {e:#} (expected `user_id item_id ...` with original ids; use --skip-bad-lines to skip such lines)", path.display(), ln + 1),
         }
-        out.push(UserQuery { user_id, user: None, history, target: None });
     }
-    Ok(out)
+    Ok((out, skipped))
 }
 
 /// Shard `index` of `count` (`--shard i/n`): a contiguous block, so concatenating the
@@ -101,7 +123,7 @@ pub fn users_from_histories_file(path: &Path, ids: &SemanticIds) -> Result<Vec<U
 /// [`Shard::range_in_blocks`] so a shard holds whole batches of the unsharded run:
 /// then every batch is computed exactly as unsharded, bit for bit (a matmul's last
 /// bits can depend on how many rows share it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct Shard {
     pub index: usize,
     pub count: usize,

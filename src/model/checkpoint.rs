@@ -28,6 +28,10 @@ pub struct CheckpointMeta {
     /// sha256 of the `codes.tsv` copied into this checkpoint (dense dataset order).
     pub codes_sha256: String,
     pub seed: u64,
+    /// The prepared dataset it was trained on (canonical path), so later commands can
+    /// default `--data` to it. Absent in older checkpoints and for in-memory datasets.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
     /// Free-form extra facts (metrics at save time, ...).
     #[serde(default)]
     pub extra: serde_json::Value,
@@ -107,10 +111,36 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
     }
 }
 
+/// The resolved checkpoint dir (see [`resolve`]) and its `checkpoint.json`, without
+/// loading the weights.
+pub fn read_meta(dir: &Path) -> Result<(PathBuf, CheckpointMeta)> {
+    let dir = resolve(dir)?;
+    let meta = crate::util::io::read_json(&dir.join("checkpoint.json"))?;
+    Ok((dir, meta))
+}
+
+/// The dataset directory to use with checkpoint `ckpt_dir`: `explicit` (`--data`) if
+/// given, else the one recorded in its metadata. An error says to pass `--data` when
+/// nothing is recorded or the recorded directory is gone.
+pub fn dataset_dir(explicit: Option<&Path>, ckpt_dir: &Path, meta: &CheckpointMeta) -> Result<PathBuf> {
+    if let Some(d) = explicit {
+        return Ok(d.to_path_buf());
+    }
+    match &meta.data_dir {
+        Some(d) if d.join("dataset.json").exists() => {
+            tracing::info!("using the dataset recorded in checkpoint {}: {}", ckpt_dir.display(), d.display());
+            Ok(d.clone())
+        }
+        Some(d) => {
+            bail!("checkpoint {} was trained on dataset {}, which no longer exists (no dataset.json there); pass --data DIR", ckpt_dir.display(), d.display())
+        }
+        None => bail!("checkpoint {} does not record its dataset (older checkpoint); pass --data DIR", ckpt_dir.display()),
+    }
+}
+
 /// Loads a checkpoint directory, or the best checkpoint of a pretrain/align output dir.
 pub fn load(dir: &Path) -> Result<Checkpoint> {
-    let dir = resolve(dir)?;
-    let meta: CheckpointMeta = crate::util::io::read_json(&dir.join("checkpoint.json"))?;
+    let (dir, meta) = read_meta(dir)?;
     ensure!(meta.format == FORMAT, "{}: checkpoint format {} (this build reads {FORMAT})", dir.display(), meta.format);
     let codes = dir.join("codes.tsv");
     let sha = crate::util::io::sha256_file(&codes)?;

@@ -404,6 +404,7 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
                 tokenizer_sha256: tok_fp.clone(),
                 codes_sha256: String::new(),
                 seed: cfg.seed,
+                data_dir: ds.dir.clone(),
                 extra: Value::Object(row.clone()),
             };
             if best_value.is_nan() || better(&tc.select_metric, value, best_value) {
