@@ -1,6 +1,7 @@
 //! Tokenizer benchmarks: the nearest-centroid assignment pass against a plain candle
 //! matmul of the same shapes (both reported in GFLOP/s as "elem/s" of 2*N*K*d flops),
-//! the balanced assignment, and one timed Beauty fit when the data is present.
+//! the balanced assignment, a whole fit (criterion), and one timed Beauty fit when the
+//! data is present.
 //! `ONEREC_BENCH_LARGE=rq-kmeans|balanced-rq-kmeans|all` also times 200,000 x 256,
 //! 3 x 1024 fits once (uniform random data: no structure, the slow case).
 
@@ -28,6 +29,21 @@ fn assignment(c: &mut Criterion) {
     g.bench_function("candle_matmul", |b| b.iter(|| xt.matmul(&ct).unwrap()));
     g.bench_function("nearest_pass", |b| b.iter(|| nearest(&x, d, &cent, k)));
     g.bench_function("balanced_assign", |b| b.iter(|| balanced_assign(&x, d, &cent, k).0));
+    g.finish();
+}
+
+/// A whole fit (all levels, collision resolution, metrics) at a size criterion can
+/// repeat: 8,192 x 64 random vectors, 3 x 64 codes, plain and balanced.
+fn whole_fit(c: &mut Criterion) {
+    use onerec::tokenizer::{fit, Method, TokenizeOptions};
+    let (n, d) = (8_192, 64);
+    let e = onerec::data::Embeddings { item_ids: (0..n).map(|i| i.to_string()).collect(), data: data(n, d, 4), n, d };
+    let mut g = c.benchmark_group("fit_8192x64_3x64");
+    g.sample_size(10);
+    for method in [Method::RqKmeans, Method::BalancedRqKmeans] {
+        let o = TokenizeOptions { method, levels: 3, codebook_sizes: vec![64], ..Default::default() };
+        g.bench_function(method.name(), |b| b.iter(|| fit(&o, &[("x".into(), e.clone())], None).unwrap()));
+    }
     g.finish();
 }
 
@@ -61,5 +77,5 @@ fn fits(_c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, assignment, fits);
+criterion_group!(benches, assignment, whole_fit, fits);
 criterion_main!(benches);
