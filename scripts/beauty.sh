@@ -1,13 +1,20 @@
 #!/usr/bin/env bash
 # Amazon Beauty: prepare -> tokenize -> pretrain -> eval (test split, full ranking over
 # all 12,101 items), with the `beauty` config. Writes OUT/results.json and OUT/results.md.
-# Usage: scripts/beauty.sh [DATA_DIR] [OUT] [--set key=value ...]
+# Usage: scripts/beauty.sh [DATA_DIR] [OUT] [key=value ...]   (each key=value -> pretrain --set)
+# Environment: SEED (42), METHOD (balanced-rq-kmeans | rq-kmeans | rq-vae), ALIGN=1 (tokenizer
+# behavioural alignment on the training histories), EVAL_USERS (all test users by default).
 set -euo pipefail
 data="${1:-../shared/data/amazon-beauty}"; out="${2:-runs/beauty}"
 shift 2 || shift $# || true
 sets=()
 for kv in "$@"; do sets+=(--set "$kv"); done
 seed="${SEED:-42}"
+method="${METHOD:-balanced-rq-kmeans}"
+tok_extra=()
+[ "${ALIGN:-0}" = 1 ] && tok_extra+=(--align-with "$out/data")
+eval_extra=()
+[ -n "${EVAL_USERS:-}" ] && eval_extra+=(--max-users "$EVAL_USERS")
 # ONEREC_BIN: a prebuilt binary (lets a long run survive rebuilds of target/).
 bin="${ONEREC_BIN:-target/release/onerec}"
 start=$(date +%s)
@@ -15,12 +22,12 @@ start=$(date +%s)
 mkdir -p "$out"
 $bin data prepare --sequences "$data/sequences.txt.gz" --out "$out/data"
 $bin data stats "$out/data" --json > "$out/stats.json"
-$bin tokenize --embeddings "text=$data/item_text_embeddings.safetensors" --method balanced-rq-kmeans \
-  --levels 3 --codebook-size 256 --seed "$seed" --out "$out/tok" --report
+$bin tokenize --embeddings "text=$data/item_text_embeddings.safetensors" --method "$method" \
+  --levels 3 --codebook-size 256 --seed "$seed" --out "$out/tok" --report "${tok_extra[@]}"
 $bin pretrain --config beauty --data "$out/data" --tokenizer "$out/tok" --out "$out/pre" \
   --set "seed=$seed" "${sets[@]}"
 $bin eval --checkpoint "$out/pre" --data "$out/data" --split test --beam 20 --session-len 0 \
-  --json --out "$out/results.json"
+  --json --out "$out/results.json" "${eval_extra[@]}"
 end=$(date +%s)
 python3 - "$out" $((end - start)) <<'PY'
 import json, sys

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# Amazon Beauty seeds and ablations (issue "Amazon Beauty benchmark"): runs scripts/beauty.sh
+# once per (variant, seed) and writes OUT/table.md with mean ± std over seeds of the test
+# Recall/NDCG@5/10 and each run's wall time. A finished run (results.json present) is
+# skipped, so a killed batch resumes where it stopped.
+# Usage: scripts/beauty-runs.sh [DATA_DIR] [OUT] [VARIANTS] [SEEDS...]
+#   VARIANTS: comma list of main, rq-kmeans, rq-vae, align, dense (default: all)
+#   Extra pretrain overrides for every run: BEAUTY_SET="train.epochs=2 ..." (smoke tests).
+# Each run takes ~1-1.5 h on 2 cores (see README); 3 seeds x 5 variants is a GPU-day job
+# on this CPU, so pick variants.
+set -euo pipefail
+data="${1:-../shared/data/amazon-beauty}"; out="${2:-runs/beauty-runs}"
+variants="${3:-main,rq-kmeans,rq-vae,align,dense}"; shift 3 || shift $# || true
+seeds=("${@:-42 43 44}"); seeds=(${seeds[@]})
+here="$(dirname "$0")"
+extra=(${BEAUTY_SET:-})
+[ -n "${ONEREC_BIN:-}" ] || { cargo build --release --quiet; export ONEREC_BIN=target/release/onerec; }
+mkdir -p "$out"
+for v in ${variants//,/ }; do
+  for s in "${seeds[@]}"; do
+    dir="$out/$v-$s"
+    [ -f "$dir/results.json" ] && { echo "skip $dir (done)"; continue; }
+    rm -rf "$dir"
+    case "$v" in
+      main) SEED=$s "$here/beauty.sh" "$data" "$dir" "${extra[@]}" ;;
+      rq-kmeans|rq-vae) SEED=$s METHOD=$v "$here/beauty.sh" "$data" "$dir" "${extra[@]}" ;;
+      align) SEED=$s ALIGN=1 "$here/beauty.sh" "$data" "$dir" "${extra[@]}" ;;
+      # Dense decoder FFN with the MoE's active hidden size (top_k x expert_hidden + shared =
+      # 768); model.ffn_hidden also sizes the encoder FFN, so its encoder is 768 wide, not 512.
+      dense) SEED=$s "$here/beauty.sh" "$data" "$dir" model.moe.experts=0 model.ffn_hidden=768 "${extra[@]}" ;;
+      *) echo "unknown variant $v (main, rq-kmeans, rq-vae, align, dense)" >&2; exit 2 ;;
+    esac > "$dir.log" 2>&1 || { echo "run $dir failed; see $dir.log" >&2; exit 1; }
+  done
+done
+python3 - "$out" "$variants" "${seeds[@]}" <<'PY'
+import json, os, re, statistics as st, sys
+out, variants, seeds = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
+def ms(v): return f"{st.mean(v):.4f} ± {st.pstdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
+lines = [f"seeds: {' '.join(seeds)}; Amazon Beauty test split; mean ± std over seeds", "",
+         "| variant | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | wall s (mean) |", "| --- | --- | --- | --- | --- | --- |"]
+for v in variants:
+    rs = [json.load(open(f"{out}/{v}-{s}/results.json")) for s in seeds]
+    walls = []
+    for s in seeds:
+        m = re.search(r"wall time (\d+) s", open(f"{out}/{v}-{s}/results.md").read())
+        walls.append(int(m.group(1)) if m else 0)
+    cells = [ms([r[k] for r in rs]) for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")]
+    lines.append(f"| {v} | " + " | ".join(cells) + f" | {st.mean(walls):.0f} |")
+open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
+print("\n".join(lines))
+PY
