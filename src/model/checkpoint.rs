@@ -48,11 +48,6 @@ pub struct Checkpoint {
     pub meta: CheckpointMeta,
 }
 
-/// The `codes.tsv` text of `sids` (see [`SemanticIds::codes_text`]).
-pub fn codes_text(sids: &SemanticIds) -> String {
-    sids.codes_text()
-}
-
 /// Content fingerprint of semantic ids: the sha256 of their `codes.tsv` text, i.e. what
 /// [`SemanticIds::fingerprint`] gives for the tokenizer directory they came from.
 pub fn fingerprint(sids: &SemanticIds) -> String {
