@@ -317,3 +317,124 @@ fn dropout_acts_only_in_training_mode_and_is_seeded() {
     assert!((zeros - 0.3).abs() < 0.01, "zero fraction {zeros}");
     assert!((mean - 1.0).abs() < 0.02, "mean {mean}");
 }
+
+/// Values and gradients (x and the scale) of a fused kernel against its composed reference.
+fn fused_matches(
+    f: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    r: &dyn Fn(&Tensor, &Tensor) -> Tensor,
+    a_shape: (usize, usize, usize),
+    b_shape: &[usize],
+) {
+    use candle_core::{Device, Var};
+    let dev = Device::Cpu;
+    let a = Var::from_tensor(&Tensor::randn(0f32, 1.5, a_shape, &dev).unwrap()).unwrap();
+    let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, b_shape, &dev).unwrap()).unwrap();
+    let w = Tensor::randn(0f32, 1.0, a_shape, &dev).unwrap();
+    let run = |op: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
+        let o = op(a.as_tensor(), b.as_tensor());
+        let g = (&o * &w).unwrap().sum_all().unwrap().backward().unwrap();
+        (
+            o,
+            g.get(a.as_tensor()).unwrap().clone(),
+            g.get(b.as_tensor()).unwrap().clone(),
+        )
+    };
+    let (o1, ga1, gb1) = run(f);
+    let (o2, ga2, gb2) = run(r);
+    assert_eq!(o1.dims(), o2.dims());
+    assert!(
+        max_abs_diff(&o1, &o2) < 1e-5,
+        "values differ by {}",
+        max_abs_diff(&o1, &o2)
+    );
+    assert!(
+        max_abs_diff(&ga1, &ga2) < 1e-4,
+        "input gradient differs by {}",
+        max_abs_diff(&ga1, &ga2)
+    );
+    assert!(
+        max_abs_diff(&gb1, &gb2) < 1e-3,
+        "second gradient differs by {}",
+        max_abs_diff(&gb1, &gb2)
+    );
+}
+
+#[test]
+fn fused_rms_norm_and_swiglu_match_composed_ops_in_values_and_gradients() {
+    use onerec::model::fused::{rms_norm, rms_norm_reference, swiglu, swiglu_reference};
+    // 2 x 100 rows: more than one 64-row chunk, and a partial last chunk.
+    fused_matches(
+        &|x, w| rms_norm(x, w, 1e-6).unwrap(),
+        &|x, w| rms_norm_reference(x, w, 1e-6).unwrap(),
+        (2, 100, 24),
+        &[24],
+    );
+    fused_matches(
+        &|g, u| swiglu(g, u).unwrap(),
+        &|g, u| swiglu_reference(g, u).unwrap(),
+        (2, 100, 24),
+        &[2, 100, 24],
+    );
+    // A non-contiguous input goes through the same kernel.
+    let x = Tensor::randn(0f32, 1.0, (24, 6), &candle_core::Device::Cpu)
+        .unwrap()
+        .t()
+        .unwrap();
+    let w = Tensor::ones(24, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    assert!(
+        max_abs_diff(
+            &rms_norm(&x, &w, 1e-6).unwrap(),
+            &rms_norm_reference(&x, &w, 1e-6).unwrap()
+        ) < 1e-5
+    );
+    // A scale that does not fit the last dim is an error, not a panic.
+    let bad = Tensor::ones(5, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    assert!(rms_norm(&x, &bad, 1e-6).is_err());
+}
+
+/// The vendored candle-core stores a tensor's first gradient instead of zeros + gradient
+/// (vendor/candle-core/ONEREC-PATCH.md); the sums must stay those of the calculus, also
+/// when the first contribution is a transposed, broadcast (stride-0) or negated view.
+#[test]
+fn patched_backprop_accumulates_every_contribution() {
+    use candle_core::{Device, Var};
+    let dev = Device::Cpu;
+    let a = Var::from_tensor(&Tensor::randn(0f32, 1.0, (3, 4), &dev).unwrap()).unwrap();
+    let b = Var::from_tensor(&Tensor::randn(0f32, 1.0, 4, &dev).unwrap()).unwrap();
+    let c = Tensor::new(&[[2f32, -0.5]], &dev).unwrap();
+    let at = a.as_tensor();
+    let zero = at.zeros_like().unwrap();
+    // f = 3 sum(a^T) - sum(a) + sum(a * b) + sum(rowsum(a) @ c) + sum(a^2)
+    let f = [
+        (at.t().unwrap() * 3.0).unwrap().sum_all().unwrap(),
+        (&zero - at).unwrap().sum_all().unwrap(),
+        at.broadcast_mul(b.as_tensor()).unwrap().sum_all().unwrap(),
+        at.sum_keepdim(1)
+            .unwrap()
+            .matmul(&c)
+            .unwrap()
+            .sum_all()
+            .unwrap(),
+        at.sqr().unwrap().sum_all().unwrap(),
+    ];
+    let total = f.iter().skip(1).fold(f[0].clone(), |s, t| (s + t).unwrap());
+    let g = total.backward().unwrap();
+    // df/da = 3 - 1 + b + sum(c) + 2a; df/db = column sums of a.
+    let want_a = ((at * 2.0).unwrap().broadcast_add(b.as_tensor()).unwrap() + (2.0 + 1.5)).unwrap();
+    let want_b = at.sum(0).unwrap();
+    assert!(max_abs_diff(g.get(at).unwrap(), &want_a) < 1e-5);
+    assert!(max_abs_diff(g.get(b.as_tensor()).unwrap(), &want_b) < 1e-5);
+    assert!(g.get(at).unwrap().is_contiguous());
+    // x used twice by one op: both contributions count.
+    let x = Var::from_tensor(&Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap()).unwrap();
+    let g = (x.as_tensor() + x.as_tensor())
+        .unwrap()
+        .sum_all()
+        .unwrap()
+        .backward()
+        .unwrap();
+    assert_eq!(
+        g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
+        vec![2.0, 2.0, 2.0]
+    );
+}

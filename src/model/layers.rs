@@ -1,8 +1,8 @@
 //! Building blocks with working backward passes on CPU: a 2-D linear (no broadcast
-//! matmul, so weight gradients never reduce over a non-last dim), RMSNorm written from
-//! differentiable ops (candle's fused norm has no backward), SwiGLU and attention.
+//! matmul, so weight gradients never reduce over a non-last dim), RMSNorm and SwiGLU on
+//! fused kernels ([`super::fused`]; candle's own fused norm has no backward), attention.
 
-use candle_core::{DType, Module, Result, Tensor, D};
+use candle_core::{DType, Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 
 /// y = x W^T over the last dim, computed on a 2-D view.
@@ -47,8 +47,7 @@ impl RmsNorm {
 
 impl Module for RmsNorm {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let ms = x.sqr()?.mean_keepdim(D::Minus1)?;
-        x.broadcast_div(&(ms + self.eps)?.sqrt()?)?.broadcast_mul(&self.w)
+        super::fused::rms_norm(x, &self.w, self.eps)
     }
 }
 
@@ -76,8 +75,7 @@ impl SwiGlu {
 
 impl Module for SwiGlu {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        let g = self.gate.forward(x)?.silu()?;
-        self.down.forward(&(g * self.up.forward(x)?)?)
+        self.down.forward(&super::fused::swiglu(&self.gate.forward(x)?, &self.up.forward(x)?)?)
     }
 }
 

@@ -6,6 +6,7 @@ pub mod attention_op;
 pub mod checkpoint;
 pub mod decoder;
 pub mod encoder;
+pub mod fused;
 pub mod layers;
 pub mod moe;
 pub mod uncached;
