@@ -2,7 +2,7 @@
 //! clipping, and a warmup + cosine learning-rate schedule.
 
 use anyhow::{Context, Result};
-use candle_core::{Tensor, Var};
+use candle_core::{DType, Tensor, Var};
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -63,14 +63,13 @@ impl AdamW {
                 Some(g) => g.clone(),
                 None => p.as_tensor().zeros_like()?,
             };
-            let m = ((&self.m[i] * self.beta1)? + (&g * (1.0 - self.beta1))?)?;
-            let v = ((&self.v[i] * self.beta2)? + (g.sqr()? * (1.0 - self.beta2))?)?;
-            let upd = ((&m * (1.0 / bc1))? / ((&v * (1.0 / bc2))?.sqrt()? + self.eps)?)?;
-            let mut w = p.as_tensor().clone();
-            if *decay && self.weight_decay > 0.0 {
-                w = (&w * (1.0 - lr * self.weight_decay))?;
-            }
-            p.set(&(w - (upd * lr)?)?)?;
+            let wd = if *decay { self.weight_decay } else { 0.0 };
+            let h = Hyper { beta1: self.beta1, beta2: self.beta2, eps: self.eps, bc1, bc2, lr, wd };
+            let (m, v) = if p.device().is_cpu() && p.dtype() == DType::F32 {
+                update_cpu(p, &g, &self.m[i], &self.v[i], &h)?
+            } else {
+                update_ops(p, &g, &self.m[i], &self.v[i], &h)?
+            };
             self.m[i] = m;
             self.v[i] = v;
         }
@@ -102,6 +101,51 @@ impl AdamW {
     }
 }
 
+/// One parameter's AdamW constants.
+struct Hyper {
+    beta1: f64,
+    beta2: f64,
+    eps: f64,
+    bc1: f64,
+    bc2: f64,
+    lr: f64,
+    /// Weight decay of this parameter (0 when it does not decay).
+    wd: f64,
+}
+
+/// AdamW on one CPU f32 parameter in one pass (the tensor-op version makes ~12 passes
+/// and as many allocations per parameter); returns the new moments.
+fn update_cpu(p: &Var, g: &Tensor, m: &Tensor, v: &Tensor, h: &Hyper) -> Result<(Tensor, Tensor)> {
+    let read = |t: &Tensor| -> Result<Vec<f32>> { Ok(t.flatten_all()?.to_vec1::<f32>()?) };
+    let (mut w, g, mut m, mut v) = (read(p.as_tensor())?, read(g)?, read(m)?, read(v)?);
+    anyhow::ensure!(g.len() == w.len(), "gradient of {:?} has {} values, expected {}", p.dims(), g.len(), w.len());
+    let (b1, b2, eps) = (h.beta1 as f32, h.beta2 as f32, h.eps as f32);
+    let (ibc1, ibc2, lr, shrink) = ((1.0 / h.bc1) as f32, (1.0 / h.bc2) as f32, h.lr as f32, (1.0 - h.lr * h.wd) as f32);
+    for j in 0..w.len() {
+        let gj = g[j];
+        m[j] = m[j] * b1 + gj * (1.0 - b1);
+        v[j] = v[j] * b2 + gj * gj * (1.0 - b2);
+        let upd = (m[j] * ibc1) / ((v[j] * ibc2).sqrt() + eps);
+        w[j] = w[j] * shrink - upd * lr;
+    }
+    let (shape, dev) = (p.shape().clone(), p.device().clone());
+    p.set(&Tensor::from_vec(w, shape.clone(), &dev)?)?;
+    Ok((Tensor::from_vec(m, shape.clone(), &dev)?, Tensor::from_vec(v, shape, &dev)?))
+}
+
+/// The same update from tensor ops (other devices and dtypes).
+fn update_ops(p: &Var, g: &Tensor, m: &Tensor, v: &Tensor, h: &Hyper) -> Result<(Tensor, Tensor)> {
+    let m = ((m * h.beta1)? + (g * (1.0 - h.beta1))?)?;
+    let v = ((v * h.beta2)? + (g.sqr()? * (1.0 - h.beta2))?)?;
+    let upd = ((&m * (1.0 / h.bc1))? / ((&v * (1.0 / h.bc2))?.sqrt()? + h.eps)?)?;
+    let mut w = p.as_tensor().clone();
+    if h.wd > 0.0 {
+        w = (&w * (1.0 - h.lr * h.wd))?;
+    }
+    p.set(&(w - (upd * h.lr)?)?)?;
+    Ok((m, v))
+}
+
 /// Scales `grads` in place so their global L2 norm is at most `max_norm`; returns
 /// the norm before clipping.
 pub fn clip_global_norm(grads: &mut HashMap<String, Tensor>, max_norm: f64) -> Result<f64> {
@@ -130,6 +174,24 @@ mod tests {
         assert!((lr_at(9, 100, 1.0, 10, 0.1) - 1.0).abs() < 1e-9);
         assert!((lr_at(100, 100, 1.0, 10, 0.1) - 0.1).abs() < 1e-9);
         assert!(lr_at(50, 100, 1.0, 10, 0.1) < 1.0);
+    }
+    #[test]
+    fn one_pass_update_equals_the_tensor_op_update() {
+        let dev = candle_core::Device::Cpu;
+        let mk = |s: f32| Var::from_tensor(&(Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap() * s as f64).unwrap()).unwrap();
+        let g = (Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap().sin().unwrap() * 0.3).unwrap();
+        let (m0, v0) = ((g.clone() * 0.5).unwrap(), (g.sqr().unwrap() * 0.2).unwrap());
+        for wd in [0.0, 0.1] {
+            let h = Hyper { beta1: 0.9, beta2: 0.98, eps: 1e-8, bc1: 0.19, bc2: 0.0396, lr: 1e-2, wd };
+            let (p1, p2) = (mk(0.1), mk(0.1));
+            let (m1, v1) = update_cpu(&p1, &g, &m0, &v0, &h).unwrap();
+            let (m2, v2) = update_ops(&p2, &g, &m0, &v0, &h).unwrap();
+            for (a, b) in [(p1.as_tensor(), p2.as_tensor()), (&m1, &m2), (&v1, &v2)] {
+                let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                assert!(d < 1e-6, "one-pass AdamW differs by {d}");
+            }
+            assert!((p1.as_tensor() - mk(0.1).as_tensor()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+        }
     }
     #[test]
     fn decay_flags() {
