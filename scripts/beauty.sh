@@ -2,8 +2,8 @@
 # Amazon Beauty: prepare -> tokenize -> pretrain -> eval (test split, full ranking over
 # all 12,101 items), with the `beauty` config. Writes OUT/results.json and OUT/results.md.
 # Usage: scripts/beauty.sh [DATA_DIR] [OUT] [key=value ...]   (each key=value -> pretrain --set)
-# Environment: SEED (42), METHOD (balanced-rq-kmeans | rq-kmeans | rq-vae), ALIGN=1 (tokenizer
-# behavioural alignment on the training histories), EVAL_USERS (all test users by default),
+# Environment: SEED (42), METHOD (balanced-rq-kmeans | rq-kmeans | rq-vae), ALIGN (1, the
+# default: tokenizer behavioural alignment on the training histories; 0 turns it off), EVAL_USERS (all test users by default),
 # RESUME=1 (continue a killed run from OUT/pre/last; prepare and tokenize rerun and give the
 # same bytes). Besides the test split, all validation users are evaluated (OUT/valid.json):
 # recipes are compared on that, never on test.
@@ -15,7 +15,7 @@ for kv in "$@"; do sets+=(--set "$kv"); done
 seed="${SEED:-42}"
 method="${METHOD:-balanced-rq-kmeans}"
 tok_extra=()
-[ "${ALIGN:-0}" = 1 ] && tok_extra+=(--align-with "$out/data")
+[ "${ALIGN:-1}" = 1 ] && tok_extra+=(--align-with "$out/data")
 eval_extra=()
 [ -n "${EVAL_USERS:-}" ] && eval_extra+=(--max-users "$EVAL_USERS")
 resume=()
