@@ -37,6 +37,21 @@ fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> 
     f(slice(cpu, l, what)?)
 }
 
+/// Runs `f` on the data of three CPU tensors (the two inputs and the output gradient).
+fn with_data3<R>(ts: [&Tensor; 3], what: &str, f: impl FnOnce(&[f32], &[f32], &[f32]) -> Result<R>) -> Result<R> {
+    with_data(ts[0], what, |a| {
+        with_data(ts[1], what, |b| with_data(ts[2], what, |c| f(a, b, c)))
+    })
+}
+
+/// The two input gradients of a binary op as tensors shaped like its inputs.
+fn input_grads(a: &Tensor, da: Vec<f32>, b: &Tensor, db: Vec<f32>) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    Ok((
+        Some(Tensor::from_vec(da, a.shape(), a.device())?),
+        Some(Tensor::from_vec(db, b.shape(), b.device())?),
+    ))
+}
+
 /// `x * w / sqrt(mean(x^2) + eps)` over the last dim.
 struct RmsNormOp {
     eps: f32,
@@ -52,23 +67,11 @@ impl CustomOp2 for RmsNormOp {
         "onerec-rms-norm"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
-        let (x, w) = (
-            slice(s1, l1, "rms_norm x")?,
-            slice(s2, l2, "rms_norm weight")?,
-        );
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, w) = (slice(s1, l1, "rms_norm x")?, slice(s2, l2, "rms_norm weight")?);
         let d = w.len();
         if d == 0 || l1.dims().last() != Some(&d) {
-            bail!(
-                "rms_norm: weight of {d} does not match input {:?}",
-                l1.dims()
-            );
+            bail!("rms_norm: weight of {d} does not match input {:?}", l1.dims());
         }
         let mut out = vec![0f32; x.len()];
         out.par_chunks_mut(ROWS * d)
@@ -76,68 +79,41 @@ impl CustomOp2 for RmsNormOp {
             .for_each(|(o, x)| {
                 for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
                     let r = inv_rms(x, self.eps);
-                    o.iter_mut()
-                        .zip(x)
-                        .zip(w)
-                        .for_each(|((o, x), w)| *o = x * r * w);
+                    o.iter_mut().zip(x).zip(w).for_each(|((o, x), w)| *o = x * r * w);
                 }
             });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
     /// With r = 1/rms(x) and g = w * dy: dx = r g - x r^3 mean(g x); dw = sum_rows dy x r.
-    fn bwd(
-        &self,
-        x: &Tensor,
-        w: &Tensor,
-        _res: &Tensor,
-        dy: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, dy: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let d = w.elem_count();
-        let (dx, dw) = with_data(x, "rms_norm x", |x| {
-            with_data(w, "rms_norm weight", |w| {
-                with_data(dy, "rms_norm grad", |dy| {
-                    let mut dx = vec![0f32; x.len()];
-                    let parts: Vec<Vec<f32>> = dx
-                        .par_chunks_mut(ROWS * d)
-                        .zip(x.par_chunks(ROWS * d).zip(dy.par_chunks(ROWS * d)))
-                        .map(|(dx, (x, dy))| {
-                            let mut dw = vec![0f32; d];
-                            for ((dx, x), dy) in dx
-                                .chunks_exact_mut(d)
-                                .zip(x.chunks_exact(d))
-                                .zip(dy.chunks_exact(d))
-                            {
-                                let r = inv_rms(x, self.eps);
-                                let mean_gx = x
-                                    .iter()
-                                    .zip(dy)
-                                    .zip(w)
-                                    .map(|((x, dy), w)| w * dy * x)
-                                    .sum::<f32>()
-                                    / d as f32;
-                                let c = mean_gx * r * r * r;
-                                for j in 0..d {
-                                    dx[j] = r * w[j] * dy[j] - x[j] * c;
-                                    dw[j] += dy[j] * x[j] * r;
-                                }
-                            }
-                            dw
-                        })
-                        .collect();
+        let (dx, dw) = with_data3([x, w, dy], "rms_norm backward", |x, w, dy| {
+            let mut dx = vec![0f32; x.len()];
+            let parts: Vec<Vec<f32>> = dx
+                .par_chunks_mut(ROWS * d)
+                .zip(x.par_chunks(ROWS * d).zip(dy.par_chunks(ROWS * d)))
+                .map(|(dx, (x, dy))| {
                     let mut dw = vec![0f32; d];
-                    for p in parts {
-                        dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+                    for ((dx, x), dy) in dx.chunks_exact_mut(d).zip(x.chunks_exact(d)).zip(dy.chunks_exact(d)) {
+                        let r = inv_rms(x, self.eps);
+                        let mean_gx = x.iter().zip(dy).zip(w).map(|((x, dy), w)| w * dy * x).sum::<f32>() / d as f32;
+                        let c = mean_gx * r * r * r;
+                        for j in 0..d {
+                            dx[j] = r * w[j] * dy[j] - x[j] * c;
+                            dw[j] += dy[j] * x[j] * r;
+                        }
                     }
-                    Ok((dx, dw))
+                    dw
                 })
-            })
+                .collect();
+            let mut dw = vec![0f32; d];
+            for p in parts {
+                dw.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            }
+            Ok((dx, dw))
         })?;
-        let dev = x.device();
-        Ok((
-            Some(Tensor::from_vec(dx, x.shape(), dev)?),
-            Some(Tensor::from_vec(dw, w.shape(), dev)?),
-        ))
+        input_grads(x, dx, w, dw)
     }
 }
 
@@ -169,20 +145,10 @@ impl CustomOp2 for SwiGluOp {
         "onerec-swiglu"
     }
 
-    fn cpu_fwd(
-        &self,
-        s1: &CpuStorage,
-        l1: &Layout,
-        s2: &CpuStorage,
-        l2: &Layout,
-    ) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
         let (g, u) = (slice(s1, l1, "swiglu gate")?, slice(s2, l2, "swiglu up")?);
         if l1.dims() != l2.dims() {
-            bail!(
-                "swiglu: gate {:?} and up {:?} differ in shape",
-                l1.dims(),
-                l2.dims()
-            );
+            bail!("swiglu: gate {:?} and up {:?} differ in shape", l1.dims(), l2.dims());
         }
         let mut out = vec![0f32; g.len()];
         let n = ROWS * l1.dims().last().copied().unwrap_or(1).max(1);
@@ -198,38 +164,24 @@ impl CustomOp2 for SwiGluOp {
     }
 
     /// dg = dh u s (1 + g (1 - s)) with s = sigmoid(g); du = dh g s.
-    fn bwd(
-        &self,
-        g: &Tensor,
-        u: &Tensor,
-        _res: &Tensor,
-        dh: &Tensor,
-    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
+    fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, dh: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let n = ROWS * g.dims().last().copied().unwrap_or(1).max(1);
-        let (dg, du) = with_data(g, "swiglu gate", |g| {
-            with_data(u, "swiglu up", |u| {
-                with_data(dh, "swiglu grad", |dh| {
-                    let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
-                    dg.par_chunks_mut(n)
-                        .zip(du.par_chunks_mut(n))
-                        .zip(g.par_chunks(n).zip(u.par_chunks(n)).zip(dh.par_chunks(n)))
-                        .for_each(|((dg, du), ((g, u), dh))| {
-                            for i in 0..g.len() {
-                                let s = sigmoid(g[i]);
-                                let silu = g[i] * s;
-                                du[i] = dh[i] * silu;
-                                dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
-                            }
-                        });
-                    Ok((dg, du))
-                })
-            })
+        let (dg, du) = with_data3([g, u, dh], "swiglu backward", |g, u, dh| {
+            let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
+            dg.par_chunks_mut(n)
+                .zip(du.par_chunks_mut(n))
+                .zip(g.par_chunks(n).zip(u.par_chunks(n)).zip(dh.par_chunks(n)))
+                .for_each(|((dg, du), ((g, u), dh))| {
+                    for i in 0..g.len() {
+                        let s = sigmoid(g[i]);
+                        let silu = g[i] * s;
+                        du[i] = dh[i] * silu;
+                        dg[i] = dh[i] * u[i] * s * (1.0 + g[i] * (1.0 - s));
+                    }
+                });
+            Ok((dg, du))
         })?;
-        let dev = g.device();
-        Ok((
-            Some(Tensor::from_vec(dg, g.shape(), dev)?),
-            Some(Tensor::from_vec(du, u.shape(), dev)?),
-        ))
+        input_grads(g, dg, u, du)
     }
 }
 
