@@ -12,6 +12,9 @@ use rayon::prelude::*;
 /// Rows per parallel chunk (and per partial sum of the RMSNorm scale gradient).
 const ROWS: usize = 64;
 
+/// Elements per parallel chunk of SwiGLU, which is element-wise (rows do not matter).
+const CHUNK: usize = 1 << 14;
+
 /// Whether `x` can take the fused path.
 fn fusable(x: &Tensor) -> bool {
     x.device().is_cpu() && x.dtype() == DType::F32
@@ -150,8 +153,7 @@ impl CustomOp2 for SwiGluOp {
         if l1.dims() != l2.dims() {
             bail!("swiglu: gate {:?} and up {:?} differ in shape", l1.dims(), l2.dims());
         }
-        let mut out = vec![0f32; g.len()];
-        let n = ROWS * l1.dims().last().copied().unwrap_or(1).max(1);
+        let (mut out, n) = (vec![0f32; g.len()], CHUNK);
         out.par_chunks_mut(n)
             .zip(g.par_chunks(n).zip(u.par_chunks(n)))
             .for_each(|(o, (g, u))| {
@@ -165,7 +167,7 @@ impl CustomOp2 for SwiGluOp {
 
     /// dg = dh u s (1 + g (1 - s)) with s = sigmoid(g); du = dh g s.
     fn bwd(&self, g: &Tensor, u: &Tensor, _res: &Tensor, dh: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        let n = ROWS * g.dims().last().copied().unwrap_or(1).max(1);
+        let n = CHUNK;
         let (dg, du) = with_data3([g, u, dh], "swiglu backward", |g, u, dh| {
             let (mut dg, mut du) = (vec![0f32; g.len()], vec![0f32; g.len()]);
             dg.par_chunks_mut(n)
