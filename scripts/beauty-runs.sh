@@ -7,8 +7,9 @@
 #   VARIANTS: comma list of main, rq-kmeans, rq-vae, noalign, dense (default: all);
 #   main = the README recipe (balanced RQ-KMeans with behavioural alignment), noalign = ALIGN=0
 #   Extra pretrain overrides for every run: BEAUTY_SET="train.epochs=2 ..." (smoke tests).
-# Each run takes ~1-1.5 h on 2 cores (see README); 3 seeds x 5 variants is a GPU-day job
-# on this CPU, so pick variants.
+# Each run takes ~1.3-1.5 h on one core (see README); 3 seeds x 5 variants is a GPU-day job
+# on this CPU, so pick variants. The environment of scripts/beauty.sh (EXCLUDE_HISTORY, VALID,
+# ONEREC_BIN, ...) passes through.
 set -euo pipefail
 data="${1:-../shared/data/amazon-beauty}"; out="${2:-runs/beauty-runs}"
 variants="${3:-main,rq-kmeans,rq-vae,noalign,dense}"; shift 3 || shift $# || true
@@ -37,16 +38,23 @@ python3 - "$out" "$variants" "${seeds[@]}" <<'PY'
 import json, os, re, statistics as st, sys
 out, variants, seeds = sys.argv[1], sys.argv[2].split(","), sys.argv[3:]
 def ms(v): return f"{st.mean(v):.4f} ± {st.pstdev(v):.4f}" if len(v) > 1 else f"{v[0]:.4f}"
-lines = [f"seeds: {' '.join(seeds)}; Amazon Beauty test split; mean ± std over seeds", "",
-         "| variant | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 | wall s (mean) |", "| --- | --- | --- | --- | --- | --- |"]
+keys = ("recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20")
+lines = [f"seeds: {' '.join(seeds)}; Amazon Beauty test split, all users; mean ± std over seeds", "",
+         "| variant | protocol | " + " | ".join(k.replace("recall", "Recall").replace("ndcg", "NDCG") for k in keys)
+         + " | wall s (mean) |", "| --- " * (len(keys) + 3) + "|"]
 for v in variants:
-    rs = [json.load(open(f"{out}/{v}-{s}/results.json")) for s in seeds]
     walls = []
     for s in seeds:
-        m = re.search(r"wall time (\d+) s", open(f"{out}/{v}-{s}/results.md").read())
-        walls.append(int(m.group(1)) if m else 0)
-    cells = [ms([r[k] for r in rs]) for k in ("recall@5", "ndcg@5", "recall@10", "ndcg@10")]
-    lines.append(f"| {v} | " + " | ".join(cells) + f" | {st.mean(walls):.0f} |")
+        m = re.search(r"^wall time (\d+) s", open(f"{out}/{v}-{s}/results.md").read(), re.M)
+        if m: walls.append(int(m.group(1)))
+    wall = f"{st.mean(walls):.0f}" if walls else "n/a"
+    for name, protocol in (("results.json", "as run"), ("results-with-history.json", "history allowed")):
+        rs = [json.load(open(p)) for s in seeds if os.path.exists(p := f"{out}/{v}-{s}/{name}")]
+        if len(rs) != len(seeds): continue
+        if name == "results.json":  # the protocol as recorded by each eval's run record
+            ex = {json.load(open(f"{out}/{v}-{s}/{name}.run.json"))["args"]["exclude_history"] for s in seeds}
+            protocol = "history excluded" if ex == {True} else "history allowed" if ex == {False} else "mixed"
+        lines.append(f"| {v} | {protocol} | " + " | ".join(ms([r[k] for r in rs]) for k in keys) + f" | {wall} |")
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))
 PY

@@ -1,12 +1,20 @@
 #!/usr/bin/env bash
-# Amazon Beauty: prepare -> tokenize -> pretrain -> eval (test split, full ranking over
-# all 12,101 items), with the `beauty` config. Writes OUT/results.json and OUT/results.md.
+# Amazon Beauty: prepare -> tokenize -> pretrain -> eval (full ranking over all 12,101
+# items), with the `beauty` config. Writes OUT/results.json (test), OUT/valid.json
+# (validation), OUT/results-with-history.json (test, history items allowed) and
+# OUT/results.md.
 # Usage: scripts/beauty.sh [DATA_DIR] [OUT] [key=value ...]   (each key=value -> pretrain --set)
-# Environment: SEED (42), METHOD (balanced-rq-kmeans | rq-kmeans | rq-vae), ALIGN (1, the
-# default: tokenizer behavioural alignment on the training histories; 0 turns it off), EVAL_USERS (all test users by default),
-# RESUME=1 (continue a killed run from OUT/pre/last; prepare and tokenize rerun and give the
-# same bytes). Besides the test split, all validation users are evaluated (OUT/valid.json):
-# recipes are compared on that, never on test.
+# Environment:
+#   SEED (42); METHOD (balanced-rq-kmeans | rq-kmeans | rq-vae);
+#   ALIGN (1, the default: tokenizer behavioural alignment on the training histories; 0 off);
+#   EXCLUDE_HISTORY (1, the default: never rank an item the user already has -- these files
+#     hold no repeat purchases, and validation NDCG@10 rose 0.0495 -> 0.0543 with it; 0 off);
+#   BEAM (ranking beam width, 20); EVAL_USERS (all users by default);
+#   VALID (1, the default: also evaluate all validation users into OUT/valid.json -- recipes
+#     are compared on that, never on test; 0 skips that pass, e.g. for ablations);
+#   RESUME=1 (continue a killed run from OUT/pre/last; prepare and tokenize rerun and give
+#     the same bytes); EVAL_ONLY=1 (only the evaluations, on an existing OUT);
+#   ONEREC_BIN (a prebuilt binary: lets a long run survive rebuilds of target/).
 set -euo pipefail
 data="${1:-../shared/data/amazon-beauty}"; out="${2:-runs/beauty}"
 shift 2 || shift $# || true
@@ -14,37 +22,51 @@ sets=()
 for kv in "$@"; do sets+=(--set "$kv"); done
 seed="${SEED:-42}"
 method="${METHOD:-balanced-rq-kmeans}"
+exclude="${EXCLUDE_HISTORY:-1}"
 tok_extra=()
 [ "${ALIGN:-1}" = 1 ] && tok_extra+=(--align-with "$out/data")
-eval_extra=()
+eval_extra=(--beam "${BEAM:-20}" --session-len 0 --json)
 [ -n "${EVAL_USERS:-}" ] && eval_extra+=(--max-users "$EVAL_USERS")
+protocol=()
+[ "$exclude" = 1 ] && protocol+=(--exclude-history)
 resume=()
 [ "${RESUME:-0}" = 1 ] && resume+=(--resume)
-# ONEREC_BIN: a prebuilt binary (lets a long run survive rebuilds of target/).
 bin="${ONEREC_BIN:-target/release/onerec}"
 start=$(date +%s)
 [ -n "${ONEREC_BIN:-}" ] || cargo build --release --quiet
 mkdir -p "$out"
-$bin data prepare --sequences "$data/sequences.txt.gz" --out "$out/data"
-$bin data stats "$out/data" --json > "$out/stats.json"
-$bin tokenize --embeddings "text=$data/item_text_embeddings.safetensors" --method "$method" \
-  --levels 3 --codebook-size 256 --seed "$seed" --out "$out/tok" --report "${tok_extra[@]}"
-$bin pretrain --config beauty --data "$out/data" --tokenizer "$out/tok" --out "$out/pre" \
-  --set "seed=$seed" "${sets[@]}" "${resume[@]}"
-$bin eval --checkpoint "$out/pre" --data "$out/data" --split valid --beam 20 --session-len 0 \
-  --json --out "$out/valid.json" "${eval_extra[@]}"
-$bin eval --checkpoint "$out/pre" --data "$out/data" --split test --beam 20 --session-len 0 \
-  --json --out "$out/results.json" "${eval_extra[@]}"
+if [ "${EVAL_ONLY:-0}" != 1 ]; then
+  $bin data prepare --sequences "$data/sequences.txt.gz" --out "$out/data"
+  $bin data stats "$out/data" --json > "$out/stats.json"
+  $bin tokenize --embeddings "text=$data/item_text_embeddings.safetensors" --method "$method" \
+    --levels 3 --codebook-size 256 --seed "$seed" --out "$out/tok" --report "${tok_extra[@]}"
+  $bin pretrain --config beauty --data "$out/data" --tokenizer "$out/tok" --out "$out/pre" \
+    --set "seed=$seed" "${sets[@]}" "${resume[@]}"
+fi
+evaluate() { $bin eval --checkpoint "$out/pre" --data "$out/data" "${eval_extra[@]}" "$@"; }
+[ "${VALID:-1}" = 1 ] && evaluate --split valid "${protocol[@]}" --out "$out/valid.json"
+evaluate --split test "${protocol[@]}" --out "$out/results.json"
+# Published rows do not say whether they filter history items, so also report test without.
+[ "$exclude" = 1 ] && evaluate --split test --out "$out/results-with-history.json"
 end=$(date +%s)
-python3 - "$out" $((end - start)) <<'PY'
-import json, sys
-out, secs = sys.argv[1], int(sys.argv[2])
-r = json.load(open(f"{out}/results.json"))
-v = json.load(open(f"{out}/valid.json"))
-rows = ["| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |", "| --- | --- | --- | --- | --- |",
-        f"| onerec (this run) | {r['recall@5']:.4f} | {r['ndcg@5']:.4f} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} |",
-        "| TIGER (published) | 0.0454 | 0.0321 | 0.0648 | 0.0384 |",
-        f"| onerec (this run), validation split | {v['recall@5']:.4f} | {v['ndcg@5']:.4f} | {v['recall@10']:.4f} | {v['ndcg@10']:.4f} |"]
-open(f"{out}/results.md", "w").write("\n".join(rows) + f"\n\nwall time {secs} s\n")
-print("\n".join(rows)); print(f"wall time {secs} s")
+python3 - "$out" $((end - start)) "${EVAL_ONLY:-0}" <<'PY'
+import json, os, sys
+out, secs, eval_only = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+rows = ["| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |", "| --- | --- | --- | --- | --- |"]
+def add(name, split):
+    p = f"{out}/{name}"
+    if not os.path.exists(p): return
+    r = json.load(open(p))
+    # The protocol is read from the eval's own run record, never assumed.
+    args = json.load(open(p + ".run.json"))["args"]
+    protocol = "history items excluded" if args.get("exclude_history") else "history items allowed"
+    users = f", {args['max_users']} users" if args.get("max_users") else ""
+    rows.append(f"| onerec (this run), {split}, {protocol}, beam {args['beam']}{users} | {r['recall@5']:.4f} | "
+                f"{r['ndcg@5']:.4f} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} |")
+add("results.json", "test"); add("results-with-history.json", "test")
+rows.append("| TIGER (published) | 0.0454 | 0.0321 | 0.0648 | 0.0384 |")
+add("valid.json", "validation")
+what = "evaluation wall time" if eval_only else "wall time"
+open(f"{out}/results.md", "w").write("\n".join(rows) + f"\n\n{what} {secs} s\n")
+print("\n".join(rows)); print(f"{what} {secs} s")
 PY
