@@ -48,12 +48,13 @@ for v in variants:
         m = re.search(r"^wall time (\d+) s", open(f"{out}/{v}-{s}/results.md").read(), re.M)
         if m: walls.append(int(m.group(1)))
     wall = f"{st.mean(walls):.0f}" if walls else "n/a"
-    for name, protocol in (("results.json", "as run"), ("results-with-history.json", "history allowed")):
-        rs = [json.load(open(p)) for s in seeds if os.path.exists(p := f"{out}/{v}-{s}/{name}")]
-        if len(rs) != len(seeds): continue
-        if name == "results.json":  # the protocol as recorded by each eval's run record
-            ex = {json.load(open(f"{out}/{v}-{s}/{name}.run.json"))["args"]["exclude_history"] for s in seeds}
-            protocol = "history excluded" if ex == {True} else "history allowed" if ex == {False} else "mixed"
+    for name in ("results.json", "results-with-history.json"):
+        paths = [f"{out}/{v}-{s}/{name}" for s in seeds]
+        if not all(os.path.exists(p) for p in paths): continue
+        rs = [json.load(open(p)) for p in paths]
+        # The protocol as recorded by each eval's own run record, never assumed from the name.
+        ex = {json.load(open(p + ".run.json"))["args"]["exclude_history"] for p in paths}
+        protocol = "history excluded" if ex == {True} else "history allowed" if ex == {False} else "mixed"
         lines.append(f"| {v} | {protocol} | " + " | ".join(ms([r[k] for r in rs]) for k in keys) + f" | {wall} |")
 open(f"{out}/table.md", "w").write("\n".join(lines) + "\n")
 print("\n".join(lines))

@@ -43,19 +43,23 @@ if [ "${EVAL_ONLY:-0}" != 1 ]; then
   $bin pretrain --config beauty --data "$out/data" --tokenizer "$out/tok" --out "$out/pre" \
     --set "seed=$seed" "${sets[@]}" "${resume[@]}"
 fi
-evaluate() { $bin eval --checkpoint "$out/pre" --data "$out/data" "${eval_extra[@]}" "$@"; }
-[ "${VALID:-1}" = 1 ] && evaluate --split valid "${protocol[@]}" --out "$out/valid.json"
-evaluate --split test "${protocol[@]}" --out "$out/results.json"
+# evaluate SPLIT NAME [flags]: writes OUT/NAME; results.md lists only what this run wrote.
+written=()
+evaluate() {
+  $bin eval --checkpoint "$out/pre" --data "$out/data" "${eval_extra[@]}" --split "$1" --out "$out/$2" "${@:3}"
+  written+=("$1:$2")
+}
+[ "${VALID:-1}" = 1 ] && evaluate valid valid.json "${protocol[@]}"
+evaluate test results.json "${protocol[@]}"
 # Published rows do not say whether they filter history items, so also report test without.
-[ "$exclude" = 1 ] && evaluate --split test --out "$out/results-with-history.json"
+[ "$exclude" = 1 ] && evaluate test results-with-history.json
 end=$(date +%s)
-python3 - "$out" $((end - start)) "${EVAL_ONLY:-0}" <<'PY'
-import json, os, sys
-out, secs, eval_only = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1"
+python3 - "$out" $((end - start)) "${EVAL_ONLY:-0}" "${written[@]}" <<'PY'
+import json, sys
+out, secs, eval_only, written = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4:]
 rows = ["| model | Recall@5 | NDCG@5 | Recall@10 | NDCG@10 |", "| --- | --- | --- | --- | --- |"]
-def add(name, split):
+def add(split, name):
     p = f"{out}/{name}"
-    if not os.path.exists(p): return
     r = json.load(open(p))
     # The protocol is read from the eval's own run record, never assumed.
     args = json.load(open(p + ".run.json"))["args"]
@@ -63,9 +67,12 @@ def add(name, split):
     users = f", {args['max_users']} users" if args.get("max_users") else ""
     rows.append(f"| onerec (this run), {split}, {protocol}, beam {args['beam']}{users} | {r['recall@5']:.4f} | "
                 f"{r['ndcg@5']:.4f} | {r['recall@10']:.4f} | {r['ndcg@10']:.4f} |")
-add("results.json", "test"); add("results-with-history.json", "test")
+split_name = [w.split(":", 1) for w in written]
+for split, name in split_name:
+    if split == "test": add(split, name)
 rows.append("| TIGER (published) | 0.0454 | 0.0321 | 0.0648 | 0.0384 |")
-add("valid.json", "validation")
+for split, name in split_name:
+    if split == "valid": add("validation", name)
 what = "evaluation wall time" if eval_only else "wall time"
 open(f"{out}/results.md", "w").write("\n".join(rows) + f"\n\n{what} {secs} s\n")
 print("\n".join(rows)); print(f"{what} {secs} s")
