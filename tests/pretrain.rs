@@ -237,3 +237,13 @@ fn length_bucketed_order_is_a_seeded_permutation_with_less_padding() {
     // The partial batch (1003 = 31 x 32 + 11) stays last.
     assert_eq!(a.len() % batch, 11);
 }
+
+#[test]
+fn ranking_eval_options_follow_the_train_config() {
+    let c = cfg(2, 2, &["train.rank_users=300", "train.rank_beam=30", "train.rank_exclude_history=true"]);
+    let o = train::rank_eval_options(&c.train);
+    assert!(o.exclude_history, "best/ selection under the --exclude-history protocol");
+    assert_eq!((o.max_users, o.beam, o.ks.clone(), o.session_len), (Some(300), 30, vec![10], 0));
+    // Off by default, like `onerec eval`.
+    assert!(!train::rank_eval_options(&cfg(2, 2, &[]).train).exclude_history);
+}

@@ -58,6 +58,9 @@ pub struct TrainConfig {
     pub rank_users: usize,
     /// Beam width of that ranking eval.
     pub rank_beam: usize,
+    /// Rank with the user's history items excluded, as `onerec eval --exclude-history`
+    /// does, so `best/` is picked under the protocol the final numbers are reported in.
+    pub rank_exclude_history: bool,
     /// Length bucketing: if > 0, each window of this many batches is sorted by history
     /// length before batching (less encoder padding, faster steps); 0 = plain shuffle.
     pub length_buckets: usize,
@@ -87,6 +90,7 @@ impl Default for TrainConfig {
             select_metric: "valid_loss".into(),
             rank_users: 500,
             rank_beam: 20,
+            rank_exclude_history: false,
             length_buckets: 0,
         }
     }
@@ -106,6 +110,18 @@ impl TrainConfig {
         ensure!(self.rank_beam >= 10, "rank_beam must be >= 10 (Recall@10 needs 10 ranked items)");
         ensure!(!self.select_metric.is_empty(), "select_metric must name an eval-row key, e.g. \"valid_loss\"");
         Ok(())
+    }
+}
+
+/// The in-training validation ranking eval: Recall/NDCG@10 over `rank_users` users.
+pub fn rank_eval_options(tc: &TrainConfig) -> crate::eval::EvalOptions {
+    crate::eval::EvalOptions {
+        ks: vec![10],
+        beam: tc.rank_beam,
+        session_len: 0,
+        max_users: Some(tc.rank_users),
+        exclude_history: tc.rank_exclude_history,
+        ..Default::default()
     }
 }
 
@@ -139,13 +155,7 @@ pub fn pretrain(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resu
     }
     let dense = sids.reindexed(&ds.item_ids)?;
     let vocab = Vocab::new(dense.codebook_sizes.clone());
-    let opts = crate::eval::EvalOptions {
-        ks: vec![10],
-        beam: cfg.train.rank_beam,
-        session_len: 0,
-        max_users: Some(cfg.train.rank_users),
-        ..Default::default()
-    };
+    let opts = rank_eval_options(&cfg.train);
     let hook = |model: &OneRecModel| -> Result<Map<String, Value>> {
         let r = crate::eval::evaluate(model, &dense, &vocab, ds, crate::generate::SplitSel::Valid, &opts)?;
         let mut m = Map::new();
