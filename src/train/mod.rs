@@ -114,7 +114,7 @@ impl TrainConfig {
 }
 
 /// The in-training validation ranking eval: Recall/NDCG@10 over `rank_users` users.
-pub fn rank_eval_options(tc: &TrainConfig) -> crate::eval::EvalOptions {
+pub fn rank_eval_options(tc: &TrainConfig) -> crate::eval::EvalOptions<'static> {
     crate::eval::EvalOptions {
         ks: vec![10],
         beam: tc.rank_beam,
