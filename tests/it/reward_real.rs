@@ -6,21 +6,10 @@ use onerec::align::reward::train_reward_model;
 use onerec::config::Config;
 use onerec::data::Dataset;
 use std::io::BufRead;
-use std::path::PathBuf;
-
-fn shared() -> PathBuf {
-    std::env::var_os("ONEREC_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")))
-}
 
 #[test]
 fn beauty_interaction_tower_beats_random() {
-    let path = shared().join("data/amazon-beauty/sequences.txt.gz");
-    if !path.exists() {
-        eprintln!("skipping: {} not found (set ONEREC_SHARED)", path.display());
-        return;
-    }
+    let Some(path) = crate::common::shared_data("amazon-beauty/sequences.txt.gz", "reward_real") else { return };
     // First 4000 users; items re-indexed densely in order of appearance.
     let mut ids = std::collections::HashMap::new();
     let mut hs = Vec::new();

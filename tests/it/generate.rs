@@ -1,7 +1,6 @@
 //! Constrained beam search, sampling and teacher forcing against a hash-based mock model.
 
-mod generate_common;
-use generate_common::*;
+use crate::common::*;
 
 use onerec::generate::users::Shard;
 use onerec::generate::{

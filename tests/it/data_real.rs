@@ -7,18 +7,8 @@ use onerec::data::stats::{popularity_baseline, stats};
 use onerec::data::Dataset;
 use std::path::PathBuf;
 
-/// `$ONEREC_SHARED/data/<rel>` or `CARGO_MANIFEST_DIR/../shared/data/<rel>`, if present.
 fn shared(rel: &str) -> Option<PathBuf> {
-    let root = std::env::var_os("ONEREC_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")));
-    let p = root.join("data").join(rel);
-    if p.exists() {
-        Some(p)
-    } else {
-        println!("SKIP: {} not found (set ONEREC_SHARED to the shared directory)", p.display());
-        None
-    }
+    crate::common::shared_data(rel, "data_real")
 }
 
 fn round4(x: f64) -> f64 {

@@ -2,8 +2,7 @@
 //! with random distinct semantic ids and the hash mock model. Checks that constrained
 //! decoding stays valid and fast on real histories; skips when the data is absent.
 
-mod generate_common;
-use generate_common::*;
+use crate::common::*;
 
 use onerec::data::Dataset;
 use onerec::eval::{evaluate, EvalOptions};
@@ -12,21 +11,10 @@ use onerec::generate::users::SplitSel;
 use onerec::model::Vocab;
 use std::collections::HashMap;
 use std::io::BufRead;
-use std::path::PathBuf;
-
-fn shared() -> PathBuf {
-    std::env::var("ONEREC_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../shared")))
-}
 
 #[test]
 fn eval_on_amazon_beauty_scale_with_mock_model() {
-    let path = shared().join("data/amazon-beauty/sequences.txt.gz");
-    if !path.exists() {
-        eprintln!("skipping: {} not found (set ONEREC_SHARED)", path.display());
-        return;
-    }
+    let Some(path) = crate::common::shared_data("amazon-beauty/sequences.txt.gz", "eval_real") else { return };
     // Minimal reader (the dataset stage owns the real one): dense ids in first-seen order.
     let mut dense: HashMap<String, u32> = HashMap::new();
     let mut hist = Vec::new();

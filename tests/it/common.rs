@@ -1,10 +1,30 @@
-// Shared fixtures for the generate/eval tests (included with `mod`).
+//! Shared fixtures: the location of the real datasets, random catalogues, histories and
+//! a hash language model for the generate/eval tests.
 #![allow(dead_code)]
 
 use onerec::generate::mock::HashLm;
 use onerec::model::Vocab;
 use onerec::tokenizer::SemanticIds;
 use rand::Rng;
+use std::path::{Path, PathBuf};
+
+/// The shared directory: `$ONEREC_SHARED`, else `../shared` beside the checkout.
+pub fn shared_root() -> PathBuf {
+    std::env::var_os("ONEREC_SHARED")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
+}
+
+/// `<shared>/data/<rel>` if it exists; otherwise prints why `test` skips and returns None.
+pub fn shared_data(rel: &str, test: &str) -> Option<PathBuf> {
+    let p = shared_root().join("data").join(rel);
+    if p.exists() {
+        Some(p)
+    } else {
+        println!("SKIP {test}: {} not found (set ONEREC_SHARED to the shared directory)", p.display());
+        None
+    }
+}
 
 /// `n` items with distinct random paths over `sizes` (seeded), item ids "0".."n-1".
 pub fn random_ids(sizes: &[usize], n: usize, seed: u64) -> SemanticIds {

@@ -15,13 +15,6 @@ use std::path::{Path, PathBuf};
 
 // ---------- helpers ----------
 
-fn shared_dir() -> PathBuf {
-    match std::env::var_os("ONEREC_SHARED") {
-        Some(p) => PathBuf::from(p),
-        None => Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"),
-    }
-}
-
 fn minilm_dir() -> Option<PathBuf> {
     // ONEREC_MINILM_DIR, else where scripts/fetch-minilm.sh puts it by default.
     let d = match std::env::var_os("ONEREC_MINILM_DIR") {
@@ -379,7 +372,7 @@ fn pipeline_chunks_resume_and_same_bytes() {
 #[test]
 fn minilm_matches_reference_python() {
     let Some(model) = minilm_dir() else { return };
-    let ref_path = shared_dir().join("data/minilm-l6-v2-reference.json");
+    let ref_path = crate::common::shared_root().join("data/minilm-l6-v2-reference.json");
     if !ref_path.is_file() {
         eprintln!("SKIP: {} is missing", ref_path.display());
         return;
@@ -406,7 +399,7 @@ fn minilm_matches_reference_python() {
 /// texts and vectors with its shipped item_text_embeddings.safetensors.
 fn compare_with_shipped(dataset: &str, items: &str, template: &str) {
     let Some(model) = minilm_dir() else { return };
-    let ds = shared_dir().join("data").join(dataset);
+    let ds = crate::common::shared_root().join("data").join(dataset);
     if !ds.join(items).is_file() {
         eprintln!("SKIP: {} is missing", ds.join(items).display());
         return;

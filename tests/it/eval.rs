@@ -1,7 +1,6 @@
 //! Evaluation: textbook metric values and `evaluate` against an independent recomputation.
 
-mod generate_common;
-use generate_common::*;
+use crate::common::*;
 
 use onerec::data::Dataset;
 use onerec::eval::metrics::{ndcg_at_k, recall_at_k};

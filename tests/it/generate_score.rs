@@ -1,7 +1,6 @@
 //! Batch scoring of (user, item) pairs: parsing errors name the line, skipping counts.
 
-mod generate_common;
-use generate_common::*;
+use crate::common::*;
 
 use onerec::data::Dataset;
 use onerec::generate::score::{read_pairs, score_pairs, shard_pairs, write_scores};

@@ -1,7 +1,6 @@
 //! User selection: dataset splits, histories files, dataset/checkpoint id alignment.
 
-mod generate_common;
-use generate_common::*;
+use crate::common::*;
 
 use onerec::data::Dataset;
 use onerec::generate::users::{align_dataset, users_from_histories_file, users_from_split, SplitSel};

@@ -330,19 +330,13 @@ fn cli_contract_parses() {
     assert_eq!(inputs[1], ("image".to_string(), PathBuf::from("b.npy")));
 }
 
-fn shared() -> PathBuf {
-    std::env::var_os("ONEREC_SHARED")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared"))
-}
-
 #[test]
 fn beauty_balanced_full_utilization() {
-    let path = shared().join("data/amazon-beauty/item_text_embeddings.safetensors");
-    if !path.exists() {
-        eprintln!("skipping beauty_balanced_full_utilization: {} not found (set ONEREC_SHARED)", path.display());
+    let Some(path) =
+        crate::common::shared_data("amazon-beauty/item_text_embeddings.safetensors", "beauty_balanced_full_utilization")
+    else {
         return;
-    }
+    };
     let e = Embeddings::load(&path).unwrap();
     let mut o = opts(Method::BalancedRqKmeans, 3, vec![256]);
     o.iters = 4;
