@@ -5,7 +5,7 @@ use crate::data::Dataset;
 use crate::generate::users::{align_dataset, users_from_histories_file, users_from_split, Shard, SplitSel};
 use crate::generate::{generate_batched, write_generate_jsonl, BeamOptions, DecodeIndex};
 use crate::model::checkpoint::dataset_dir;
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;

@@ -4,7 +4,7 @@ use crate::data::Dataset;
 use crate::generate::score::{read_pairs, score_pairs, shard_pairs, write_scores};
 use crate::generate::users::{align_dataset, Shard, SplitSel};
 use crate::model::checkpoint::dataset_dir;
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;

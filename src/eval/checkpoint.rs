@@ -4,7 +4,7 @@ use super::{evaluate, EvalOptions, EvalReport};
 use crate::align::reward::RewardModel;
 use crate::data::Dataset;
 use crate::generate::users::{align_dataset, split_point, SplitSel};
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use anyhow::{ensure, Context, Result};
 use std::path::Path;
 

@@ -11,7 +11,7 @@ pub mod metrics;
 use crate::data::Dataset;
 use crate::generate::users::{users_from_split, SplitSel};
 use crate::generate::{generate_batched, BeamOptions, DecodeIndex, StepModel};
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
 use anyhow::{ensure, Result};
 use serde::Serialize;

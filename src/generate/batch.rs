@@ -5,7 +5,7 @@ use super::beam::{beam_search_with, BeamOptions, DecodeStats, Hypothesis};
 use super::index::DecodeIndex;
 use super::users::UserQuery;
 use super::StepModel;
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
 use anyhow::{ensure, Result};
 use rayon::prelude::*;

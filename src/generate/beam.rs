@@ -9,7 +9,7 @@
 
 use super::index::{DecodeIndex, Exclusion};
 use super::StepModel;
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use crate::tokenizer::{PrefixTrie, SemanticIds};
 use anyhow::{bail, ensure, Result};
 use serde::Serialize;

@@ -3,7 +3,7 @@
 
 use super::beam::{check_inputs, check_items};
 use super::StepModel;
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
 use anyhow::{ensure, Result};
 

@@ -4,7 +4,7 @@
 use super::beam::{check_inputs, verify_items, BeamOptions, Hypothesis};
 use super::index::{DecodeIndex, Exclusion};
 use super::StepModel;
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use crate::tokenizer::{PrefixTrie, SemanticIds};
 use anyhow::{ensure, Result};
 use rand::Rng;

@@ -5,7 +5,7 @@ use super::forced::teacher_forced_logprob;
 use super::users::{split_point, Shard, SplitSel};
 use super::StepModel;
 use crate::data::Dataset;
-use crate::model::Vocab;
+use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;

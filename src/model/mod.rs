@@ -10,9 +10,9 @@ pub mod fused;
 pub mod layers;
 pub mod moe;
 pub mod uncached;
-pub mod vocab;
 
-pub use vocab::Vocab;
+/// The decoder vocabulary lives with the tokenizer whose codes it numbers.
+pub use crate::tokenizer::Vocab;
 
 use crate::generate::StepModel;
 use anyhow::{bail, ensure, Context, Result};

@@ -13,6 +13,7 @@ mod nn;
 pub mod paths;
 pub mod rqvae;
 pub mod trie;
+pub mod vocab;
 
 pub use align::AlignOptions;
 pub use artifact::SemanticIds;
@@ -20,3 +21,4 @@ pub use fit::{fit, tokenize_files, write_artifact, InputFile, Method, TokenizeOp
 pub use paths::{Collisions, Metrics};
 pub use rqvae::RqVaeOptions;
 pub use trie::PrefixTrie;
+pub use vocab::Vocab;

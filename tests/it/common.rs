@@ -3,7 +3,7 @@
 #![allow(dead_code)]
 
 use onerec::generate::mock::HashLm;
-use onerec::model::Vocab;
+use onerec::tokenizer::Vocab;
 use onerec::tokenizer::SemanticIds;
 use rand::Rng;
 use std::path::{Path, PathBuf};

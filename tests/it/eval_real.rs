@@ -8,7 +8,7 @@ use onerec::data::Dataset;
 use onerec::eval::{evaluate, EvalOptions};
 use onerec::generate::mock::HashLm;
 use onerec::generate::users::SplitSel;
-use onerec::model::Vocab;
+use onerec::tokenizer::Vocab;
 use std::collections::HashMap;
 use std::io::BufRead;
 
