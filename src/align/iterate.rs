@@ -40,6 +40,9 @@ pub trait Policy: Sized {
     fn load_weights(&mut self, dir: &Path) -> Result<()>;
 }
 
+/// Candidate sessions: per history, `n` sessions of item ids.
+pub type Sessions = Vec<Vec<Vec<u32>>>;
+
 /// Produces `n` candidate sessions of `session_len` items per history with a policy
 /// (beam search or sampling); `rng` is seeded per iteration.
 pub trait SessionGenerator<P> {
@@ -50,12 +53,12 @@ pub trait SessionGenerator<P> {
         n: usize,
         session_len: usize,
         rng: &mut Rng,
-    ) -> Result<Vec<Vec<Vec<u32>>>>;
+    ) -> Result<Sessions>;
 }
 
 impl<P, F> SessionGenerator<P> for F
 where
-    F: FnMut(&P, &[&[u32]], usize, usize, &mut Rng) -> Result<Vec<Vec<Vec<u32>>>>,
+    F: FnMut(&P, &[&[u32]], usize, usize, &mut Rng) -> Result<Sessions>,
 {
     fn generate(
         &mut self,
@@ -64,7 +67,7 @@ where
         n: usize,
         session_len: usize,
         rng: &mut Rng,
-    ) -> Result<Vec<Vec<Vec<u32>>>> {
+    ) -> Result<Sessions> {
         self(policy, histories, n, session_len, rng)
     }
 }

@@ -10,7 +10,7 @@
 //! (beam = top = `align.candidates`). Until those land it stops with a clear error
 //! after the checks, never with a fake result.
 
-use super::iterate::{align, AlignOutcome, EvalHook, Policy, SessionGenerator, SessionScorer};
+use super::iterate::{align, AlignOutcome, EvalHook, Policy, SessionGenerator, SessionScorer, Sessions};
 use super::reward::RewardModel;
 use crate::config::Config;
 use crate::data::Dataset;
@@ -179,7 +179,7 @@ impl Policy for OneRecPolicy {
 
 /// A candidate generator backed by constrained beam search: `n` sessions per history
 /// are the top `n` beams (beam width `max(n, beam_floor)`), users in chunks of 64.
-pub fn beam_generator(exclude_history: bool) -> impl FnMut(&OneRecPolicy, &[&[u32]], usize, usize, &mut Rng) -> Result<Vec<Vec<Vec<u32>>>> {
+pub fn beam_generator(exclude_history: bool) -> impl FnMut(&OneRecPolicy, &[&[u32]], usize, usize, &mut Rng) -> Result<Sessions> {
     move |p: &OneRecPolicy, hs: &[&[u32]], n: usize, len: usize, _rng: &mut Rng| {
         let ids = &p.ckpt.semantic_ids;
         let vocab = Vocab::new(ids.codebook_sizes.clone());

@@ -77,7 +77,7 @@ pub fn options(a: &TokenizeArgs) -> Result<(TokenizeOptions, Vec<(String, PathBu
         .map(|s| s.trim().parse::<usize>())
         .collect::<Result<_, _>>()
         .with_context(|| format!("--codebook-size {}: expected K or K1,K2,...", a.codebook_size))?;
-    if o.codebook_sizes.iter().any(|&k| k == 0) {
+    if o.codebook_sizes.contains(&0) {
         bail!("--codebook-size {}: sizes must be at least 1", a.codebook_size);
     }
     for p in &a.pca {

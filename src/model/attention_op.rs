@@ -37,6 +37,7 @@ impl Sdpa {
     }
 
     /// Softmax probabilities of one (batch, head): [tq, tk].
+    #[allow(clippy::too_many_arguments)]
     fn probs(&self, bh: usize, q: &[f32], k: &[f32], tq: usize, tk: usize, dh: usize, p: &mut [f32]) {
         for i in 0..tq {
             let qi = &q[i * dh..(i + 1) * dh];

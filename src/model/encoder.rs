@@ -72,8 +72,8 @@ impl Encoder {
             let pad = t - 1 - h.len();
             let mut row = vec![true; t];
             ids[0].push(Vocab::BOS);
-            for l in 1..levels {
-                ids[l].push(Vocab::PAD);
+            for level in ids.iter_mut().take(levels).skip(1) {
+                level.push(Vocab::PAD);
             }
             pos.push(0u32);
             for (j, r) in row.iter_mut().enumerate().skip(1).take(pad) {

@@ -100,7 +100,7 @@ impl ModelConfig {
         ensure!(self.d_model > 0, "d_model must be > 0");
         ensure!(self.heads > 0, "heads must be > 0");
         ensure!(
-            self.d_model % self.heads == 0,
+            self.d_model.is_multiple_of(self.heads),
             "heads = {} does not divide d_model = {}; pick heads among the divisors of d_model",
             self.heads,
             self.d_model
@@ -189,7 +189,7 @@ impl OneRecModel {
     /// Builds the model with parameters from `vb` (created if missing).
     pub fn new(cfg: &ModelConfig, vocab: Vocab, item_codes: Vec<u32>, vb: VarBuilder) -> Result<OneRecModel> {
         cfg.validate()?;
-        ensure!(vocab.levels() > 0 && item_codes.len() % vocab.levels() == 0, "item codes do not match {} levels", vocab.levels());
+        ensure!(vocab.levels() > 0 && item_codes.len().is_multiple_of(vocab.levels()), "item codes do not match {} levels", vocab.levels());
         for (i, p) in item_codes.chunks_exact(vocab.levels()).enumerate() {
             for (l, &c) in p.iter().enumerate() {
                 ensure!((c as usize) < vocab.codebook_sizes[l], "item {i}: code {c} at level {l} outside codebook");
@@ -281,10 +281,10 @@ impl OneRecModel {
             row[1..k.max(1)].copy_from_slice(&toks[..k.saturating_sub(1)]);
             b.inputs.extend(row);
             b.targets.extend_from_slice(&toks);
-            b.mask.extend(std::iter::repeat(1.0).take(k));
+            b.mask.extend(std::iter::repeat_n(1.0, k));
             let pad = len - k;
-            b.targets.extend(std::iter::repeat(Vocab::PAD).take(pad));
-            b.mask.extend(std::iter::repeat(0.0).take(pad));
+            b.targets.extend(std::iter::repeat_n(Vocab::PAD, pad));
+            b.mask.extend(std::iter::repeat_n(0.0, pad));
         }
         Ok(b)
     }

@@ -94,11 +94,12 @@ pub fn block_dot(x: &[f32], m: usize, d: usize, c: &[f32], k: usize, out: &mut [
 /// For every row of `x` ([n, d]), calls `f(row_index, scores, out_row)` where
 /// `scores[j] = ||c_j||^2 - 2 x.c_j` (add ||x||^2 for the squared distance) and
 /// `out_row` is that row's `per_row` slots of `out`. Blocks run in parallel.
+#[allow(clippy::too_many_arguments)]
 pub fn scan<T: Send, F>(x: &[f32], d: usize, c: &[f32], k: usize, c_norms: &[f32], out: &mut [T], per_row: usize, f: F)
 where
     F: Fn(usize, &[f32], &mut [T]) + Sync,
 {
-    let n = if d == 0 { 0 } else { x.len() / d };
+    let n = x.len().checked_div(d).unwrap_or(0);
     assert_eq!(out.len(), n * per_row, "scan: output size");
     assert_eq!(c_norms.len(), k);
     out.par_chunks_mut(BLOCK * per_row.max(1)).enumerate().for_each_init(

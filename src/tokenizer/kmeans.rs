@@ -195,7 +195,7 @@ fn top_m(s: &[f32], out: &mut [(u32, f32)]) {
 /// Lloyd's k-means (or balanced k-means) with k-means++ seeding. Empty clusters are
 /// re-seeded with the points farthest from their centroid.
 pub fn kmeans(x: &[f32], d: usize, opts: KMeansOptions, rng: &mut Rng) -> Result<KMeans> {
-    let n = if d == 0 { 0 } else { x.len() / d };
+    let n = x.len().checked_div(d).unwrap_or(0);
     let k = opts.k;
     if k == 0 {
         bail!("codebook size must be at least 1");

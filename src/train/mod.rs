@@ -125,11 +125,14 @@ pub fn rank_eval_options(tc: &TrainConfig) -> crate::eval::EvalOptions<'static> 
     }
 }
 
+/// Extra metrics for an eval row, computed from the model being trained.
+pub type EvalHook<'a> = &'a dyn Fn(&OneRecModel) -> Result<Map<String, Value>>;
+
 /// Optional hooks into [`pretrain_with`].
 #[derive(Default)]
 pub struct Hooks<'a> {
     /// Extra metrics (e.g. Recall/NDCG) added to every eval row.
-    pub eval: Option<&'a dyn Fn(&OneRecModel) -> Result<Map<String, Value>>>,
+    pub eval: Option<EvalHook<'a>>,
     /// Stop after this many steps (as if killed; tests of `--resume`).
     pub stop_after: Option<usize>,
 }
