@@ -12,6 +12,8 @@ pub mod iterate;
 pub mod onerec;
 mod params;
 pub mod reward;
+/// A toy world and bigram policy for alignment tests: `testkit` feature only.
+#[cfg(any(test, feature = "testkit"))]
 pub mod toy;
 
 pub use dpo::{dpo_loss, ecpo_loss, group_advantages, DpoOutput};

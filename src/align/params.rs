@@ -85,6 +85,7 @@ pub fn fill_varmap(vm: &VarMap, tensors: &HashMap<String, Tensor>, origin: &Path
 }
 
 /// A deep copy of a VarMap's values into a fresh, independent VarMap.
+#[cfg(any(test, feature = "testkit"))]
 pub fn clone_varmap(vm: &VarMap) -> Result<VarMap> {
     let out = VarMap::new();
     {

@@ -27,6 +27,8 @@ pub mod batch;
 pub mod beam;
 pub mod forced;
 pub mod index;
+/// Test doubles (a hash language model, random catalogues): `testkit` feature only.
+#[cfg(any(test, feature = "testkit"))]
 pub mod mock;
 pub mod sample;
 pub mod score;

@@ -134,6 +134,7 @@ pub struct Hooks<'a> {
     /// Extra metrics (e.g. Recall/NDCG) added to every eval row.
     pub eval: Option<EvalHook<'a>>,
     /// Stop after this many steps (as if killed; tests of `--resume`).
+    #[cfg(feature = "testkit")]
     pub stop_after: Option<usize>,
 }
 
@@ -169,7 +170,7 @@ pub fn pretrain(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resu
         }
         Ok(m)
     };
-    pretrain_with(cfg, ds, sids, out, resume, &Hooks { eval: Some(&hook), stop_after: None })
+    pretrain_with(cfg, ds, sids, out, resume, &Hooks { eval: Some(&hook), ..Hooks::default() })
 }
 
 /// What a pretraining run did.
@@ -440,6 +441,7 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
             })?;
             info!(step, train_loss = format!("{last_train:.4}"), valid_loss = format!("{last_valid:.4}"), best_step, secs = format!("{:.1}", te.elapsed().as_secs_f64()), "eval; wrote {}", last_dir.display());
         }
+        #[cfg(feature = "testkit")]
         if hooks.stop_after == Some(step) {
             break;
         }
