@@ -230,3 +230,25 @@ fn huge_checkpoint_vocabulary_is_a_clean_error() {
         }
     }
 }
+
+/// A second writer on the same `--out` is refused while the first is alive; a lock left
+/// by a dead process (kill -9) is taken over.
+#[test]
+fn out_lock_refuses_a_live_holder_and_takes_over_a_stale_one() {
+    let t = tempfile::tempdir().unwrap();
+    let out = t.path().join("tok");
+    let lock = t.path().join("tok.lock");
+    let missing = format!("text={}", t.path().join("missing.npy").display());
+    let args = ["tokenize", "--embeddings", &missing, "--out", out.to_str().unwrap()];
+    // This test process is alive: the lock is honoured.
+    std::fs::write(&lock, format!("{}\n", std::process::id())).unwrap();
+    let o = onerec(&args);
+    assert_clean_error(&o, "in use by another onerec process");
+    assert!(lock.exists(), "the holder's lock must stay");
+    // A pid that is not running: stale, taken over; the run then fails on its input only.
+    std::fs::write(&lock, "4194999\n").unwrap();
+    let o = onerec(&args);
+    assert_clean_error(&o, "missing.npy");
+    assert!(!stderr(&o).contains("in use"), "{}", stderr(&o));
+    assert!(!lock.exists(), "the lock is removed when the run ends");
+}
