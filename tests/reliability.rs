@@ -437,3 +437,154 @@ fn fuzz_histories() {
     fuzz_target("histories", "h.txt", &|p| onerec::generate::users::users_from_histories_file(p, &ids, false).is_ok());
     fuzz_target("histories", "h.txt", &|p| onerec::generate::users::users_from_histories_file(p, &ids, true).is_ok());
 }
+
+// ---------------------------------------------------------------------------------
+// Crash safety and determinism of the built binary.
+
+/// A ~100-user synthetic world, prepared and tokenized: (tempdir, data dir, tokenizer dir).
+fn tiny_world() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
+    use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
+    use onerec::tokenizer::{tokenize_files, Collisions, TokenizeOptions};
+    use onerec::world::{synth, SynthOptions};
+    let t = tempfile::tempdir().unwrap();
+    let (world, data, tok) = (t.path().join("world"), t.path().join("data"), t.path().join("tok"));
+    synth(&SynthOptions { users: 100, items: 80, topics: 4, seed: 7, ..SynthOptions::default() }, &world).unwrap();
+    let ds = prepare_interactions(&world.join("interactions.csv"), &PrepareOptions::default()).unwrap();
+    write_dataset(&ds, &data).unwrap();
+    let topts = TokenizeOptions { codebook_sizes: vec![4, 4, 8], collisions: Collisions::Reassign, seed: 7, ..TokenizeOptions::default() };
+    tokenize_files(&topts, &[("text".to_string(), world.join("text.safetensors"))], None, &tok).unwrap();
+    (t, data, tok)
+}
+
+const PRETRAIN_SET: &[&str] = &[
+    "train.max_steps=30",
+    "train.eval_every=10",
+    "train.rank_users=0",
+    "train.select_metric=\"valid_loss\"",
+    "train.batch_size=16",
+    "train.valid_users=40",
+];
+
+fn pretrain_cmd(data: &Path, tok: &Path, out: &Path, resume: bool) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_onerec"));
+    c.args(["--threads", "1", "-q", "pretrain", "--config", "tiny", "--data"]).arg(data).arg("--tokenizer").arg(tok).arg("--out").arg(out);
+    for s in PRETRAIN_SET {
+        c.args(["--set", s]);
+    }
+    if resume {
+        c.arg("--resume");
+    }
+    c.env("RAYON_NUM_THREADS", "1").stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    c
+}
+
+fn metric_rows(out: &Path) -> Vec<serde_json::Value> {
+    let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+    text.lines().filter(|l| !l.trim().is_empty()).map(|l| serde_json::from_str(l).unwrap()).collect()
+}
+
+/// No temp or partial file is left where a reader would take it for output: every
+/// checkpoint dir present loads, and every JSON file parses.
+fn assert_no_truncated_outputs(out: &Path) {
+    for sub in ["last", "best"] {
+        let d = out.join(sub);
+        if d.exists() {
+            onerec::model::checkpoint::load(&d).unwrap_or_else(|e| panic!("{} after kill -9: {e:#}", d.display()));
+        }
+    }
+    if out.join("metrics.jsonl").exists() {
+        let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
+        for (i, l) in text.lines().enumerate() {
+            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("metrics.jsonl:{}: {e}: {l}", i + 1));
+        }
+    }
+}
+
+/// kill -9 a real `onerec pretrain` (right after its first checkpoint appears, i.e. early
+/// or during the next steps/writes, and once mid-run), then `--resume`: the outputs are
+/// never truncated, the stale `--out` lock is taken over, and the resumed run ends with
+/// the metrics of an uninterrupted run with the same seed. Two uninterrupted runs are
+/// byte-identical (determinism).
+#[test]
+fn pretrain_kill9_resume_matches_uninterrupted_and_is_deterministic() {
+    let (t, data, tok) = tiny_world();
+    let (a, a2) = (t.path().join("a"), t.path().join("a2"));
+    for out in [&a, &a2] {
+        let o = pretrain_cmd(&data, &tok, out, false).output().unwrap();
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+    for f in ["metrics.jsonl", "last/model.safetensors", "best/model.safetensors", "last/train_state.json"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(a2.join(f)).unwrap(), "{f} differs between same-seed runs");
+    }
+    let full = metric_rows(&a);
+    assert_eq!(full.len(), 3, "{full:?}");
+    // Kill at the first checkpoint (step 10) and at the second (step 20).
+    for (name, wait_rows) in [("k1", 1usize), ("k2", 2)] {
+        let out = t.path().join(name);
+        let mut child = pretrain_cmd(&data, &tok, &out, false).spawn().unwrap();
+        let started = std::time::Instant::now();
+        let killed = loop {
+            if out.join("metrics.jsonl").exists() && metric_rows(&out).len() >= wait_rows {
+                break child.kill().is_ok();
+            }
+            if child.try_wait().unwrap().is_some() || started.elapsed().as_secs() > 120 {
+                break false;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        };
+        let status = child.wait().unwrap();
+        eprintln!("{name}: killed = {killed}, status {status:?}, rows at kill {}", metric_rows(&out).len());
+        assert!(killed && !status.success(), "{name}: the run ended before it could be killed");
+        assert!(t.path().join(format!("{name}.lock")).exists(), "kill -9 leaves the lock behind (taken over below)");
+        assert_no_truncated_outputs(&out);
+        let o = pretrain_cmd(&data, &tok, &out, true).output().unwrap();
+        assert!(o.status.success(), "resume after kill -9: {}", stderr(&o));
+        let resumed = metric_rows(&out);
+        let (x, y) = (full.last().unwrap(), resumed.last().unwrap());
+        assert_eq!(x["step"], y["step"]);
+        for k in ["train_loss", "valid_loss"] {
+            let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
+            assert!((x - y).abs() < 1e-4, "{name} {k}: uninterrupted {x} vs resumed {y}");
+        }
+        let same = std::fs::read(a.join("last/model.safetensors")).unwrap() == std::fs::read(out.join("last/model.safetensors")).unwrap();
+        eprintln!("{name}: resumed final weights byte-identical to uninterrupted: {same}");
+    }
+}
+
+/// Same seed and threads: synth, prepare and tokenize write byte-identical files.
+#[test]
+fn synth_prepare_tokenize_are_byte_deterministic() {
+    let (t1, d1, k1) = tiny_world();
+    let (t2, d2, k2) = tiny_world();
+    for (x, y) in [(t1.path().join("world"), t2.path().join("world")), (d1, d2), (k1, k2)] {
+        let mut names: Vec<_> = std::fs::read_dir(&x).unwrap().map(|e| e.unwrap().file_name()).collect();
+        names.sort();
+        assert!(!names.is_empty());
+        for n in names {
+            // Run records and timings hold wall-clock times by design.
+            if n.to_string_lossy().ends_with(".run.json") || n == "timings.json" {
+                continue;
+            }
+            let (a, b) = (x.join(&n), y.join(&n));
+            if a.is_file() {
+                // Manifests record their (temp dir) source paths; everything else is identical.
+                let root = |t: &tempfile::TempDir| t.path().to_string_lossy().into_owned().into_bytes();
+                let norm = |bytes: Vec<u8>, r: Vec<u8>| -> Vec<u8> {
+                    let (mut out, mut i) = (Vec::new(), 0);
+                    while i < bytes.len() {
+                        if bytes[i..].starts_with(&r) {
+                            out.extend_from_slice(b"ROOT");
+                            i += r.len();
+                        } else {
+                            out.push(bytes[i]);
+                            i += 1;
+                        }
+                    }
+                    out
+                };
+                let same = norm(std::fs::read(&a).unwrap(), root(&t1)) == norm(std::fs::read(&b).unwrap(), root(&t2));
+                assert!(same, "{} differs between same-seed runs", a.display());
+            }
+        }
+    }
+}
