@@ -35,7 +35,7 @@ fn assert_clean_error(o: &Output, needle: &str) {
 /// A v1 `.npy` file with `header` (padded with spaces and a newline) and `data`.
 fn npy(header: &[u8], data: &[u8]) -> Vec<u8> {
     let mut h = header.to_vec();
-    while (10 + h.len() + 1) % 64 != 0 {
+    while !(10 + h.len() + 1).is_multiple_of(64) {
         h.push(b' ');
     }
     h.push(b'\n');
@@ -209,9 +209,7 @@ fn huge_checkpoint_vocabulary_is_a_clean_error() {
     for (i, (sizes, n, needle)) in cases.iter().enumerate() {
         let dir = t.path().join(format!("ck{i}"));
         write_checkpoint(&dir, sizes, n);
-        let err = onerec::model::checkpoint::read_meta(&dir)
-            .err()
-            .expect("must fail");
+        let err = onerec::model::checkpoint::read_meta(&dir).expect_err("must fail");
         assert!(format!("{err:#}").contains(needle), "{sizes}: {err:#}");
         let d = dir.to_str().unwrap();
         let data = t.path().join("nodata");
