@@ -436,6 +436,19 @@ fn fuzz_histories() {
     fuzz_target("histories", "h.txt", &|p| onerec::generate::users::users_from_histories_file(p, &ids, true).is_ok());
 }
 
+#[test]
+fn fuzz_pairs() {
+    use onerec::generate::score::read_pairs;
+    use onerec::generate::SplitSel;
+    let (_t, data, tok) = tiny_world();
+    let ids = onerec::tokenizer::SemanticIds::load(&tok).unwrap();
+    let ds = onerec::data::Dataset::load(&data).unwrap();
+    let ds = onerec::generate::users::align_dataset(&ds, &ids).unwrap();
+    let split: SplitSel = "test".parse().unwrap();
+    fuzz_target("pairs", "p.tsv", &|p| read_pairs(p, &ds, &ids, split, false).is_ok());
+    fuzz_target("pairs", "p.tsv", &|p| read_pairs(p, &ds, &ids, split, true).is_ok());
+}
+
 // ---------------------------------------------------------------------------------
 // Crash safety and determinism of the built binary.
 
