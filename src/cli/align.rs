@@ -39,6 +39,7 @@ pub fn run(args: AlignArgs) -> Result<()> {
         set.push(format!("align.objective=\"{o}\""));
     }
     let cfg = crate::config::Config::load(&args.config, &set)?;
+    let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
     let outcome = crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out, args.world.as_deref())?;
     for it in &outcome.state.iterations {
         println!(

@@ -30,6 +30,7 @@ pub fn run(a: PretrainArgs) -> Result<()> {
     let cfg = crate::config::Config::load(&a.config, &a.set)?;
     let ds = crate::data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
     let sids = crate::tokenizer::SemanticIds::load(&a.tokenizer)?;
+    let _lock = crate::util::lock::OutLock::acquire(&a.out)?;
     let s = crate::train::pretrain(&cfg, &ds, &sids, &a.out, a.resume)?;
     println!(
         "pretrained {} steps: best {} = {:.4} at step {}, last valid_loss {:.4}; wrote {}",

@@ -26,6 +26,7 @@ pub struct RewardArgs {
 pub fn run(args: RewardArgs) -> Result<()> {
     let cfg = crate::config::Config::load(&args.config, &args.set)?;
     let ds = crate::data::Dataset::load(&args.data)?;
+    let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
     let report = crate::align::train_reward_model(&cfg, &ds, &args.tokenizer, &args.out)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())

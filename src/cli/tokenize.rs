@@ -118,6 +118,7 @@ pub fn options(a: &TokenizeArgs) -> Result<(TokenizeOptions, Vec<(String, PathBu
 
 pub fn run(args: TokenizeArgs) -> Result<()> {
     let (opts, inputs) = options(&args)?;
+    let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
     let fit = tokenize_files(&opts, &inputs, args.align_with.as_deref(), &args.out)?;
     if args.report {
         print!("{}", fit.metrics.table());

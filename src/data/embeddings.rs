@@ -79,9 +79,16 @@ fn read_ids_file(path: &Path, n: usize) -> Result<Vec<String>> {
 
 /// The embeddings, and whether the file carried its own `item_ids`.
 fn load_safetensors(path: &Path) -> Result<(Embeddings, bool)> {
-    use safetensors::{Dtype, SafeTensors};
     let bytes = crate::util::io::read_bytes(path)?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse_safetensors(&bytes, path)
+}
+
+/// Parses safetensors bytes (`path` only names the file in errors); the safetensors crate
+/// checks every tensor's shape against its byte range, and an empty matrix is refused
+/// before the row ids are built.
+pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(Embeddings, bool)> {
+    use safetensors::{Dtype, SafeTensors};
+    let st = SafeTensors::deserialize(bytes)
         .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
     let t = st.tensor("embeddings").with_context(|| {
         format!(
@@ -95,6 +102,9 @@ fn load_safetensors(path: &Path) -> Result<(Embeddings, bool)> {
         bail!("{}: `embeddings` must be 2-D [n, d], found shape {:?}", path.display(), shape);
     }
     let (n, d) = (shape[0], shape[1]);
+    if n == 0 || d == 0 {
+        bail!("{}: empty embedding matrix [{n}, {d}]", path.display());
+    }
     let raw = t.data();
     let data: Vec<f32> = match t.dtype() {
         Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
@@ -130,52 +140,70 @@ fn load_safetensors(path: &Path) -> Result<(Embeddings, bool)> {
 
 fn load_npy(path: &Path) -> Result<Embeddings> {
     let bytes = crate::util::io::read_bytes(path)?;
-    let bad = |why: &str| anyhow::anyhow!("{}: not a valid .npy file: {why}", path.display());
+    parse_npy(&bytes).with_context(|| format!("{}: not a valid .npy file", path.display()))
+}
+
+/// Parses a `.npy` file's bytes (2-D little-endian float, C order). Every size in the
+/// header is checked against the bytes present before anything is allocated, so a
+/// corrupt or hostile header is an error, never a panic or a huge allocation.
+pub fn parse_npy(bytes: &[u8]) -> Result<Embeddings> {
     if bytes.len() < 10 || &bytes[..6] != b"\x93NUMPY" {
-        return Err(bad("missing magic"));
+        bail!("missing magic `\\x93NUMPY`");
     }
     let (header_len, start) = match bytes[6] {
-        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10),
+        1 => (u16::from_le_bytes([bytes[8], bytes[9]]) as usize, 10usize),
         2 | 3 if bytes.len() >= 12 => (u32::from_le_bytes([bytes[8], bytes[9], bytes[10], bytes[11]]) as usize, 12),
-        _ => return Err(bad("unsupported version")),
+        v => bail!("unsupported version {v}"),
     };
-    let header = std::str::from_utf8(bytes.get(start..start + header_len).ok_or_else(|| bad("truncated header"))?)
-        .map_err(|_| bad("header not UTF-8"))?;
+    let header = bytes.get(start..start.saturating_add(header_len)).context("truncated header")?;
+    if !header.is_ascii() {
+        bail!("header is not ASCII");
+    }
+    let header = std::str::from_utf8(header).context("header not UTF-8")?;
     let field = |key: &str| -> Option<&str> {
         let i = header.find(&format!("'{key}'"))?;
         Some(header[i + key.len() + 2..].trim_start().trim_start_matches(':').trim_start())
     };
-    let descr = field("descr").ok_or_else(|| bad("no descr"))?;
+    let descr = field("descr").context("no descr")?;
     let descr = descr.trim_start_matches('\'').split('\'').next().unwrap_or("");
     if field("fortran_order").is_some_and(|v| v.starts_with("True")) {
-        return Err(bad("fortran_order arrays are not supported; save C-ordered"));
+        bail!("fortran_order arrays are not supported; save C-ordered");
     }
-    let shape_s = field("shape").ok_or_else(|| bad("no shape"))?;
-    let shape_s = &shape_s[1..shape_s.find(')').ok_or_else(|| bad("bad shape"))?];
+    let shape_s = field("shape").context("no shape")?;
+    let shape_s = shape_s
+        .strip_prefix('(')
+        .and_then(|s| s.split_once(')'))
+        .map(|(inner, _)| inner)
+        .context("bad shape: expected a tuple like (n, d)")?;
     let shape: Vec<usize> = shape_s
         .split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<usize>().map_err(|_| bad("bad shape")))
+        .map(|s| s.parse::<usize>().with_context(|| format!("bad shape entry `{s}`")))
         .collect::<Result<_>>()?;
     if shape.len() != 2 {
-        bail!("{}: array must be 2-D [n, d], found shape {:?}", path.display(), shape);
+        bail!("array must be 2-D [n, d], found shape {shape:?}");
     }
     let (n, d) = (shape[0], shape[1]);
+    if n == 0 || d == 0 {
+        bail!("empty embedding matrix [{n}, {d}]");
+    }
     let raw = &bytes[start + header_len..];
     let width = match descr {
         "<f4" => 4,
         "<f2" => 2,
         "<f8" => 8,
-        other => bail!("{}: dtype {other} not supported; use float16/32/64 little-endian", path.display()),
+        other => bail!("dtype {other} not supported; use float16/32/64 little-endian"),
     };
-    if raw.len() != n * d * width {
-        bail!("{}: data is {} bytes, shape {:?} needs {}", path.display(), raw.len(), shape, n * d * width);
+    let need = n.checked_mul(d).and_then(|v| v.checked_mul(width));
+    if need != Some(raw.len()) {
+        let need = need.map_or("more than usize::MAX".to_string(), |v| v.to_string());
+        bail!("data is {} bytes, shape {shape:?} needs {need}", raw.len());
     }
     let data = match width {
         4 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         2 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        _ => raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8 bytes")) as f32).collect(),
+        _ => raw.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect(),
     };
     Ok(Embeddings { item_ids: (0..n).map(|i| i.to_string()).collect(), data, n, d })
 }

@@ -132,8 +132,10 @@ pub struct Shard {
 impl Shard {
     pub const ALL: Shard = Shard { index: 0, count: 1 };
     /// The block of `0..n` this shard owns.
+    /// Computed in u128 so `n * index` cannot overflow for any `--shard` the parser accepts.
     pub fn range(&self, n: usize) -> Range<usize> {
-        (n * self.index / self.count)..(n * (self.index + 1) / self.count)
+        let at = |i: usize| (n as u128 * i as u128 / self.count.max(1) as u128) as usize;
+        at(self.index.min(self.count))..at((self.index + 1).min(self.count))
     }
 
     /// The block of `0..n` this shard owns when `0..n` is cut into batches of `block`:
@@ -141,7 +143,7 @@ impl Shard {
     pub fn range_in_blocks(&self, n: usize, block: usize) -> Range<usize> {
         let block = block.max(1);
         let r = self.range(n.div_ceil(block));
-        (r.start * block).min(n)..(r.end * block).min(n)
+        r.start.saturating_mul(block).min(n)..r.end.saturating_mul(block).min(n)
     }
 }
 

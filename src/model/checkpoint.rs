@@ -110,9 +110,41 @@ pub fn resolve(dir: &Path) -> Result<PathBuf> {
 /// loading the weights.
 pub fn read_meta(dir: &Path) -> Result<(PathBuf, CheckpointMeta)> {
     let dir = resolve(dir)?;
-    let meta = crate::util::io::read_json(&dir.join("checkpoint.json"))?;
+    let path = dir.join("checkpoint.json");
+    let meta: CheckpointMeta = crate::util::io::read_json(&path)?;
+    validate_meta(&meta).with_context(|| format!("{}: invalid checkpoint metadata", path.display()))?;
     Ok((dir, meta))
 }
+
+/// Bounds the sizes in `checkpoint.json` (vocabulary, architecture, item count) before
+/// any of them sizes an allocation: the same limits as a run config
+/// ([`crate::config::LIMITS`]) and tokenizer ([`crate::tokenizer::artifact::check_codebook_sizes`]).
+pub fn validate_meta(meta: &CheckpointMeta) -> Result<()> {
+    crate::tokenizer::artifact::check_codebook_sizes(&meta.vocab.codebook_sizes).context("vocab")?;
+    meta.model.validate().context("model")?;
+    let cfg = crate::config::Config {
+        name: String::new(),
+        seed: meta.seed,
+        model: meta.model.clone(),
+        train: Default::default(),
+        reward: Default::default(),
+        align: Default::default(),
+    };
+    cfg.check_limits()?;
+    let table = meta.vocab.size() as u128 * meta.model.d_model as u128;
+    ensure!(
+        table <= crate::config::MAX_MODEL_PARAMS,
+        "vocabulary of {} tokens x d_model {} = {table} embedding values, above the limit {}",
+        meta.vocab.size(),
+        meta.model.d_model,
+        crate::config::MAX_MODEL_PARAMS
+    );
+    ensure!(meta.n_items <= MAX_ITEMS, "n_items = {} is above the limit {MAX_ITEMS}", meta.n_items);
+    Ok(())
+}
+
+/// Most catalogue items a checkpoint may claim (item rows are u32).
+pub const MAX_ITEMS: usize = u32::MAX as usize;
 
 /// The dataset directory to use with checkpoint `ckpt_dir`: `explicit` (`--data`) if
 /// given, else the one recorded in its metadata. An error says to pass `--data` when

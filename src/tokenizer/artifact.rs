@@ -29,6 +29,7 @@ impl SemanticIds {
     /// Builds the artifact from per-item paths; fails if any two items share a path
     /// or a code is outside its level's codebook.
     pub fn new(item_ids: Vec<String>, codebook_sizes: Vec<usize>, codes: Vec<u32>) -> Result<SemanticIds> {
+        check_codebook_sizes(&codebook_sizes)?;
         let levels = codebook_sizes.len();
         if levels == 0 || codes.len() != item_ids.len() * levels {
             bail!("semantic ids: {} codes for {} items x {} levels", codes.len(), item_ids.len(), levels);
@@ -241,6 +242,31 @@ impl SemanticIds {
         };
         Ok(crate::util::io::sha256_bytes(body))
     }
+}
+
+/// Most semantic-id levels a tokenizer may have.
+pub const MAX_LEVELS: usize = 64;
+/// Largest codebook of one level.
+pub const MAX_CODEBOOK: usize = 1 << 20;
+/// Most code tokens over all levels (decoder vocabulary ids are u32; the embedding
+/// table is this many rows).
+pub const MAX_CODE_TOKENS: usize = 1 << 24;
+
+/// Checks codebook sizes read from a manifest, `codes.tsv` header or `checkpoint.json`
+/// against [`MAX_LEVELS`], [`MAX_CODEBOOK`] and [`MAX_CODE_TOKENS`] before anything is
+/// sized by them.
+pub fn check_codebook_sizes(sizes: &[usize]) -> Result<()> {
+    if sizes.is_empty() || sizes.len() > MAX_LEVELS {
+        bail!("codebook sizes {sizes:?}: expected 1 to {MAX_LEVELS} levels");
+    }
+    if let Some(s) = sizes.iter().find(|&&s| s == 0 || s > MAX_CODEBOOK) {
+        bail!("codebook size {s} (in {sizes:?}) must be between 1 and {MAX_CODEBOOK}");
+    }
+    let total: usize = sizes.iter().sum();
+    if total > MAX_CODE_TOKENS {
+        bail!("codebook sizes {sizes:?} total {total} code tokens, above the limit {MAX_CODE_TOKENS}");
+    }
+    Ok(())
 }
 
 /// First line of `codes.tsv` as written by older builds.

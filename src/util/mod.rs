@@ -2,6 +2,7 @@
 //! progress bars and seeded random streams.
 
 pub mod io;
+pub mod lock;
 pub mod logging;
 pub mod progress;
 pub mod rng;
