@@ -10,5 +10,5 @@ REPORT="${2:-runs/fuzz-report.txt}"
 mkdir -p "$(dirname "$REPORT")"
 echo "# $(date -u +%FT%TZ) ITERS=$ITERS seed=${ONEREC_FUZZ_SEED:-19}" >> "$REPORT"
 ONEREC_FUZZ_ITERS="$ITERS" ONEREC_FUZZ_REPORT="$(realpath "$REPORT")" RAYON_NUM_THREADS=1 \
-  cargo test --test reliability fuzz_ -- --test-threads "${FUZZ_JOBS:-1}"
+  cargo test --test it reliability::fuzz_ -- --test-threads "${FUZZ_JOBS:-1}"
 cat "$REPORT"

@@ -22,6 +22,7 @@ mod pipeline;
 mod pretrain;
 mod pretrain_tiny_world;
 mod quickstart_cli;
+mod reliability;
 mod reward_model;
 mod reward_real;
 mod tokenizer;
