@@ -14,6 +14,7 @@
 //! [`cli`] is a thin layer over these; everything it does is callable from Rust.
 
 pub mod align;
+pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod data;

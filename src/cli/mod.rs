@@ -5,6 +5,7 @@ use anyhow::Result;
 use clap::{Parser, Subcommand};
 
 pub mod align;
+pub mod baseline;
 pub mod data;
 pub mod embed;
 pub mod eval;
@@ -56,6 +57,8 @@ pub enum Command {
     Eval(eval::EvalArgs),
     /// Run the whole pipeline on a fresh synthetic world with the tiny config.
     Quickstart(quickstart::QuickstartArgs),
+    /// ID-only baselines (popularity; SASRec pending) in the same eval harness.
+    Baseline(baseline::BaselineArgs),
 }
 
 /// Runs a parsed command line.
@@ -83,6 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Score(a) => score::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Baseline(a) => baseline::run(a),
     }
 }
 

@@ -9,7 +9,7 @@ pub mod checkpoint;
 pub mod metrics;
 
 use crate::data::Dataset;
-use crate::generate::users::{users_from_split, SplitSel};
+use crate::generate::users::{users_from_split, SplitSel, UserQuery};
 use crate::generate::{generate_batched, BeamOptions, DecodeIndex, StepModel};
 use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
@@ -103,6 +103,24 @@ pub fn subsample(n: usize, max: Option<usize>) -> Vec<usize> {
     }
 }
 
+/// Mean Recall@K / NDCG@K (`recall@K`, `ndcg@K`) of ranked lists against each user's
+/// held-out target: the one place every model (generative or baseline) is scored.
+pub fn ranking_metrics(users: &[UserQuery], lists: &[Vec<u32>], ks: &[usize]) -> BTreeMap<String, f64> {
+    let mut out = BTreeMap::new();
+    let n_users = users.len().max(1) as f64;
+    for &k in ks {
+        let (mut r, mut n) = (0.0, 0.0);
+        for (u, list) in users.iter().zip(lists) {
+            let rel: Vec<u32> = u.target.into_iter().collect();
+            r += metrics::recall_at_k(list, &rel, k);
+            n += metrics::ndcg_at_k(list, &rel, k);
+        }
+        out.insert(format!("recall@{k}"), r / n_users);
+        out.insert(format!("ndcg@{k}"), n / n_users);
+    }
+    out
+}
+
 /// Leave-one-out evaluation of `model` on `split` (valid or test) of `ds`.
 pub fn evaluate<M: StepModel + Sync>(
     model: &M,
@@ -130,16 +148,7 @@ pub fn evaluate<M: StepModel + Sync>(
     for list in &lists {
         recommended.extend(list.iter().take(10).copied());
     }
-    for &k in &opts.ks {
-        let (mut r, mut n) = (0.0, 0.0);
-        for (u, list) in users.iter().zip(&lists) {
-            let rel: Vec<u32> = u.target.into_iter().collect();
-            r += metrics::recall_at_k(list, &rel, k);
-            n += metrics::ndcg_at_k(list, &rel, k);
-        }
-        metrics.insert(format!("recall@{k}"), r / users.len() as f64);
-        metrics.insert(format!("ndcg@{k}"), n / users.len() as f64);
-    }
+    metrics.extend(ranking_metrics(&users, &lists, &opts.ks));
     let (mut diversity, mut true_reward, mut rm_reward) = (None, None, None);
     if opts.session_len > 0 {
         let sess_opts = BeamOptions { beam: opts.session_beam.max(1), session_len: opts.session_len, top: 1, exclude_history: opts.exclude_history };
