@@ -7,6 +7,7 @@ mod align_cli;
 mod align_dpo;
 mod align_loop;
 mod align_with_reward;
+mod baseline;
 mod data_prepare;
 mod data_readers;
 mod data_real;
