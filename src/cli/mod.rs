@@ -15,6 +15,8 @@ pub mod quickstart;
 pub mod record;
 pub mod reward;
 pub mod score;
+pub mod serve;
+pub mod serve_bench;
 pub mod synth;
 pub mod tokenize;
 
@@ -55,6 +57,10 @@ pub enum Command {
     Score(score::ScoreArgs),
     /// Offline evaluation: Recall@K, NDCG@K, coverage, reward.
     Eval(eval::EvalArgs),
+    /// Online recommendation server (HTTP/JSON) with dynamic batching.
+    Serve(serve::ServeArgs),
+    /// Load generator for `onerec serve`: throughput and latency quantiles.
+    ServeBench(serve_bench::ServeBenchArgs),
     /// Run the whole pipeline on a fresh synthetic world with the tiny config.
     Quickstart(quickstart::QuickstartArgs),
     /// ID-only baselines (popularity; SASRec pending) in the same eval harness.
@@ -85,6 +91,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Generate(a) => generate::run(a),
         Command::Score(a) => score::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Serve(a) => serve::run(a),
+        Command::ServeBench(a) => serve_bench::run(a),
         Command::Quickstart(a) => quickstart::run(a),
         Command::Baseline(a) => baseline::run(a),
     }

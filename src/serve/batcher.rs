@@ -1,0 +1,176 @@
+//! Dynamic batching: handlers put jobs on a bounded queue; one worker thread (off the
+//! async runtime) takes the first job, gathers more until `max_batch` jobs or
+//! `max_wait` has passed, and runs them through the same library calls as
+//! `onerec generate` ([`generate_batched`]) and `onerec score`
+//! ([`teacher_forced_logprob`]). Jobs of one batch may differ in beam settings: they
+//! are grouped by [`BeamOptions`] and each group is one batched beam search.
+
+use super::metrics::Metrics;
+use super::state::ModelState;
+use crate::generate::{generate_batched, teacher_forced_logprob, BeamOptions, Hypothesis};
+use anyhow::{anyhow, Result};
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::oneshot;
+
+/// One unit of model work and where its answer goes.
+pub enum Job {
+    Recommend { history: Vec<u32>, opts: BeamOptions, reply: oneshot::Sender<Result<Vec<Hypothesis>>> },
+    Score { history: Vec<u32>, items: Vec<u32>, reply: oneshot::Sender<Result<Vec<f32>>> },
+}
+
+/// Batching limits.
+#[derive(Clone, Copy, Debug)]
+pub struct BatchConfig {
+    /// Most jobs decoded together.
+    pub max_batch: usize,
+    /// Longest a job waits for others to join its batch.
+    pub max_wait: Duration,
+    /// Jobs that may wait in the queue; more are refused (503).
+    pub queue: usize,
+}
+
+/// The handlers' side of the queue.
+#[derive(Clone)]
+pub struct Batcher {
+    tx: SyncSender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+/// Why a job was not queued.
+pub enum Refused {
+    /// The queue is full (backpressure: 503).
+    Full,
+    /// The worker has stopped (shutting down).
+    Closed,
+}
+
+impl Batcher {
+    /// Starts the worker thread; it runs until every [`Batcher`] clone is dropped and
+    /// the queue is drained.
+    pub fn start(state: Arc<ModelState>, cfg: BatchConfig, metrics: Arc<Metrics>) -> Result<(Batcher, std::thread::JoinHandle<()>)> {
+        let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
+        let m = metrics.clone();
+        let worker = std::thread::Builder::new().name("onerec-batcher".into()).spawn(move || worker(&state, cfg, &rx, &m))?;
+        Ok((Batcher { tx, metrics }, worker))
+    }
+
+    /// Queues a job without waiting.
+    pub fn submit(&self, job: Job) -> std::result::Result<(), Refused> {
+        // Counted before sending so the worker's decrement never goes below zero.
+        self.metrics.queue_depth.fetch_add(1, Ordering::Relaxed);
+        match self.tx.try_send(job) {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                self.metrics.queue_depth.fetch_sub(1, Ordering::Relaxed);
+                Err(match e {
+                    TrySendError::Full(_) => Refused::Full,
+                    TrySendError::Disconnected(_) => Refused::Closed,
+                })
+            }
+        }
+    }
+}
+
+fn worker(state: &ModelState, cfg: BatchConfig, rx: &Receiver<Job>, metrics: &Metrics) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        let deadline = Instant::now() + cfg.max_wait;
+        while batch.len() < cfg.max_batch {
+            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+                Ok(j) => batch.push(j),
+                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+            }
+        }
+        metrics.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
+        metrics.observe_batch(batch.len());
+        let t0 = Instant::now();
+        run_batch(state, batch);
+        tracing::debug!("batch done in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+    }
+    tracing::info!("batcher: queue closed and drained, worker stops");
+}
+
+/// Runs one gathered batch: recommend jobs grouped by settings, score jobs together.
+fn run_batch(state: &ModelState, batch: Vec<Job>) {
+    let mut groups: Vec<(BeamOptions, Vec<(Vec<u32>, oneshot::Sender<Result<Vec<Hypothesis>>>)>)> = Vec::new();
+    let mut scores = Vec::new();
+    for job in batch {
+        match job {
+            Job::Recommend { history, opts, reply } => match groups.iter_mut().find(|(o, _)| same(o, &opts)) {
+                Some((_, g)) => g.push((history, reply)),
+                None => groups.push((opts, vec![(history, reply)])),
+            },
+            Job::Score { history, items, reply } => scores.push((history, items, reply)),
+        }
+    }
+    for (opts, jobs) in groups {
+        let hist: Vec<&[u32]> = jobs.iter().map(|(h, _)| &h[..]).collect();
+        let res = guarded(|| {
+            let ids = &state.ckpt.semantic_ids;
+            generate_batched(&state.ckpt.model, ids, &state.index, &state.vocab, &hist, &opts, hist.len().max(1)).map(|r| r.0)
+        });
+        match res {
+            Ok(mut hyps) => {
+                for ((_, reply), h) in jobs.into_iter().zip(hyps.drain(..)) {
+                    let _ = reply.send(Ok(h));
+                }
+            }
+            Err(e) => {
+                tracing::error!("beam search failed for a batch of {}: {e:#}", jobs.len());
+                for (_, reply) in jobs {
+                    let _ = reply.send(Err(anyhow!("{e:#}")));
+                }
+            }
+        }
+    }
+    if !scores.is_empty() {
+        // One (history, item) pair per candidate, as `onerec score` scores pairs.
+        let mut hist: Vec<&[u32]> = Vec::new();
+        let mut sess: Vec<[u32; 1]> = Vec::new();
+        for (h, items, _) in &scores {
+            for &i in items {
+                hist.push(h);
+                sess.push([i]);
+            }
+        }
+        let sess: Vec<&[u32]> = sess.iter().map(|s| &s[..]).collect();
+        let res = guarded(|| {
+            let lp = teacher_forced_logprob(&state.ckpt.model, &state.vocab, &state.ckpt.semantic_ids, &hist, &sess)?;
+            anyhow::ensure!(lp.len() == hist.len(), "scoring returned {} values for {} pairs", lp.len(), hist.len());
+            Ok(lp)
+        });
+        match res {
+            Ok(lp) => {
+                let mut at = 0;
+                for (_, items, reply) in scores {
+                    let _ = reply.send(Ok(lp[at..at + items.len()].to_vec()));
+                    at += items.len();
+                }
+            }
+            Err(e) => {
+                tracing::error!("scoring failed for a batch of {}: {e:#}", scores.len());
+                for (_, _, reply) in scores {
+                    let _ = reply.send(Err(anyhow!("{e:#}")));
+                }
+            }
+        }
+    }
+}
+
+fn same(a: &BeamOptions, b: &BeamOptions) -> bool {
+    a.beam == b.beam && a.session_len == b.session_len && a.top == b.top && a.exclude_history == b.exclude_history
+}
+
+/// Runs model work, turning a panic into an error so the worker keeps serving.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(r) => r,
+        Err(p) => {
+            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            Err(anyhow!("internal error (model work panicked: {msg})"))
+        }
+    }
+}

@@ -1,0 +1,161 @@
+//! Request bodies: parsed by hand from JSON so every error names its field, checked
+//! against the model (known items, k <= beam, session length the model allows).
+
+use super::state::ModelState;
+use crate::generate::BeamOptions;
+use serde_json::{Map, Value};
+
+/// An error answered to the client: HTTP status, the field at fault, a message.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiError {
+    pub status: u16,
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn bad(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError { status: 400, field: Some(field.to_string()), message: message.into() }
+    }
+    pub fn new(status: u16, message: impl Into<String>) -> ApiError {
+        ApiError { status, field: None, message: message.into() }
+    }
+    /// The response body: `{"error": message, "field": field}`.
+    pub fn body(&self) -> Value {
+        serde_json::json!({"error": self.message, "field": self.field})
+    }
+}
+
+/// Limits on what one request may ask for.
+#[derive(Clone, Copy, Debug)]
+pub struct RequestLimits {
+    pub max_beam: usize,
+    pub max_items: usize,
+}
+
+/// Whose recommendations: a known user, or an explicit history (dense item ids).
+pub struct Who {
+    /// The user id given, if any (echoed back).
+    pub user_id: Option<String>,
+    pub history: Vec<u32>,
+}
+
+pub struct RecommendRequest {
+    pub who: Who,
+    pub opts: BeamOptions,
+}
+
+pub struct ScoreRequest {
+    pub who: Who,
+    pub item_ids: Vec<String>,
+    pub items: Vec<u32>,
+}
+
+const RECOMMEND_FIELDS: &[&str] = &["user_id", "history", "k", "beam", "session_len", "exclude_history"];
+const SCORE_FIELDS: &[&str] = &["user_id", "history", "items"];
+
+/// Parses and checks a `POST /v1/recommend` body.
+pub fn parse_recommend(body: &[u8], state: &ModelState, limits: &RequestLimits) -> Result<RecommendRequest, ApiError> {
+    let obj = object(body, RECOMMEND_FIELDS)?;
+    let who = who(&obj, state)?;
+    let k = uint(&obj, "k", 10)?;
+    let beam = uint(&obj, "beam", 20)?;
+    let session_len = uint(&obj, "session_len", 1)?;
+    let exclude_history = match obj.get("exclude_history") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(_) => return Err(ApiError::bad("exclude_history", "`exclude_history` must be true or false")),
+    };
+    if beam > limits.max_beam {
+        return Err(ApiError::bad("beam", format!("`beam` {beam} exceeds this server's limit of {} (--max-beam)", limits.max_beam)));
+    }
+    if k > beam {
+        return Err(ApiError::bad("k", format!("`k` {k} exceeds `beam` {beam}: at most `beam` results exist; raise `beam` or lower `k`")));
+    }
+    let max_session = state.ckpt.meta.model.max_session_items;
+    if session_len > max_session {
+        return Err(ApiError::bad("session_len", format!("`session_len` {session_len} exceeds the model's max_session_items {max_session}")));
+    }
+    Ok(RecommendRequest { who, opts: BeamOptions { beam, session_len, top: k, exclude_history } })
+}
+
+/// Parses and checks a `POST /v1/score` body.
+pub fn parse_score(body: &[u8], state: &ModelState, limits: &RequestLimits) -> Result<ScoreRequest, ApiError> {
+    let obj = object(body, SCORE_FIELDS)?;
+    let who = who(&obj, state)?;
+    let item_ids = strings(&obj, "items")?.ok_or_else(|| ApiError::bad("items", "`items` is required: the candidate item ids to score"))?;
+    if item_ids.is_empty() {
+        return Err(ApiError::bad("items", "`items` is empty: give at least one candidate item id"));
+    }
+    if item_ids.len() > limits.max_items {
+        return Err(ApiError::bad("items", format!("{} items exceed this server's limit of {} per request", item_ids.len(), limits.max_items)));
+    }
+    let items = known_items(&item_ids, state, "items")?;
+    Ok(ScoreRequest { who, item_ids, items })
+}
+
+/// The body as a JSON object with only `allowed` keys.
+fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError> {
+    let v: Value = serde_json::from_slice(body).map_err(|e| ApiError::bad("body", format!("malformed JSON: {e}")))?;
+    let Value::Object(obj) = v else {
+        return Err(ApiError::bad("body", "the body must be a JSON object"));
+    };
+    if let Some(k) = obj.keys().find(|k| !allowed.contains(&k.as_str())) {
+        return Err(ApiError::bad(k, format!("unknown field `{k}`; expected one of {}", allowed.join(", "))));
+    }
+    Ok(obj)
+}
+
+/// Exactly one of `user_id` (a known user: else 404) and `history` (known items).
+fn who(obj: &Map<String, Value>, state: &ModelState) -> Result<Who, ApiError> {
+    let user = match obj.get("user_id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::bad("user_id", "`user_id` must be a string")),
+    };
+    let history = strings(obj, "history")?;
+    match (user, history) {
+        (Some(_), Some(_)) => Err(ApiError::bad("history", "give either `user_id` or `history`, not both")),
+        (None, None) => Err(ApiError::bad("user_id", "give `user_id` (a known user) or `history` (item ids, oldest first)")),
+        (Some(u), None) => match state.users.get(&u) {
+            Some(h) => Ok(Who { user_id: Some(u), history: h.clone() }),
+            None => Err(ApiError { status: 404, field: Some("user_id".into()), message: format!("unknown user `{u}` (not in the served dataset)") }),
+        },
+        (None, Some(h)) => {
+            if h.is_empty() {
+                return Err(ApiError::bad("history", "`history` is empty: give at least one item id"));
+            }
+            Ok(Who { user_id: None, history: known_items(&h, state, "history")? })
+        }
+    }
+}
+
+fn known_items(ids: &[String], state: &ModelState, field: &str) -> Result<Vec<u32>, ApiError> {
+    ids.iter()
+        .map(|it| state.ckpt.semantic_ids.row_of(it).ok_or_else(|| ApiError::bad(field, format!("unknown item `{it}` in `{field}` (not in the model's catalogue)"))))
+        .collect()
+}
+
+/// An optional array of strings.
+fn strings(obj: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad(field, format!("`{field}` must be an array of item id strings"))))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(ApiError::bad(field, format!("`{field}` must be an array of item id strings"))),
+    }
+}
+
+/// An optional integer >= 1.
+fn uint(obj: &Map<String, Value>, field: &str, default: usize) -> Result<usize, ApiError> {
+    match obj.get(field) {
+        None | Some(Value::Null) => Ok(default),
+        Some(v) => match v.as_u64() {
+            Some(n) if n >= 1 && n <= u32::MAX as u64 => Ok(n as usize),
+            _ => Err(ApiError::bad(field, format!("`{field}` must be an integer >= 1, got {v}"))),
+        },
+    }
+}
