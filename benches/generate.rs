@@ -8,9 +8,9 @@
 //! cost floor of the search itself.
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use onerec::config::Config;
 use onerec::generate::mock::HashLm;
 use onerec::generate::{beam_search_with, BeamOptions, DecodeIndex, StepModel};
-use onerec::config::Config;
 use onerec::model::uncached::Uncached;
 use onerec::model::{OneRecModel, Vocab};
 use onerec::tokenizer::SemanticIds;
@@ -69,7 +69,12 @@ fn step_profile<M: StepModel>(name: &str, model: &M, vocab: &Vocab, steps: usize
     let last: f64 = times[steps - q..].iter().sum::<f64>() / q as f64;
     let per: Vec<String> = times.iter().map(|t| format!("{:.1}", t * 1e3)).collect();
     println!("step_profile/{name}: ms per step (min of 5): {}", per.join(" "));
-    println!("step_profile/{name}: {steps} steps, first-quarter {:.3} ms/step, last-quarter {:.3} ms/step, ratio {:.2}", first * 1e3, last * 1e3, last / first);
+    println!(
+        "step_profile/{name}: {steps} steps, first-quarter {:.3} ms/step, last-quarter {:.3} ms/step, ratio {:.2}",
+        first * 1e3,
+        last * 1e3,
+        last / first
+    );
 }
 
 fn benches(c: &mut Criterion) {

@@ -49,13 +49,19 @@ fn whole_fit(c: &mut Criterion) {
 
 fn fits(_c: &mut Criterion) {
     use onerec::tokenizer::{fit, Method, TokenizeOptions};
-    let shared = std::env::var("ONEREC_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
+    let shared =
+        std::env::var("ONEREC_SHARED").unwrap_or_else(|_| concat!(env!("CARGO_MANIFEST_DIR"), "/../shared").into());
     let path = std::path::Path::new(&shared).join("data/amazon-beauty/item_text_embeddings.safetensors");
     if std::env::var_os("ONEREC_BENCH_SKIP_FIT").is_some() {
         println!("beauty fit skipped: ONEREC_BENCH_SKIP_FIT");
     } else if path.exists() {
         let e = onerec::data::Embeddings::load(&path).unwrap();
-        let o = TokenizeOptions { method: Method::BalancedRqKmeans, levels: 3, codebook_sizes: vec![256], ..Default::default() };
+        let o = TokenizeOptions {
+            method: Method::BalancedRqKmeans,
+            levels: 3,
+            codebook_sizes: vec![256],
+            ..Default::default()
+        };
         let t = Instant::now();
         let f = fit(&o, &[("text".into(), e)], None).unwrap();
         println!("beauty balanced 3x256 fit: {:.2}s, metrics {:?}", t.elapsed().as_secs_f64(), f.metrics);
@@ -64,7 +70,8 @@ fn fits(_c: &mut Criterion) {
     }
     if let Ok(which) = std::env::var("ONEREC_BENCH_LARGE") {
         let (n, d) = (200_000, 256);
-        let e = onerec::data::Embeddings { item_ids: (0..n).map(|i| i.to_string()).collect(), data: data(n, d, 3), n, d };
+        let e =
+            onerec::data::Embeddings { item_ids: (0..n).map(|i| i.to_string()).collect(), data: data(n, d, 3), n, d };
         for method in [Method::RqKmeans, Method::BalancedRqKmeans] {
             if which != "all" && which != method.name() {
                 continue;
@@ -72,7 +79,11 @@ fn fits(_c: &mut Criterion) {
             let o = TokenizeOptions { method, levels: 3, codebook_sizes: vec![1024], ..Default::default() };
             let t = Instant::now();
             let f = fit(&o, &[("x".into(), e.clone())], None).unwrap();
-            println!("synthetic 200000x256 {method:?} 3x1024 fit: {:.1}s timings {:?}", t.elapsed().as_secs_f64(), f.timings);
+            println!(
+                "synthetic 200000x256 {method:?} 3x1024 fit: {:.1}s timings {:?}",
+                t.elapsed().as_secs_f64(),
+                f.timings
+            );
         }
     }
 }

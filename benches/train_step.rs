@@ -72,7 +72,8 @@ fn step_flops(mc: &ModelConfig, bs: usize, dec_len: usize, vocab: usize) -> f64 
     } else {
         6.0 * d * mc.ffn_hidden as f64
     };
-    let dec = mc.dec_layers as f64 * (td * (8.0 * d * d + 4.0 * s * d + 4.0 * d * d + 4.0 * n * d + ffn) + te * 4.0 * d * d);
+    let dec =
+        mc.dec_layers as f64 * (td * (8.0 * d * d + 4.0 * s * d + 4.0 * d * d + 4.0 * n * d + ffn) + te * 4.0 * d * d);
     3.0 * (enc + dec + td * 2.0 * d * vocab as f64)
 }
 

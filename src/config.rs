@@ -79,9 +79,28 @@ impl Config {
     pub fn check_limits(&self) -> Result<()> {
         let (m, t, r, a) = (&self.model, &self.train, &self.reward, &self.align);
         let values: [usize; 22] = [
-            m.d_model, m.heads, m.enc_layers, m.dec_layers, m.ffn_hidden, m.history_len, m.max_session_items,
-            m.moe.experts, m.moe.top_k, m.moe.expert_hidden, t.batch_size, t.session_len, t.valid_batch, t.rank_beam,
-            r.dim, r.history_len, r.session_len, r.negatives, r.batch_size, a.candidates, a.session_len, a.batch_size,
+            m.d_model,
+            m.heads,
+            m.enc_layers,
+            m.dec_layers,
+            m.ffn_hidden,
+            m.history_len,
+            m.max_session_items,
+            m.moe.experts,
+            m.moe.top_k,
+            m.moe.expert_hidden,
+            t.batch_size,
+            t.session_len,
+            t.valid_batch,
+            t.rank_beam,
+            r.dim,
+            r.history_len,
+            r.session_len,
+            r.negatives,
+            r.batch_size,
+            a.candidates,
+            a.session_len,
+            a.batch_size,
         ];
         for ((key, max), v) in LIMITS.iter().zip(values) {
             if v > *max {
@@ -161,7 +180,8 @@ fn apply_override(root: &mut toml::Value, ov: &str) -> Result<()> {
     let parts: Vec<&str> = key.trim().split('.').collect();
     let mut cur = root;
     for (i, p) in parts.iter().enumerate() {
-        let table = cur.as_table_mut().with_context(|| format!("--set {ov}: `{}` is not a table", parts[..i].join(".")))?;
+        let table =
+            cur.as_table_mut().with_context(|| format!("--set {ov}: `{}` is not a table", parts[..i].join(".")))?;
         if i + 1 == parts.len() {
             table.insert(p.to_string(), parsed);
             return Ok(());

@@ -53,7 +53,11 @@ pub fn dpo_loss(pi_c: &Tensor, pi_r: &Tensor, ref_c: &Tensor, ref_r: &Tensor, be
 /// group of `group` rewards (a group = one user's N candidates). Zero for flat groups.
 pub fn group_advantages(rewards: &[f32], group: usize) -> Result<Vec<f32>> {
     ensure!(group >= 2, "group_advantages: group size {group} < 2");
-    ensure!(rewards.len().is_multiple_of(group), "group_advantages: {} rewards not a multiple of {group}", rewards.len());
+    ensure!(
+        rewards.len().is_multiple_of(group),
+        "group_advantages: {} rewards not a multiple of {group}",
+        rewards.len()
+    );
     let mut out = Vec::with_capacity(rewards.len());
     for g in rewards.chunks_exact(group) {
         let mean = g.iter().sum::<f32>() / group as f32;

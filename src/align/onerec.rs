@@ -14,10 +14,10 @@ use super::iterate::{align, AlignOutcome, EvalHook, Policy, SessionGenerator, Se
 use super::reward::RewardModel;
 use crate::config::Config;
 use crate::data::Dataset;
-use crate::util::rng::Rng;
 use crate::generate::{beam_search, BeamOptions};
 use crate::model::checkpoint::{write_model, Checkpoint};
 use crate::model::{sorted_vars, OneRecModel, Vocab};
+use crate::util::rng::Rng;
 use anyhow::{ensure, Context, Result};
 use candle_core::{Tensor, Var};
 use rand::seq::SliceRandom;
@@ -179,7 +179,9 @@ impl Policy for OneRecPolicy {
 
 /// A candidate generator backed by constrained beam search: `n` sessions per history
 /// are the top `n` beams (beam width `max(n, beam_floor)`), users in chunks of 64.
-pub fn beam_generator(exclude_history: bool) -> impl FnMut(&OneRecPolicy, &[&[u32]], usize, usize, &mut Rng) -> Result<Sessions> {
+pub fn beam_generator(
+    exclude_history: bool,
+) -> impl FnMut(&OneRecPolicy, &[&[u32]], usize, usize, &mut Rng) -> Result<Sessions> {
     move |p: &OneRecPolicy, hs: &[&[u32]], n: usize, len: usize, _rng: &mut Rng| {
         let ids = &p.ckpt.semantic_ids;
         let vocab = Vocab::new(ids.codebook_sizes.clone());
@@ -198,7 +200,14 @@ pub fn beam_generator(exclude_history: bool) -> impl FnMut(&OneRecPolicy, &[&[u3
 /// (`iter-NNN/` checkpoints, `state.json`, and `best/` = the last iteration, so `out`
 /// works as `--checkpoint` for `eval`/`generate`). With a world, logs the ground-truth
 /// reward of held-out generations per iteration.
-pub fn run(cfg: &Config, checkpoint: &Path, reward: &Path, data: &Path, out: &Path, world: Option<&Path>) -> Result<AlignOutcome> {
+pub fn run(
+    cfg: &Config,
+    checkpoint: &Path,
+    reward: &Path,
+    data: &Path,
+    out: &Path,
+    world: Option<&Path>,
+) -> Result<AlignOutcome> {
     cfg.align.validate().context("[align]")?;
     let rm = RewardModel::load(reward)?;
     let ds = Dataset::load(data)?;
@@ -223,7 +232,15 @@ pub fn run(cfg: &Config, checkpoint: &Path, reward: &Path, data: &Path, out: &Pa
         Some(w) => {
             let users = eval_users(&ds, cfg.align.eval_users, cfg.seed);
             let truth = world_truth(w, &ds);
-            let mut hook = truth_hook(&ds, users, beam_generator(cfg.align.exclude_history), cfg.align.session_len, cfg.seed, truth, Some(&rm));
+            let mut hook = truth_hook(
+                &ds,
+                users,
+                beam_generator(cfg.align.exclude_history),
+                cfg.align.session_len,
+                cfg.seed,
+                truth,
+                Some(&rm),
+            );
             align_dataset(cfg, &ds, &mut policy, &mut generator, &rm, out, Some(&mut hook))?
         }
         None => align_dataset(cfg, &ds, &mut policy, &mut generator, &rm, out, None)?,

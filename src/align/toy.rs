@@ -66,7 +66,13 @@ impl BigramPolicy {
     }
 
     /// Samples `n` sessions of `len` items per history from the policy (with replacement).
-    pub fn sample(&self, histories: &[&[u32]], n: usize, len: usize, rng: &mut Rng) -> Result<super::iterate::Sessions> {
+    pub fn sample(
+        &self,
+        histories: &[&[u32]],
+        n: usize,
+        len: usize,
+        rng: &mut Rng,
+    ) -> Result<super::iterate::Sessions> {
         let probs = self.next_probs()?;
         Ok(histories
             .iter()

@@ -16,42 +16,21 @@ pub fn evaluate_popularity(
     exclude_history: bool,
     max_users: Option<usize>,
 ) -> Result<EvalReport> {
-    ensure!(
-        split != SplitSel::All,
-        "evaluation needs a held-out target: use split valid or test"
-    );
-    ensure!(
-        !ks.is_empty() && ks.iter().all(|&k| k > 0),
-        "cut-offs K must be positive"
-    );
+    ensure!(split != SplitSel::All, "evaluation needs a held-out target: use split valid or test");
+    ensure!(!ks.is_empty() && ks.iter().all(|&k| k > 0), "cut-offs K must be positive");
     let order = popularity_ranking(ds);
     let all = users_from_split(ds, split);
-    let users: Vec<_> = subsample(all.len(), max_users)
-        .into_iter()
-        .map(|i| all[i].clone())
-        .collect();
+    let users: Vec<_> = subsample(all.len(), max_users).into_iter().map(|i| all[i].clone()).collect();
     ensure!(!users.is_empty(), "no user has a {split:?} target");
     let max_k = ks.iter().copied().max().unwrap_or(10);
     let lists: Vec<Vec<u32>> = users
         .iter()
         .map(|u| {
-            let seen: HashSet<u32> = if exclude_history {
-                u.history.iter().copied().collect()
-            } else {
-                HashSet::new()
-            };
-            order
-                .iter()
-                .copied()
-                .filter(|i| !seen.contains(i))
-                .take(max_k)
-                .collect()
+            let seen: HashSet<u32> = if exclude_history { u.history.iter().copied().collect() } else { HashSet::new() };
+            order.iter().copied().filter(|i| !seen.contains(i)).take(max_k).collect()
         })
         .collect();
-    let recommended: HashSet<u32> = lists
-        .iter()
-        .flat_map(|l| l.iter().take(10).copied())
-        .collect();
+    let recommended: HashSet<u32> = lists.iter().flat_map(|l| l.iter().take(10).copied()).collect();
     let metrics: BTreeMap<String, f64> = ranking_metrics(&users, &lists, ks);
     Ok(EvalReport {
         metrics,

@@ -40,7 +40,8 @@ pub fn run(args: AlignArgs) -> Result<()> {
     }
     let cfg = crate::config::Config::load(&args.config, &set)?;
     let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
-    let outcome = crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out, args.world.as_deref())?;
+    let outcome =
+        crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out, args.world.as_deref())?;
     for it in &outcome.state.iterations {
         println!(
             "iteration {}: pairs {} reward mean {:.4} best {:.4} | dpo {:.4} acc {:.3} margin {:.4} | {:?}",

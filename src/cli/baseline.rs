@@ -52,7 +52,12 @@ pub fn run(a: BaselineArgs) -> Result<()> {
 
 fn popularity(a: PopularityArgs) -> Result<()> {
     let ds = Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
-    tracing::info!("popularity baseline on {} ({:?}, exclude_history={})", a.data.display(), a.split, a.exclude_history);
+    tracing::info!(
+        "popularity baseline on {} ({:?}, exclude_history={})",
+        a.data.display(),
+        a.split,
+        a.exclude_history
+    );
     let report = evaluate_popularity(&ds, a.split, &a.k, a.exclude_history, a.max_users)?;
     if a.json {
         println!("{}", serde_json::to_string(&report)?);

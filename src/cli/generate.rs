@@ -71,13 +71,26 @@ pub fn run(a: GenerateArgs) -> Result<()> {
         }
     };
     let users = &users[a.shard.range_in_blocks(users.len(), a.batch_users)];
-    tracing::info!("generating for {} users (shard {}/{}), beam {}, session {}", users.len(), a.shard.index, a.shard.count, a.beam, a.session_len);
-    let opts = BeamOptions { beam: a.beam, session_len: a.session_len, top: a.top.min(a.beam), exclude_history: a.exclude_history };
+    tracing::info!(
+        "generating for {} users (shard {}/{}), beam {}, session {}",
+        users.len(),
+        a.shard.index,
+        a.shard.count,
+        a.beam,
+        a.session_len
+    );
+    let opts = BeamOptions {
+        beam: a.beam,
+        session_len: a.session_len,
+        top: a.top.min(a.beam),
+        exclude_history: a.exclude_history,
+    };
     let index = DecodeIndex::new(ids)?;
     let hist: Vec<&[u32]> = users.iter().map(|u| &u.history[..]).collect();
     let (res, stats) = generate_batched(&ckpt.model, ids, &index, &vocab, &hist, &opts, a.batch_users)?;
     write_generate_jsonl(&a.out, users, &res, ids, a.session_len)?;
-    let facts = serde_json::json!({"users": users.len(), "skipped_lines": skipped, "invalid_paths": stats.invalid_items});
+    let facts =
+        serde_json::json!({"users": users.len(), "skipped_lines": skipped, "invalid_paths": stats.invalid_items});
     super::record::write(&a.out, "generate", &a, &ckpt.dir, &ckpt.meta, data.as_deref(), facts)?;
     tracing::info!(
         "wrote {} ({} users) in {:.1}s; invalid_paths {}, invalid_paths_before_masking {:.4}",

@@ -1,10 +1,10 @@
 //! `onerec quickstart`: every stage on a fresh synthetic world with the tiny config.
 //! Each stage goes through the same library calls the individual commands use.
 
+use crate::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
 use crate::eval::checkpoint::evaluate_checkpoint;
 use crate::eval::EvalOptions;
 use crate::generate::SplitSel;
-use crate::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
 use crate::tokenizer::{tokenize_files, AlignOptions, TokenizeOptions};
 use crate::world::{synth, SynthOptions};
 use anyhow::{Context, Result};
@@ -93,7 +93,8 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
         std::fs::remove_dir_all(&pre_dir).with_context(|| format!("cannot replace {}", pre_dir.display()))?;
     }
     let pre = crate::train::pretrain(&cfg, &ds, &sids, &pre_dir, false)?;
-    summary.insert("pretrain_run".into(), json!({ "summary": serde_json::to_value(&pre)?, "secs": stage("pretrain", t) }));
+    summary
+        .insert("pretrain_run".into(), json!({ "summary": serde_json::to_value(&pre)?, "secs": stage("pretrain", t) }));
 
     let t = Instant::now();
     let rm_dir = out.join("reward");
@@ -123,7 +124,13 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     println!("\n{:<10} {:>12} {:>12} {:>10} {:>10}", "model", "true_reward", "rm_reward", "recall@10", "ndcg@10");
     for (name, v) in &rows {
         let g = |k: &str| v.get(k).and_then(|x| x.as_f64()).unwrap_or(f64::NAN);
-        println!("{name:<10} {:>12.4} {:>12.4} {:>10.4} {:>10.4}", g("true_reward"), g("rm_reward"), g("recall@10"), g("ndcg@10"));
+        println!(
+            "{name:<10} {:>12.4} {:>12.4} {:>10.4} {:>10.4}",
+            g("true_reward"),
+            g("rm_reward"),
+            g("recall@10"),
+            g("ndcg@10")
+        );
     }
 
     summary.insert("seed".into(), json!(a.seed));

@@ -16,7 +16,15 @@ pub fn path_for(out: &Path) -> PathBuf {
 }
 
 /// Writes the run record of `out` atomically. `facts` (an object) adds counts etc.
-pub fn write(out: &Path, command: &str, args: &impl Serialize, ckpt_dir: &Path, meta: &CheckpointMeta, data: Option<&Path>, facts: Value) -> Result<()> {
+pub fn write(
+    out: &Path,
+    command: &str,
+    args: &impl Serialize,
+    ckpt_dir: &Path,
+    meta: &CheckpointMeta,
+    data: Option<&Path>,
+    facts: Value,
+) -> Result<()> {
     let mut rec = json!({
         "command": command,
         "version": env!("CARGO_PKG_VERSION"),

@@ -50,7 +50,8 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let mine = shard_pairs(&pairs.pairs, a.shard, a.batch);
     let scores = score_pairs(&ckpt.model, &vocab, ids, &ds, a.split, mine, a.batch)?;
     write_scores(&a.out, mine, &scores)?;
-    let facts = serde_json::json!({"pairs_scored": mine.len(), "skipped_lines": pairs.skipped, "header_line": pairs.header});
+    let facts =
+        serde_json::json!({"pairs_scored": mine.len(), "skipped_lines": pairs.skipped, "header_line": pairs.header});
     super::record::write(&a.out, "score", &a, &ckpt.dir, &ckpt.meta, Some(&data), facts)?;
     tracing::info!(
         "scored {} pairs (shard {}/{}), skipped {} bad lines; wrote {}",

@@ -70,7 +70,14 @@ fn name_value<'a>(flag: &str, s: &'a str) -> Result<(&'a str, &'a str)> {
 
 /// Builds the library options from the flags.
 pub fn options(a: &TokenizeArgs) -> Result<(TokenizeOptions, Vec<(String, PathBuf)>)> {
-    let mut o = TokenizeOptions { method: a.method, levels: a.levels, seed: a.seed, iters: a.iters, collisions: a.collisions, ..Default::default() };
+    let mut o = TokenizeOptions {
+        method: a.method,
+        levels: a.levels,
+        seed: a.seed,
+        iters: a.iters,
+        collisions: a.collisions,
+        ..Default::default()
+    };
     o.codebook_sizes = a
         .codebook_size
         .split(',')
@@ -107,7 +114,12 @@ pub fn options(a: &TokenizeArgs) -> Result<(TokenizeOptions, Vec<(String, PathBu
             }
             None => {
                 let p = PathBuf::from(e);
-                let stem = p.file_name().and_then(|s| s.to_str()).and_then(|s| s.split('.').next()).unwrap_or("embeddings").to_string();
+                let stem = p
+                    .file_name()
+                    .and_then(|s| s.to_str())
+                    .and_then(|s| s.split('.').next())
+                    .unwrap_or("embeddings")
+                    .to_string();
                 (stem, p)
             }
         };

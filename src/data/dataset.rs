@@ -115,7 +115,10 @@ impl Dataset {
         if m.users != u || m.items != self.item_ids.len() || m.interactions != n {
             bail!(
                 "{what}: manifest counts (users {}, items {}, interactions {}) disagree with the data ({u}, {}, {n})",
-                m.users, m.items, m.interactions, self.item_ids.len()
+                m.users,
+                m.items,
+                m.interactions,
+                self.item_ids.len()
             );
         }
         if self.offsets.len() != u + 1 || self.offsets[0] != 0 || self.offsets[u] != n {
@@ -183,11 +186,7 @@ impl Dataset {
     pub fn sessions(&self, u: usize) -> Vec<Range<usize>> {
         let n = self.offsets[u + 1] - self.offsets[u];
         let starts = &self.session_starts[self.session_offsets[u]..self.session_offsets[u + 1]];
-        starts
-            .iter()
-            .enumerate()
-            .map(|(k, &s)| s..starts.get(k + 1).copied().unwrap_or(n))
-            .collect()
+        starts.iter().enumerate().map(|(k, &s)| s..starts.get(k + 1).copied().unwrap_or(n)).collect()
     }
     /// Number of sessions of user `u`.
     pub fn n_sessions(&self, u: usize) -> usize {

@@ -88,8 +88,8 @@ fn load_safetensors(path: &Path) -> Result<(Embeddings, bool)> {
 /// before the row ids are built.
 pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(Embeddings, bool)> {
     use safetensors::{Dtype, SafeTensors};
-    let st = SafeTensors::deserialize(bytes)
-        .with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
+    let st =
+        SafeTensors::deserialize(bytes).with_context(|| format!("{}: not a valid safetensors file", path.display()))?;
     let t = st.tensor("embeddings").with_context(|| {
         format!(
             "{}: no tensor named `embeddings` (found: {:?}); the file must hold `embeddings` [n, d]",
@@ -110,21 +110,15 @@ pub fn parse_safetensors(bytes: &[u8], path: &Path) -> Result<(Embeddings, bool)
         Dtype::F32 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         Dtype::F16 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
         Dtype::BF16 => raw.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        Dtype::F64 => raw
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32)
-            .collect(),
+        Dtype::F64 => {
+            raw.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().expect("8-byte chunk")) as f32).collect()
+        }
         other => bail!("{}: `embeddings` has dtype {:?}; expected f16, bf16, f32 or f64", path.display(), other),
     };
     let (item_ids, has_ids) = match st.tensor("item_ids") {
         Ok(ids) => {
             if ids.dtype() != Dtype::I64 || ids.shape() != [n] {
-                bail!(
-                    "{}: `item_ids` must be i64 [{n}], found {:?} {:?}",
-                    path.display(),
-                    ids.dtype(),
-                    ids.shape()
-                );
+                bail!("{}: `item_ids` must be i64 [{n}], found {:?} {:?}", path.display(), ids.dtype(), ids.shape());
             }
             let ids = ids
                 .data()
@@ -203,7 +197,10 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Embeddings> {
     let data = match width {
         4 => raw.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
         2 => raw.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-        _ => raw.chunks_exact(8).map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32).collect(),
+        _ => raw
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
     };
     Ok(Embeddings { item_ids: (0..n).map(|i| i.to_string()).collect(), data, n, d })
 }

@@ -111,7 +111,13 @@ fn quality_col(log: &Interactions, given: &Option<String>, default: &str, flag: 
     }
 }
 
-fn build(log: Interactions, path: &Path, format: &str, opts: &PrepareOptions, unit: Option<TimeUnit>) -> Result<Dataset> {
+fn build(
+    log: Interactions,
+    path: &Path,
+    format: &str,
+    opts: &PrepareOptions,
+    unit: Option<TimeUnit>,
+) -> Result<Dataset> {
     if opts.session_gap.is_some() && log.session.is_some() {
         bail!("give --session-gap or --session-col, not both");
     }
@@ -203,10 +209,7 @@ fn build(log: Interactions, path: &Path, format: &str, opts: &PrepareOptions, un
         items: item_ids.len(),
         interactions: n,
         features: log.feature_names.clone(),
-        sources: vec![SourceFile {
-            path: path.display().to_string(),
-            sha256: crate::util::io::sha256_file(path)?,
-        }],
+        sources: vec![SourceFile { path: path.display().to_string(), sha256: crate::util::io::sha256_file(path)? }],
         split: "leave-one-out".into(),
         sessions: rule_text,
         extra: json!({

@@ -55,10 +55,7 @@ fn check_id<'a>(tok: &'a str, string_ids: bool, what: &str, at: &dyn Fn() -> Str
         bail!("{}: empty {what}", at());
     }
     if !string_ids && tok.parse::<u64>().is_err() {
-        bail!(
-            "{}: {what} `{tok}` is not a non-negative integer (pass --string-ids to accept any text id)",
-            at()
-        );
+        bail!("{}: {what} `{tok}` is not a non-negative integer (pass --string-ids to accept any text id)", at());
     }
     Ok(tok)
 }
@@ -234,10 +231,7 @@ pub fn read_interactions(path: &Path, opts: &TableOptions) -> Result<Interaction
     let header = read_header(&mut rdr, &file)?;
     let col = |name: &str, flag: &str| -> Result<usize> {
         header.iter().position(|h| h == name).ok_or_else(|| {
-            anyhow!(
-                "{file}:1: unknown column `{name}` (flag {flag}); the header's columns are: {}",
-                header.join(", ")
-            )
+            anyhow!("{file}:1: unknown column `{name}` (flag {flag}); the header's columns are: {}", header.join(", "))
         })
     };
     let ucol = col(&opts.user_col, "--user-col")?;

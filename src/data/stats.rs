@@ -163,10 +163,7 @@ mod tests {
     #[test]
     fn popularity_counts_train_only_and_breaks_ties_by_id() {
         // Item 2 is the most frequent in training parts; items 0 and 1 tie.
-        let ds = Dataset::from_histories(
-            &[vec![2, 0, 1, 3], vec![2, 1, 0, 3], vec![3, 3, 3]],
-            4,
-        );
+        let ds = Dataset::from_histories(&[vec![2, 0, 1, 3], vec![2, 1, 0, 3], vec![3, 3, 3]], 4);
         // Train parts: [2,0], [2,1], [3]: counts 0:1 1:1 2:2 3:1.
         assert_eq!(popularity_ranking(&ds), vec![2, 0, 1, 3]);
         let p = popularity_baseline(&ds);

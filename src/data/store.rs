@@ -112,7 +112,8 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         .with_context(|| format!("{} is not a prepared dataset (run `onerec data prepare`)", dir.display()))?;
     let hpath = dir.join(HISTORIES);
     let bytes = std::fs::read(&hpath).with_context(|| format!("cannot read {}", hpath.display()))?;
-    let st = SafeTensors::deserialize(&bytes).with_context(|| format!("{}: not a valid safetensors file", hpath.display()))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .with_context(|| format!("{}: not a valid safetensors file", hpath.display()))?;
     let offsets = as_usize(tensor(&st, &hpath, "offsets", Dtype::I64)?, &hpath, "offsets")?;
     let items = tensor(&st, &hpath, "items", Dtype::U32)?
         .chunks_exact(4)
@@ -149,6 +150,12 @@ pub fn load(dir: &Path) -> Result<Dataset> {
         dir: std::fs::canonicalize(dir).ok(),
     };
     ds.validate(&dir.display().to_string())?;
-    tracing::info!("loaded dataset {} ({} users, {} items, {} interactions)", dir.display(), ds.n_users(), ds.n_items(), ds.items.len());
+    tracing::info!(
+        "loaded dataset {} ({} users, {} items, {} interactions)",
+        dir.display(),
+        ds.n_users(),
+        ds.n_items(),
+        ds.items.len()
+    );
     Ok(ds)
 }

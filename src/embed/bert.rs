@@ -42,8 +42,8 @@ fn default_pos_type() -> String {
 
 impl BertConfig {
     pub fn load(path: &Path) -> Result<BertConfig> {
-        let cfg: BertConfig = crate::util::io::read_json(path)
-            .with_context(|| format!("{}: not a BERT config.json", path.display()))?;
+        let cfg: BertConfig =
+            crate::util::io::read_json(path).with_context(|| format!("{}: not a BERT config.json", path.display()))?;
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads) {
             bail!(
                 "{}: hidden_size {} is not a multiple of num_attention_heads {}",
@@ -255,9 +255,8 @@ impl Bert {
         let (b, s, h) = x.dims3()?;
         let nh = self.config.num_attention_heads;
         let dh = h / nh;
-        let heads = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((b, s, nh, dh))?.transpose(1, 2)?.contiguous()
-        };
+        let heads =
+            |t: Tensor| -> candle_core::Result<Tensor> { t.reshape((b, s, nh, dh))?.transpose(1, 2)?.contiguous() };
         let q = heads((l.q.forward(x)? * (1.0 / (dh as f64).sqrt()))?)?;
         let k = heads(l.k.forward(x)?)?;
         let v = heads(l.v.forward(x)?)?;

@@ -30,8 +30,8 @@ impl SentenceEncoder {
         }
         let bert = Bert::load(dir, device)?;
         let tpath = dir.join("tokenizer.json");
-        let mut tokenizer = Tokenizer::from_file(&tpath)
-            .map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", tpath.display()))?;
+        let mut tokenizer =
+            Tokenizer::from_file(&tpath).map_err(|e| anyhow!("{}: cannot load tokenizer: {e}", tpath.display()))?;
         let max_tokens = max_tokens.min(bert.config.max_position_embeddings);
         if max_tokens < 2 {
             bail!("--max-tokens must be at least 2 (room for [CLS] and [SEP])");
@@ -66,7 +66,9 @@ impl SentenceEncoder {
             .map(|e| {
                 let ids = e.get_ids().to_vec();
                 if let Some(bad) = ids.iter().find(|&&t| t >= vocab) {
-                    bail!("tokenizer produced id {bad} >= vocab_size {vocab}: tokenizer.json does not match config.json");
+                    bail!(
+                        "tokenizer produced id {bad} >= vocab_size {vocab}: tokenizer.json does not match config.json"
+                    );
                 }
                 Ok(ids)
             })

@@ -69,7 +69,12 @@ pub struct EmbedOptions {
 }
 
 impl EmbedOptions {
-    pub fn new(model_dir: impl Into<PathBuf>, items: impl Into<PathBuf>, template: &str, out: impl Into<PathBuf>) -> Self {
+    pub fn new(
+        model_dir: impl Into<PathBuf>,
+        items: impl Into<PathBuf>,
+        template: &str,
+        out: impl Into<PathBuf>,
+    ) -> Self {
         EmbedOptions {
             model_dir: model_dir.into(),
             items: items.into(),
@@ -317,12 +322,27 @@ pub fn embed_items(opts: &EmbedOptions) -> Result<EmbedReport> {
         opts.out.display(),
         if opts.f16 { "f16" } else { "f32" }
     );
-    Ok(EmbedReport { n, dim: d, chunks_computed: computed, chunks_reused: reused, items_computed, seconds, items_per_sec, ids_file })
+    Ok(EmbedReport {
+        n,
+        dim: d,
+        chunks_computed: computed,
+        chunks_reused: reused,
+        items_computed,
+        seconds,
+        items_per_sec,
+        ids_file,
+    })
 }
 
 /// `OUT.run.json`: the resolved settings of a run (no timings, so identical runs write
 /// identical bytes).
-fn write_run_record(opts: &EmbedOptions, model_sha256: &str, n: usize, d: usize, ids_file: Option<&Path>) -> Result<()> {
+fn write_run_record(
+    opts: &EmbedOptions,
+    model_sha256: &str,
+    n: usize,
+    d: usize,
+    ids_file: Option<&Path>,
+) -> Result<()> {
     let format = match opts.format {
         Some(f) => f,
         None => TableFormat::from_path(&opts.items)?,

@@ -21,9 +21,8 @@ pub enum Filter {
 impl Filter {
     fn parse(spec: &str) -> Result<Filter> {
         if let Some(args) = spec.strip_prefix("replace:") {
-            let (from, to) = args
-                .split_once(':')
-                .with_context(|| format!("filter `{spec}`: write `replace:FROM:TO`"))?;
+            let (from, to) =
+                args.split_once(':').with_context(|| format!("filter `{spec}`: write `replace:FROM:TO`"))?;
             if from.is_empty() {
                 bail!("filter `{spec}`: FROM must not be empty");
             }
@@ -39,7 +38,9 @@ impl Filter {
             "lower" => Filter::Lower,
             "upper" => Filter::Upper,
             "trim" => Filter::Trim,
-            other => bail!("unknown filter `{other}` (known: replace:FROM:TO, prefix:TEXT, suffix:TEXT, lower, upper, trim)"),
+            other => {
+                bail!("unknown filter `{other}` (known: replace:FROM:TO, prefix:TEXT, suffix:TEXT, lower, upper, trim)")
+            }
         })
     }
 
@@ -93,9 +94,7 @@ impl Template {
                 '}' => bail!("{}: unmatched `}}` at byte {i}; write `}}}}` for a literal brace", ctx()),
                 '{' => {
                     let rest = &src[i + 1..];
-                    let end = rest
-                        .find('}')
-                        .with_context(|| format!("{}: `{{` at byte {i} is never closed", ctx()))?;
+                    let end = rest.find('}').with_context(|| format!("{}: `{{` at byte {i} is never closed", ctx()))?;
                     let inner = &rest[..end];
                     // Skip the placeholder's characters.
                     while chars.peek().is_some_and(|p| p.0 <= i + 1 + end) {

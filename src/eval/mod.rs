@@ -11,8 +11,8 @@ pub mod metrics;
 use crate::data::Dataset;
 use crate::generate::users::{users_from_split, SplitSel, UserQuery};
 use crate::generate::{generate_batched, BeamOptions, DecodeIndex, StepModel};
-use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
+use crate::tokenizer::Vocab;
 use anyhow::{ensure, Result};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashSet};
@@ -85,7 +85,9 @@ impl EvalReport {
         s.push_str(&format!("{:<32} {}\n", "invalid_paths", self.invalid_paths));
         s.push_str(&format!("{:<32} {:.4}\n", "invalid_paths_before_masking", self.invalid_paths_before_masking));
         s.push_str(&format!("{:<32} {:.4}\n", "coverage", self.coverage));
-        for (name, v) in [("diversity", self.diversity), ("true_reward", self.true_reward), ("rm_reward", self.rm_reward)] {
+        for (name, v) in
+            [("diversity", self.diversity), ("true_reward", self.true_reward), ("rm_reward", self.rm_reward)]
+        {
             if let Some(v) = v {
                 s.push_str(&format!("{name:<32} {v:.4}\n"));
             }
@@ -140,7 +142,8 @@ pub fn evaluate<M: StepModel + Sync>(
     let index = DecodeIndex::new(ids)?;
     let max_k = *opts.ks.iter().max().unwrap_or(&10);
     let hist: Vec<&[u32]> = users.iter().map(|u| &u.history[..]).collect();
-    let rank_opts = BeamOptions { beam: opts.beam.max(max_k), session_len: 1, top: max_k, exclude_history: opts.exclude_history };
+    let rank_opts =
+        BeamOptions { beam: opts.beam.max(max_k), session_len: 1, top: max_k, exclude_history: opts.exclude_history };
     let (ranked, mut stats) = generate_batched(model, ids, &index, vocab, &hist, &rank_opts, opts.batch_users)?;
     let mut metrics = BTreeMap::new();
     let mut recommended = HashSet::new();
@@ -151,14 +154,16 @@ pub fn evaluate<M: StepModel + Sync>(
     metrics.extend(ranking_metrics(&users, &lists, &opts.ks));
     let (mut diversity, mut true_reward, mut rm_reward) = (None, None, None);
     if opts.session_len > 0 {
-        let sess_opts = BeamOptions { beam: opts.session_beam.max(1), session_len: opts.session_len, top: 1, exclude_history: opts.exclude_history };
+        let sess_opts = BeamOptions {
+            beam: opts.session_beam.max(1),
+            session_len: opts.session_len,
+            top: 1,
+            exclude_history: opts.exclude_history,
+        };
         let (sessions, s2) = generate_batched(model, ids, &index, vocab, &hist, &sess_opts, opts.batch_users)?;
         stats.merge(&s2);
-        let best: Vec<(usize, &[u32])> = users
-            .iter()
-            .enumerate()
-            .filter_map(|(i, _)| sessions[i].first().map(|h| (i, &h.items[..])))
-            .collect();
+        let best: Vec<(usize, &[u32])> =
+            users.iter().enumerate().filter_map(|(i, _)| sessions[i].first().map(|h| (i, &h.items[..]))).collect();
         if !best.is_empty() {
             let d: f64 = best.iter().map(|(_, s)| session_diversity(ids, s)).sum();
             diversity = Some(d / best.len() as f64);

@@ -84,7 +84,12 @@ impl Beam {
 }
 
 /// Checks that the model, vocabulary, semantic ids and histories agree.
-pub(crate) fn check_inputs<M: StepModel>(model: &M, ids: &SemanticIds, vocab: &Vocab, histories: &[&[u32]]) -> Result<()> {
+pub(crate) fn check_inputs<M: StepModel>(
+    model: &M,
+    ids: &SemanticIds,
+    vocab: &Vocab,
+    histories: &[&[u32]],
+) -> Result<()> {
     check_items(ids, histories, "history")?;
     ensure!(
         vocab.codebook_sizes == ids.codebook_sizes,
@@ -182,7 +187,14 @@ pub fn beam_search_with<M: StepModel>(
                 let p = &ub[bi as usize];
                 let tok = vocab.token(level, code);
                 let tok_lp = score - p.score;
-                let mut nb = Beam { score, node: child, tokens: p.tokens.clone(), items: p.items.clone(), item_lps: p.item_lps.clone(), cur_lp: p.cur_lp + tok_lp };
+                let mut nb = Beam {
+                    score,
+                    node: child,
+                    tokens: p.tokens.clone(),
+                    items: p.items.clone(),
+                    item_lps: p.item_lps.clone(),
+                    cur_lp: p.cur_lp + tok_lp,
+                };
                 nb.tokens.push(tok);
                 if level + 1 == levels {
                     // A leaf: the item is complete; the next item starts at the root.

@@ -3,8 +3,8 @@
 
 use super::beam::{check_inputs, check_items};
 use super::StepModel;
-use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
+use crate::tokenizer::Vocab;
 use anyhow::{ensure, Result};
 
 /// Sum of the log-probabilities of every code token of `sessions[u]` (dense item
@@ -16,12 +16,7 @@ pub fn teacher_forced_logprob<M: StepModel>(
     histories: &[&[u32]],
     sessions: &[&[u32]],
 ) -> Result<Vec<f32>> {
-    ensure!(
-        histories.len() == sessions.len(),
-        "{} histories but {} sessions",
-        histories.len(),
-        sessions.len()
-    );
+    ensure!(histories.len() == sessions.len(), "{} histories but {} sessions", histories.len(), sessions.len());
     check_inputs(model, ids, vocab, histories)?;
     check_items(ids, sessions, "session")?;
     let seqs: Vec<Vec<u32>> =

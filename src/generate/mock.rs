@@ -69,10 +69,8 @@ impl HashLm {
 impl StepModel for HashLm {
     type State = HashLmState;
     fn encode(&self, histories: &[&[u32]]) -> Result<HashLmState> {
-        let rows = histories
-            .iter()
-            .map(|h| (h.iter().fold(mix(self.seed), |a, &i| mix(a ^ i as u64)), 0u64, 0u32))
-            .collect();
+        let rows =
+            histories.iter().map(|h| (h.iter().fold(mix(self.seed), |a, &i| mix(a ^ i as u64)), 0u64, 0u32)).collect();
         Ok(HashLmState { rows })
     }
     fn step(&self, state: &mut HashLmState, tokens: &[u32]) -> Result<Vec<f32>> {

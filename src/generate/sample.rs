@@ -54,7 +54,15 @@ pub fn sample_sessions<M: StepModel, R: Rng>(
     }
     let mut st: Vec<Row> = rows
         .iter()
-        .map(|_| Row { node: PrefixTrie::ROOT, alive: true, tokens: vec![], items: vec![], item_lps: vec![], cur: 0.0, score: 0.0 })
+        .map(|_| Row {
+            node: PrefixTrie::ROOT,
+            alive: true,
+            tokens: vec![],
+            items: vec![],
+            item_lps: vec![],
+            cur: 0.0,
+            score: 0.0,
+        })
         .collect();
     let mut tokens = vec![Vocab::BOS; rows.len()];
     let total = opts.session_len * levels;
@@ -116,7 +124,11 @@ pub fn sample_sessions<M: StepModel, R: Rng>(
     for (ri, row) in st.into_iter().enumerate() {
         let (_, bad) = verify_items(ids, vocab, &row.tokens, &row.items);
         if row.items.len() == opts.session_len && bad == 0 {
-            out[rows[ri] as usize].push(Hypothesis { items: row.items, item_logprobs: row.item_lps, logprob: row.score });
+            out[rows[ri] as usize].push(Hypothesis {
+                items: row.items,
+                item_logprobs: row.item_lps,
+                logprob: row.score,
+            });
         }
     }
     for h in &mut out {

@@ -5,8 +5,8 @@ use super::forced::teacher_forced_logprob;
 use super::users::{split_point, Shard, SplitSel};
 use super::StepModel;
 use crate::data::Dataset;
-use crate::tokenizer::Vocab;
 use crate::tokenizer::SemanticIds;
+use crate::tokenizer::Vocab;
 use anyhow::{bail, ensure, Context, Result};
 use rayon::prelude::*;
 use std::collections::HashMap;
@@ -47,8 +47,14 @@ pub fn read_pairs(path: &Path, ds: &Dataset, ids: &SemanticIds, split: SplitSel,
             continue;
         }
         let cols: Vec<&str> = line.split('\t').map(str::trim).collect();
-        if std::mem::replace(&mut first, false) && cols.iter().all(|c| !users.contains_key(c) && ids.row_of(c).is_none()) {
-            tracing::info!("{}:{}: taken as a header (no field is a known user or item id): {line}", path.display(), ln + 1);
+        if std::mem::replace(&mut first, false)
+            && cols.iter().all(|c| !users.contains_key(c) && ids.row_of(c).is_none())
+        {
+            tracing::info!(
+                "{}:{}: taken as a header (no field is a known user or item id): {line}",
+                path.display(),
+                ln + 1
+            );
             out.header = true;
             continue;
         }
@@ -56,8 +62,10 @@ pub fn read_pairs(path: &Path, ds: &Dataset, ids: &SemanticIds, split: SplitSel,
             if cols.len() != 2 {
                 bail!("expected 2 tab-separated columns `user_id<TAB>item_id`, found {}", cols.len());
             }
-            let user = *users.get(cols[0]).with_context(|| format!("unknown user id `{}` (not in the dataset)", cols[0]))?;
-            let item = ids.row_of(cols[1]).with_context(|| format!("unknown item id `{}` (not in the catalogue)", cols[1]))?;
+            let user =
+                *users.get(cols[0]).with_context(|| format!("unknown user id `{}` (not in the dataset)", cols[0]))?;
+            let item =
+                ids.row_of(cols[1]).with_context(|| format!("unknown item id `{}` (not in the catalogue)", cols[1]))?;
             if history_before(ds, user, split).is_none() {
                 bail!("user `{}` has no history before the {split} target (too short to score)", cols[0]);
             }
@@ -98,8 +106,9 @@ pub fn score_pairs<M: StepModel + Sync>(
     ensure!(batch >= 1, "batch size must be >= 1");
     let mut hist: Vec<&[u32]> = Vec::with_capacity(pairs.len());
     for p in pairs {
-        let h = history_before(ds, p.user, split)
-            .with_context(|| format!("line {}: user `{}` has no history before the {split} target", p.line, p.user_id))?;
+        let h = history_before(ds, p.user, split).with_context(|| {
+            format!("line {}: user `{}` has no history before the {split} target", p.line, p.user_id)
+        })?;
         hist.push(h);
     }
     let sessions: Vec<[u32; 1]> = pairs.iter().map(|p| [p.item]).collect();
@@ -126,7 +135,10 @@ pub fn write_scores(path: &Path, pairs: &[Pair], scores: &[f32]) -> Result<()> {
             if tsv {
                 writeln!(w, "{}\t{}\t{}", p.user_id, p.item_id, s)?;
             } else {
-                serde_json::to_writer(&mut *w, &serde_json::json!({"user": p.user_id, "item": p.item_id, "logprob": s}))?;
+                serde_json::to_writer(
+                    &mut *w,
+                    &serde_json::json!({"user": p.user_id, "item": p.item_id, "logprob": s}),
+                )?;
                 w.write_all(b"\n")?;
             }
         }

@@ -79,7 +79,12 @@ pub fn users_from_split(ds: &Dataset, split: SplitSel) -> Vec<UserQuery> {
     (0..ds.n_users())
         .filter_map(|u| {
             let (end, target) = split_point(ds, u, split)?;
-            Some(UserQuery { user_id: ds.user_ids[u].clone(), user: Some(u), history: ds.history(u)[..end].to_vec(), target })
+            Some(UserQuery {
+                user_id: ds.user_ids[u].clone(),
+                user: Some(u),
+                history: ds.history(u)[..end].to_vec(),
+                target,
+            })
         })
         .collect()
 }
@@ -99,8 +104,9 @@ pub fn users_from_histories_file(path: &Path, ids: &SemanticIds, skip_bad: bool)
         let mut f = line.split_whitespace();
         let user_id = f.next().unwrap_or_default().to_string();
         let parsed = (|| -> Result<Vec<u32>> {
-            let history =
-                f.map(|it| ids.row_of(it).with_context(|| format!("item `{it}` is not in the checkpoint's catalogue"))).collect::<Result<Vec<u32>>>()?;
+            let history = f
+                .map(|it| ids.row_of(it).with_context(|| format!("item `{it}` is not in the checkpoint's catalogue")))
+                .collect::<Result<Vec<u32>>>()?;
             if history.is_empty() {
                 bail!("user `{user_id}` has an empty history");
             }
@@ -152,7 +158,8 @@ impl FromStr for Shard {
     fn from_str(s: &str) -> Result<Shard> {
         let bad = || anyhow::anyhow!("bad shard `{s}`: expected i/n with 0 <= i < n, e.g. 0/4");
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
-        let (index, count): (usize, usize) = (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
+        let (index, count): (usize, usize) =
+            (i.trim().parse().map_err(|_| bad())?, n.trim().parse().map_err(|_| bad())?);
         if count == 0 || index >= count {
             return Err(bad());
         }

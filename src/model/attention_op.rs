@@ -66,14 +66,26 @@ impl CustomOp3 for Sdpa {
         "onerec-sdpa"
     }
 
-    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let (bh, tq, dh) = l1.shape().dims3()?;
         let (_, tk, _) = l2.shape().dims3()?;
         let (q, k, v) = (slice(s1, l1, "q")?, slice(s2, l2, "k")?, slice(s3, l3, "v")?);
         let mut out = vec![0f32; bh * tq * dh];
         out.par_chunks_mut(tq * dh).enumerate().for_each(|(n, o)| {
             let mut p = vec![0f32; tq * tk];
-            let (qn, kn, vn) = (&q[n * tq * dh..(n + 1) * tq * dh], &k[n * tk * dh..(n + 1) * tk * dh], &v[n * tk * dh..(n + 1) * tk * dh]);
+            let (qn, kn, vn) = (
+                &q[n * tq * dh..(n + 1) * tq * dh],
+                &k[n * tk * dh..(n + 1) * tk * dh],
+                &v[n * tk * dh..(n + 1) * tk * dh],
+            );
             self.probs(n, qn, kn, tq, tk, dh, &mut p);
             for i in 0..tq {
                 let oi = &mut o[i * dh..(i + 1) * dh];
@@ -86,7 +98,14 @@ impl CustomOp3 for Sdpa {
         Ok((CpuStorage::F32(out), Shape::from((bh, tq, dh))))
     }
 
-    fn bwd(&self, q: &Tensor, k: &Tensor, v: &Tensor, _res: &Tensor, g: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+    fn bwd(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        _res: &Tensor,
+        g: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (bh, tq, dh) = q.dims3()?;
         let tk = k.dim(1)?;
         let qv: Vec<f32> = q.flatten_all()?.to_vec1()?;

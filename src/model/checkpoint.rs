@@ -79,7 +79,13 @@ pub fn check_tokenizer(meta: &CheckpointMeta, ckpt_dir: &Path, tokenizer: &Seman
 
 /// Writes the model part of a checkpoint into `dir` (an already-created directory,
 /// normally the temp dir of [`crate::util::io::atomic_dir`]).
-pub fn write_model(dir: &Path, model: &OneRecModel, varmap: &VarMap, sids_dense: &SemanticIds, meta: &CheckpointMeta) -> Result<()> {
+pub fn write_model(
+    dir: &Path,
+    model: &OneRecModel,
+    varmap: &VarMap,
+    sids_dense: &SemanticIds,
+    meta: &CheckpointMeta,
+) -> Result<()> {
     let mut tensors: HashMap<String, Tensor> = HashMap::new();
     for (name, v) in sorted_vars(varmap) {
         tensors.insert(name, v.as_tensor().clone());
@@ -161,7 +167,9 @@ pub fn dataset_dir(explicit: Option<&Path>, ckpt_dir: &Path, meta: &CheckpointMe
         Some(d) => {
             bail!("checkpoint {} was trained on dataset {}, which no longer exists (no dataset.json there); pass --data DIR", ckpt_dir.display(), d.display())
         }
-        None => bail!("checkpoint {} does not record its dataset (older checkpoint); pass --data DIR", ckpt_dir.display()),
+        None => {
+            bail!("checkpoint {} does not record its dataset (older checkpoint); pass --data DIR", ckpt_dir.display())
+        }
     }
 }
 
@@ -172,7 +180,11 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
     let codes = dir.join("codes.tsv");
     let sha = crate::util::io::sha256_file(&codes)?;
     if sha != meta.codes_sha256 {
-        bail!("{}: sha256 {sha} differs from {} recorded in checkpoint.json (file modified or checkpoint mixed up)", codes.display(), meta.codes_sha256);
+        bail!(
+            "{}: sha256 {sha} differs from {} recorded in checkpoint.json (file modified or checkpoint mixed up)",
+            codes.display(),
+            meta.codes_sha256
+        );
     }
     let sids = SemanticIds::read_codes(&codes, Some(&meta.vocab.codebook_sizes))?;
     ensure!(
@@ -185,12 +197,20 @@ pub fn load(dir: &Path) -> Result<Checkpoint> {
         meta.vocab.codebook_sizes
     );
     meta.model.validate().with_context(|| format!("{}: model config", dir.display()))?;
-    let (model, varmap) = OneRecModel::build(&meta.model, Vocab::new(meta.vocab.codebook_sizes.clone()), sids.codes.clone(), meta.seed)?;
+    let (model, varmap) =
+        OneRecModel::build(&meta.model, Vocab::new(meta.vocab.codebook_sizes.clone()), sids.codes.clone(), meta.seed)?;
     let wpath = dir.join("model.safetensors");
-    let tensors = candle_core::safetensors::load(&wpath, &Device::Cpu).with_context(|| format!("reading {}", wpath.display()))?;
+    let tensors =
+        candle_core::safetensors::load(&wpath, &Device::Cpu).with_context(|| format!("reading {}", wpath.display()))?;
     for (name, var) in sorted_vars(&varmap) {
         let t = tensors.get(&name).with_context(|| format!("{}: missing tensor {name}", wpath.display()))?;
-        ensure!(t.dims() == var.dims(), "{}: tensor {name} has shape {:?}, model expects {:?}", wpath.display(), t.dims(), var.dims());
+        ensure!(
+            t.dims() == var.dims(),
+            "{}: tensor {name} has shape {:?}, model expects {:?}",
+            wpath.display(),
+            t.dims(),
+            var.dims()
+        );
         var.set(t)?;
     }
     for (name, t) in &tensors {

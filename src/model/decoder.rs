@@ -3,11 +3,11 @@
 //! vocabulary. `forward` is teacher-forced; `step` feeds one token with a KV cache.
 
 use super::layers::{causal_mask, Attention, Dropout, Lin, RmsNorm, SwiGlu};
-use std::sync::Arc;
 use super::moe::{Ffn, Moe};
 use super::{ModelConfig, Vocab};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use std::sync::Arc;
 
 pub struct DecLayer {
     n1: RmsNorm,
@@ -86,7 +86,13 @@ impl Decoder {
 
     /// Teacher-forced logits [B,S,V] for decoder inputs `tokens` (row-major [B,S]),
     /// plus the sum of the MoE aux losses.
-    pub fn forward(&self, tokens: &[u32], b: usize, s: usize, enc: &super::encoder::Encoded) -> Result<(Tensor, Option<Tensor>)> {
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        b: usize,
+        s: usize,
+        enc: &super::encoder::Encoded,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let drop = &self.drop;
         let mut x = drop.forward(&self.embed(tokens, b, s, 0)?)?;
         let causal = causal_mask(s, x.device())?;

@@ -3,10 +3,10 @@
 //! positions, pre-norm bidirectional self-attention with a padding mask, SwiGLU FFN.
 
 use super::layers::{key_mask, Attention, Dropout, RmsNorm, SwiGlu};
-use std::sync::Arc;
 use super::{ModelConfig, Vocab};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
+use std::sync::Arc;
 
 struct EncLayer {
     n1: RmsNorm,
@@ -86,7 +86,10 @@ impl Encoder {
             }
             for (i, &item) in h.iter().enumerate() {
                 let codes = item_codes.get(item as usize * levels..(item as usize + 1) * levels).ok_or_else(|| {
-                    candle_core::Error::Msg(format!("history item {item} has no semantic id (model knows {} items)", item_codes.len() / levels.max(1)))
+                    candle_core::Error::Msg(format!(
+                        "history item {item} has no semantic id (model knows {} items)",
+                        item_codes.len() / levels.max(1)
+                    ))
                 })?;
                 for (l, &c) in codes.iter().enumerate() {
                     ids[l].push(vocab.token(l, c));

@@ -21,9 +21,7 @@ fn fusable(x: &Tensor) -> bool {
 }
 
 fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
-    let CpuStorage::F32(v) = s else {
-        bail!("{what}: expected f32")
-    };
+    let CpuStorage::F32(v) = s else { bail!("{what}: expected f32") };
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&v[a..b]),
         None => bail!("{what}: expected a contiguous tensor"),
@@ -34,25 +32,18 @@ fn slice<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> Result<&'a [f32]> {
 fn with_data<R>(t: &Tensor, what: &str, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
     let t = t.contiguous()?;
     let (s, l) = t.storage_and_layout();
-    let Storage::Cpu(cpu) = &*s else {
-        bail!("{what}: expected a CPU tensor")
-    };
+    let Storage::Cpu(cpu) = &*s else { bail!("{what}: expected a CPU tensor") };
     f(slice(cpu, l, what)?)
 }
 
 /// Runs `f` on the data of three CPU tensors (the two inputs and the output gradient).
 fn with_data3<R>(ts: [&Tensor; 3], what: &str, f: impl FnOnce(&[f32], &[f32], &[f32]) -> Result<R>) -> Result<R> {
-    with_data(ts[0], what, |a| {
-        with_data(ts[1], what, |b| with_data(ts[2], what, |c| f(a, b, c)))
-    })
+    with_data(ts[0], what, |a| with_data(ts[1], what, |b| with_data(ts[2], what, |c| f(a, b, c))))
 }
 
 /// The two input gradients of a binary op as tensors shaped like its inputs.
 fn input_grads(a: &Tensor, da: Vec<f32>, b: &Tensor, db: Vec<f32>) -> Result<(Option<Tensor>, Option<Tensor>)> {
-    Ok((
-        Some(Tensor::from_vec(da, a.shape(), a.device())?),
-        Some(Tensor::from_vec(db, b.shape(), b.device())?),
-    ))
+    Ok((Some(Tensor::from_vec(da, a.shape(), a.device())?), Some(Tensor::from_vec(db, b.shape(), b.device())?)))
 }
 
 /// `x * w / sqrt(mean(x^2) + eps)` over the last dim.
@@ -77,14 +68,12 @@ impl CustomOp2 for RmsNormOp {
             bail!("rms_norm: weight of {d} does not match input {:?}", l1.dims());
         }
         let mut out = vec![0f32; x.len()];
-        out.par_chunks_mut(ROWS * d)
-            .zip(x.par_chunks(ROWS * d))
-            .for_each(|(o, x)| {
-                for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
-                    let r = inv_rms(x, self.eps);
-                    o.iter_mut().zip(x).zip(w).for_each(|((o, x), w)| *o = x * r * w);
-                }
-            });
+        out.par_chunks_mut(ROWS * d).zip(x.par_chunks(ROWS * d)).for_each(|(o, x)| {
+            for (o, x) in o.chunks_exact_mut(d).zip(x.chunks_exact(d)) {
+                let r = inv_rms(x, self.eps);
+                o.iter_mut().zip(x).zip(w).for_each(|((o, x), w)| *o = x * r * w);
+            }
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -123,8 +112,7 @@ impl CustomOp2 for RmsNormOp {
 /// RMSNorm over the last dim with scale `w`; fused on CPU f32.
 pub fn rms_norm(x: &Tensor, w: &Tensor, eps: f64) -> Result<Tensor> {
     if fusable(x) && w.dtype() == DType::F32 {
-        x.contiguous()?
-            .apply_op2(&w.contiguous()?, RmsNormOp { eps: eps as f32 })
+        x.contiguous()?.apply_op2(&w.contiguous()?, RmsNormOp { eps: eps as f32 })
     } else {
         rms_norm_reference(x, w, eps)
     }
@@ -154,14 +142,9 @@ impl CustomOp2 for SwiGluOp {
             bail!("swiglu: gate {:?} and up {:?} differ in shape", l1.dims(), l2.dims());
         }
         let (mut out, n) = (vec![0f32; g.len()], CHUNK);
-        out.par_chunks_mut(n)
-            .zip(g.par_chunks(n).zip(u.par_chunks(n)))
-            .for_each(|(o, (g, u))| {
-                o.iter_mut()
-                    .zip(g)
-                    .zip(u)
-                    .for_each(|((o, g), u)| *o = g * sigmoid(*g) * u);
-            });
+        out.par_chunks_mut(n).zip(g.par_chunks(n).zip(u.par_chunks(n))).for_each(|(o, (g, u))| {
+            o.iter_mut().zip(g).zip(u).for_each(|((o, g), u)| *o = g * sigmoid(*g) * u);
+        });
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 

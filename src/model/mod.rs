@@ -189,7 +189,11 @@ impl OneRecModel {
     /// Builds the model with parameters from `vb` (created if missing).
     pub fn new(cfg: &ModelConfig, vocab: Vocab, item_codes: Vec<u32>, vb: VarBuilder) -> Result<OneRecModel> {
         cfg.validate()?;
-        ensure!(vocab.levels() > 0 && item_codes.len().is_multiple_of(vocab.levels()), "item codes do not match {} levels", vocab.levels());
+        ensure!(
+            vocab.levels() > 0 && item_codes.len().is_multiple_of(vocab.levels()),
+            "item codes do not match {} levels",
+            vocab.levels()
+        );
         for (i, p) in item_codes.chunks_exact(vocab.levels()).enumerate() {
             for (l, &c) in p.iter().enumerate() {
                 ensure!((c as usize) < vocab.codebook_sizes[l], "item {i}: code {c} at level {l} outside codebook");
@@ -266,7 +270,13 @@ impl OneRecModel {
         ensure!(histories.len() == sessions.len(), "{} histories but {} sessions", histories.len(), sessions.len());
         let lv = self.vocab.levels();
         let len = sessions.iter().map(|s| s.len() * lv + eos as usize).max().unwrap_or(0).max(1);
-        let mut b = Batch { histories: histories.iter().map(|h| h.to_vec()).collect(), inputs: vec![], targets: vec![], mask: vec![], len };
+        let mut b = Batch {
+            histories: histories.iter().map(|h| h.to_vec()).collect(),
+            inputs: vec![],
+            targets: vec![],
+            mask: vec![],
+            len,
+        };
         for s in sessions {
             let mut toks = Vec::with_capacity(len);
             for &it in s.iter() {
@@ -341,7 +351,11 @@ pub fn init_params(varmap: &VarMap, seed: u64) -> Result<()> {
     for (name, var) in sorted_vars(varmap) {
         let dims = var.dims().to_vec();
         let n: usize = dims.iter().product();
-        let data: Vec<f32> = if name.ends_with("norm1.weight") || name.ends_with("norm2.weight") || name.ends_with("norm3.weight") || name.ends_with("final_norm.weight") {
+        let data: Vec<f32> = if name.ends_with("norm1.weight")
+            || name.ends_with("norm2.weight")
+            || name.ends_with("norm3.weight")
+            || name.ends_with("final_norm.weight")
+        {
             vec![1.0; n]
         } else {
             let std = if name.ends_with("_emb") {

@@ -151,7 +151,13 @@ impl Moe {
         let mean = load.iter().sum::<u64>() as f64 / load.len() as f64;
         if let Ok(mut b) = self.bias.lock() {
             for (bi, &l) in b.iter_mut().zip(load) {
-                let sign = if (l as f64) < mean { 1.0 } else if (l as f64) > mean { -1.0 } else { 0.0 };
+                let sign = if (l as f64) < mean {
+                    1.0
+                } else if (l as f64) > mean {
+                    -1.0
+                } else {
+                    0.0
+                };
                 *bi += (self.cfg.bias_rate * sign) as f32;
             }
         }

@@ -50,10 +50,15 @@ pub enum Refused {
 impl Batcher {
     /// Starts the worker thread; it runs until every [`Batcher`] clone is dropped and
     /// the queue is drained.
-    pub fn start(state: Arc<ModelState>, cfg: BatchConfig, metrics: Arc<Metrics>) -> Result<(Batcher, std::thread::JoinHandle<()>)> {
+    pub fn start(
+        state: Arc<ModelState>,
+        cfg: BatchConfig,
+        metrics: Arc<Metrics>,
+    ) -> Result<(Batcher, std::thread::JoinHandle<()>)> {
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
         let m = metrics.clone();
-        let worker = std::thread::Builder::new().name("onerec-batcher".into()).spawn(move || worker(&state, cfg, &rx, &m))?;
+        let worker =
+            std::thread::Builder::new().name("onerec-batcher".into()).spawn(move || worker(&state, cfg, &rx, &m))?;
         Ok((Batcher { tx, metrics }, worker))
     }
 
@@ -93,9 +98,12 @@ fn worker(state: &ModelState, cfg: BatchConfig, rx: &Receiver<Job>, metrics: &Me
     tracing::info!("batcher: queue closed and drained, worker stops");
 }
 
+/// Recommend jobs that share beam settings: (history, reply channel) each.
+type Group = (BeamOptions, Vec<(Vec<u32>, oneshot::Sender<Result<Vec<Hypothesis>>>)>);
+
 /// Runs one gathered batch: recommend jobs grouped by settings, score jobs together.
 fn run_batch(state: &ModelState, batch: Vec<Job>) {
-    let mut groups: Vec<(BeamOptions, Vec<(Vec<u32>, oneshot::Sender<Result<Vec<Hypothesis>>>)>)> = Vec::new();
+    let mut groups: Vec<Group> = Vec::new();
     let mut scores = Vec::new();
     for job in batch {
         match job {
@@ -110,7 +118,8 @@ fn run_batch(state: &ModelState, batch: Vec<Job>) {
         let hist: Vec<&[u32]> = jobs.iter().map(|(h, _)| &h[..]).collect();
         let res = guarded(|| {
             let ids = &state.ckpt.semantic_ids;
-            generate_batched(&state.ckpt.model, ids, &state.index, &state.vocab, &hist, &opts, hist.len().max(1)).map(|r| r.0)
+            generate_batched(&state.ckpt.model, ids, &state.index, &state.vocab, &hist, &opts, hist.len().max(1))
+                .map(|r| r.0)
         });
         match res {
             Ok(mut hyps) => {
@@ -169,7 +178,11 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
         Ok(r) => r,
         Err(p) => {
-            let msg = p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_default();
+            let msg = p
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| p.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
             Err(anyhow!("internal error (model work panicked: {msg})"))
         }
     }

@@ -15,6 +15,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+/// Per request: (sent a valid body, HTTP status if any, latency in seconds).
+type Results = Arc<Mutex<Vec<(bool, Option<u16>, f64)>>>;
+
 /// A plain-http JSON client (keep-alive pool).
 pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
 
@@ -96,7 +99,10 @@ pub fn bodies(users: &[String], n: usize, beam: usize, k: usize, malformed: f64,
                     0 => "{\"user_id\": ".to_string(),
                     1 => r#"{"history": ["no-such-item-xyz"]}"#.to_string(),
                     2 => r#"{"history": []}"#.to_string(),
-                    3 => format!(r#"{{"user_id": {:?}, "k": 50, "beam": 5}}"#, users.first().map(String::as_str).unwrap_or("u")),
+                    3 => format!(
+                        r#"{{"user_id": {:?}, "k": 50, "beam": 5}}"#,
+                        users.first().map(String::as_str).unwrap_or("u")
+                    ),
                     4 => r#"{"user": "typo"}"#.to_string(),
                     _ => r#"{"user_id": "no-such-user-xyz"}"#.to_string(),
                 };
@@ -112,10 +118,13 @@ pub fn bodies(users: &[String], n: usize, beam: usize, k: usize, malformed: f64,
 
 /// Runs the benchmark over `bodies` (cycled to `opts.requests`).
 pub async fn run(opts: &BenchOptions, bodies: Arc<Vec<BenchBody>>) -> Result<BenchReport> {
-    anyhow::ensure!(!bodies.is_empty() && opts.concurrency >= 1, "need at least one request body and --concurrency >= 1");
+    anyhow::ensure!(
+        !bodies.is_empty() && opts.concurrency >= 1,
+        "need at least one request body and --concurrency >= 1"
+    );
     let client = client();
     let next = Arc::new(AtomicUsize::new(0));
-    let results: Arc<Mutex<Vec<(bool, Option<u16>, f64)>>> = Arc::new(Mutex::new(Vec::with_capacity(opts.requests)));
+    let results: Results = Arc::new(Mutex::new(Vec::with_capacity(opts.requests)));
     let t0 = Instant::now();
     let permits = Arc::new(tokio::sync::Semaphore::new(opts.concurrency));
     let mut tasks = tokio::task::JoinSet::new();
@@ -160,7 +169,7 @@ struct Ctx {
     client: HttpClient,
     addr: SocketAddr,
     bodies: Arc<Vec<BenchBody>>,
-    results: Arc<Mutex<Vec<(bool, Option<u16>, f64)>>>,
+    results: Results,
 }
 
 impl Ctx {

@@ -69,7 +69,11 @@ fn body_bytes(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
     body.map_err(|e| {
         let status = e.status().as_u16();
         if status == 413 {
-            ApiError { status, field: Some("body".into()), message: format!("request body is larger than {} bytes (--body-limit)", app.body_limit) }
+            ApiError {
+                status,
+                field: Some("body".into()),
+                message: format!("request body is larger than {} bytes (--body-limit)", app.body_limit),
+            }
         } else {
             ApiError { status, field: Some("body".into()), message: format!("cannot read the request body: {e}") }
         }
@@ -80,7 +84,9 @@ fn body_bytes(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Bytes, A
 async fn run_job<T>(app: &App, job: Job, rx: oneshot::Receiver<anyhow::Result<T>>) -> Result<T, ApiError> {
     match app.batcher.submit(job) {
         Ok(()) => {}
-        Err(Refused::Full) => return Err(ApiError::new(503, "the server is at capacity (request queue full); retry later")),
+        Err(Refused::Full) => {
+            return Err(ApiError::new(503, "the server is at capacity (request queue full); retry later"))
+        }
         Err(Refused::Closed) => return Err(ApiError::new(503, "the server is shutting down")),
     }
     match rx.await {
@@ -99,7 +105,8 @@ async fn recommend(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejecti
         let session_len = req.opts.session_len;
         let hyps = run_job(&app, Job::Recommend { history: req.who.history, opts: req.opts, reply }, rx).await?;
         // Exactly the fields `onerec generate` writes, less `user` for a bare history.
-        let mut v = generate_json(req.who.user_id.as_deref().unwrap_or(""), &hyps, &app.state.ckpt.semantic_ids, session_len);
+        let mut v =
+            generate_json(req.who.user_id.as_deref().unwrap_or(""), &hyps, &app.state.ckpt.semantic_ids, session_len);
         if let (None, Some(o)) = (&req.who.user_id, v.as_object_mut()) {
             o.remove("user");
         }
@@ -140,6 +147,9 @@ async fn metrics(State(app): State<Arc<App>>) -> Response {
 }
 
 async fn not_found(State(app): State<Arc<App>>, uri: axum::http::Uri) -> Response {
-    let e = ApiError::new(404, format!("no endpoint {uri}; see GET /healthz, GET /v1/model, GET /metrics, POST /v1/recommend, POST /v1/score"));
+    let e = ApiError::new(
+        404,
+        format!("no endpoint {uri}; see GET /healthz, GET /v1/model, GET /metrics, POST /v1/recommend, POST /v1/score"),
+    );
     finish(&app, "other", Instant::now(), Err(e))
 }

@@ -22,7 +22,12 @@ struct Histogram {
 
 impl Histogram {
     fn new(bounds: &'static [f64]) -> Histogram {
-        Histogram { bounds, counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(), sum_micro: AtomicU64::new(0), n: AtomicU64::new(0) }
+        Histogram {
+            bounds,
+            counts: bounds.iter().map(|_| AtomicU64::new(0)).collect(),
+            sum_micro: AtomicU64::new(0),
+            n: AtomicU64::new(0),
+        }
     }
     fn observe(&self, x: f64) {
         if let Some(i) = self.bounds.iter().position(|&b| x <= b) {
@@ -58,7 +63,12 @@ pub struct Metrics {
 
 impl Default for Metrics {
     fn default() -> Metrics {
-        Metrics { requests: Mutex::new(BTreeMap::new()), latency: Histogram::new(&LATENCY_BUCKETS), batch: Histogram::new(&BATCH_BUCKETS), queue_depth: AtomicI64::new(0) }
+        Metrics {
+            requests: Mutex::new(BTreeMap::new()),
+            latency: Histogram::new(&LATENCY_BUCKETS),
+            batch: Histogram::new(&BATCH_BUCKETS),
+            queue_depth: AtomicI64::new(0),
+        }
     }
 }
 

@@ -92,11 +92,14 @@ impl Server {
             state.split,
             t0.elapsed().as_secs_f64()
         );
-        let listener = std::net::TcpListener::bind(opts.addr).with_context(|| format!("cannot listen on {}", opts.addr))?;
+        let listener =
+            std::net::TcpListener::bind(opts.addr).with_context(|| format!("cannot listen on {}", opts.addr))?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = std::thread::Builder::new().name("onerec-serve".into()).spawn(move || serve(opts, state, listener, stopped))?;
+        let thread = std::thread::Builder::new()
+            .name("onerec-serve".into())
+            .spawn(move || serve(opts, state, listener, stopped))?;
         tracing::info!("serving on http://{addr}");
         Ok(Server { addr, stop: Some(stop), thread: Some(thread) })
     }
@@ -144,8 +147,17 @@ pub fn run(mut opts: ServeOptions) -> Result<()> {
 }
 
 /// The server thread: a tokio runtime running axum until stopped, then the drain.
-fn serve(opts: ServeOptions, state: Arc<ModelState>, listener: std::net::TcpListener, stopped: tokio::sync::oneshot::Receiver<()>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(2).thread_name("onerec-http").enable_all().build()?;
+fn serve(
+    opts: ServeOptions,
+    state: Arc<ModelState>,
+    listener: std::net::TcpListener,
+    stopped: tokio::sync::oneshot::Receiver<()>,
+) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("onerec-http")
+        .enable_all()
+        .build()?;
     let metrics = Arc::new(metrics::Metrics::default());
     let cfg = BatchConfig { max_batch: opts.max_batch, max_wait: opts.max_wait, queue: opts.queue };
     let (batcher, worker) = Batcher::start(state.clone(), cfg, metrics.clone())?;
@@ -164,7 +176,10 @@ fn serve(opts: ServeOptions, state: Arc<ModelState>, listener: std::net::TcpList
                 let _ = stopped.await;
             }
         };
-        axum::serve(listener, handlers::router(app)).with_graceful_shutdown(shutdown).await.context("HTTP server failed")
+        axum::serve(listener, handlers::router(app))
+            .with_graceful_shutdown(shutdown)
+            .await
+            .context("HTTP server failed")
     });
     // The router (and with it the last queue sender) is gone: the worker drains and stops.
     let joined = worker.join().map_err(|_| anyhow::anyhow!("the batch worker panicked"));

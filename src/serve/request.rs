@@ -67,14 +67,23 @@ pub fn parse_recommend(body: &[u8], state: &ModelState, limits: &RequestLimits) 
         Some(_) => return Err(ApiError::bad("exclude_history", "`exclude_history` must be true or false")),
     };
     if beam > limits.max_beam {
-        return Err(ApiError::bad("beam", format!("`beam` {beam} exceeds this server's limit of {} (--max-beam)", limits.max_beam)));
+        return Err(ApiError::bad(
+            "beam",
+            format!("`beam` {beam} exceeds this server's limit of {} (--max-beam)", limits.max_beam),
+        ));
     }
     if k > beam {
-        return Err(ApiError::bad("k", format!("`k` {k} exceeds `beam` {beam}: at most `beam` results exist; raise `beam` or lower `k`")));
+        return Err(ApiError::bad(
+            "k",
+            format!("`k` {k} exceeds `beam` {beam}: at most `beam` results exist; raise `beam` or lower `k`"),
+        ));
     }
     let max_session = state.ckpt.meta.model.max_session_items;
     if session_len > max_session {
-        return Err(ApiError::bad("session_len", format!("`session_len` {session_len} exceeds the model's max_session_items {max_session}")));
+        return Err(ApiError::bad(
+            "session_len",
+            format!("`session_len` {session_len} exceeds the model's max_session_items {max_session}"),
+        ));
     }
     Ok(RecommendRequest { who, opts: BeamOptions { beam, session_len, top: k, exclude_history } })
 }
@@ -83,12 +92,16 @@ pub fn parse_recommend(body: &[u8], state: &ModelState, limits: &RequestLimits) 
 pub fn parse_score(body: &[u8], state: &ModelState, limits: &RequestLimits) -> Result<ScoreRequest, ApiError> {
     let obj = object(body, SCORE_FIELDS)?;
     let who = who(&obj, state)?;
-    let item_ids = strings(&obj, "items")?.ok_or_else(|| ApiError::bad("items", "`items` is required: the candidate item ids to score"))?;
+    let item_ids = strings(&obj, "items")?
+        .ok_or_else(|| ApiError::bad("items", "`items` is required: the candidate item ids to score"))?;
     if item_ids.is_empty() {
         return Err(ApiError::bad("items", "`items` is empty: give at least one candidate item id"));
     }
     if item_ids.len() > limits.max_items {
-        return Err(ApiError::bad("items", format!("{} items exceed this server's limit of {} per request", item_ids.len(), limits.max_items)));
+        return Err(ApiError::bad(
+            "items",
+            format!("{} items exceed this server's limit of {} per request", item_ids.len(), limits.max_items),
+        ));
     }
     let items = known_items(&item_ids, state, "items")?;
     Ok(ScoreRequest { who, item_ids, items })
@@ -116,10 +129,16 @@ fn who(obj: &Map<String, Value>, state: &ModelState) -> Result<Who, ApiError> {
     let history = strings(obj, "history")?;
     match (user, history) {
         (Some(_), Some(_)) => Err(ApiError::bad("history", "give either `user_id` or `history`, not both")),
-        (None, None) => Err(ApiError::bad("user_id", "give `user_id` (a known user) or `history` (item ids, oldest first)")),
+        (None, None) => {
+            Err(ApiError::bad("user_id", "give `user_id` (a known user) or `history` (item ids, oldest first)"))
+        }
         (Some(u), None) => match state.users.get(&u) {
             Some(h) => Ok(Who { user_id: Some(u), history: h.clone() }),
-            None => Err(ApiError { status: 404, field: Some("user_id".into()), message: format!("unknown user `{u}` (not in the served dataset)") }),
+            None => Err(ApiError {
+                status: 404,
+                field: Some("user_id".into()),
+                message: format!("unknown user `{u}` (not in the served dataset)"),
+            }),
         },
         (None, Some(h)) => {
             if h.is_empty() {
@@ -132,7 +151,11 @@ fn who(obj: &Map<String, Value>, state: &ModelState) -> Result<Who, ApiError> {
 
 fn known_items(ids: &[String], state: &ModelState, field: &str) -> Result<Vec<u32>, ApiError> {
     ids.iter()
-        .map(|it| state.ckpt.semantic_ids.row_of(it).ok_or_else(|| ApiError::bad(field, format!("unknown item `{it}` in `{field}` (not in the model's catalogue)"))))
+        .map(|it| {
+            state.ckpt.semantic_ids.row_of(it).ok_or_else(|| {
+                ApiError::bad(field, format!("unknown item `{it}` in `{field}` (not in the model's catalogue)"))
+            })
+        })
         .collect()
 }
 
@@ -142,7 +165,11 @@ fn strings(obj: &Map<String, Value>, field: &str) -> Result<Option<Vec<String>>,
         None | Some(Value::Null) => Ok(None),
         Some(Value::Array(a)) => a
             .iter()
-            .map(|v| v.as_str().map(str::to_string).ok_or_else(|| ApiError::bad(field, format!("`{field}` must be an array of item id strings"))))
+            .map(|v| {
+                v.as_str()
+                    .map(str::to_string)
+                    .ok_or_else(|| ApiError::bad(field, format!("`{field}` must be an array of item id strings")))
+            })
             .collect::<Result<Vec<_>, _>>()
             .map(Some),
         Some(_) => Err(ApiError::bad(field, format!("`{field}` must be an array of item id strings"))),

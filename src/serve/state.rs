@@ -30,7 +30,11 @@ impl ModelState {
         let data_dir = dataset_dir(data, &ckpt.dir, &ckpt.meta)?;
         let ds = Dataset::load(&data_dir).with_context(|| format!("loading dataset {}", data_dir.display()))?;
         let ds = align_dataset(&ds, &ckpt.semantic_ids)?;
-        let users = users_from_split(&ds, split).into_iter().filter(|u| !u.history.is_empty()).map(|u| (u.user_id, u.history)).collect();
+        let users = users_from_split(&ds, split)
+            .into_iter()
+            .filter(|u| !u.history.is_empty())
+            .map(|u| (u.user_id, u.history))
+            .collect();
         let vocab = Vocab::new(ckpt.semantic_ids.codebook_sizes.clone());
         let index = DecodeIndex::new(&ckpt.semantic_ids)?;
         Ok(ModelState { ckpt, vocab, index, users, data_dir, split })

@@ -65,7 +65,15 @@ pub fn pairs(ds: &Dataset, item_ids: &[String], window: usize) -> (Vec<(usize, u
 }
 
 /// Trains the projection and returns the projected, L2-normalised vectors [n, d].
-pub fn align(x: &[f32], n: usize, d: usize, item_ids: &[String], ds: &Dataset, opts: &AlignOptions, seed: u64) -> Result<(Vec<f32>, AlignReport)> {
+pub fn align(
+    x: &[f32],
+    n: usize,
+    d: usize,
+    item_ids: &[String],
+    ds: &Dataset,
+    opts: &AlignOptions,
+    seed: u64,
+) -> Result<(Vec<f32>, AlignReport)> {
     let (mut all, missing) = pairs(ds, item_ids, opts.window.max(1));
     if all.is_empty() {
         bail!(
@@ -97,7 +105,9 @@ pub fn align(x: &[f32], n: usize, d: usize, item_ids: &[String], ds: &Dataset, o
             let zb = l2n(&proj.forward(&gather_rows(x, d, &b)?)?)?;
             let logits = (za.matmul(&zb.t()?)? * inv_t)?;
             let tgt = Tensor::arange(0u32, chunk.len() as u32, &Device::Cpu)?;
-            let loss = ((candle_nn::loss::cross_entropy(&logits, &tgt)? + candle_nn::loss::cross_entropy(&logits.t()?, &tgt)?)? * 0.5)?;
+            let loss = ((candle_nn::loss::cross_entropy(&logits, &tgt)?
+                + candle_nn::loss::cross_entropy(&logits.t()?, &tgt)?)?
+                * 0.5)?;
             opt.backward_step(&loss)?;
             let v = loss.to_scalar::<f32>()? as f64;
             if steps == 0 {
@@ -114,5 +124,14 @@ pub fn align(x: &[f32], n: usize, d: usize, item_ids: &[String], ds: &Dataset, o
         let z = l2n(&proj.forward(&gather_rows(x, d, &idx)?)?)?;
         out.extend(z.flatten_all()?.to_vec1::<f32>().context("alignment output")?);
     }
-    Ok((out, AlignReport { pairs: total_pairs, dataset_items_without_embedding: missing, steps, loss_first: first, loss_last: last }))
+    Ok((
+        out,
+        AlignReport {
+            pairs: total_pairs,
+            dataset_items_without_embedding: missing,
+            steps,
+            loss_first: first,
+            loss_last: last,
+        },
+    ))
 }

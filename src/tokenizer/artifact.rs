@@ -286,7 +286,9 @@ fn recorded_sizes(dir: &Path) -> Result<Option<Vec<usize>>> {
         let sizes = field
             .and_then(|f| f.as_array())
             .and_then(|a| a.iter().map(|x| x.as_u64().map(|n| n as usize)).collect::<Option<Vec<_>>>())
-            .with_context(|| format!("{}: expected `{}` as a list of codebook sizes", path.display(), keys.join(".")))?;
+            .with_context(|| {
+                format!("{}: expected `{}` as a list of codebook sizes", path.display(), keys.join("."))
+            })?;
         Ok(Some(sizes))
     };
     match sizes_at("manifest.json", &["sizes"])? {

@@ -83,10 +83,9 @@ impl TokenizeOptions {
         let s = match self.codebook_sizes.len() {
             1 => vec![self.codebook_sizes[0]; self.levels],
             l if l == self.levels => self.codebook_sizes.clone(),
-            l => bail!(
-                "--codebook-size has {l} values but --levels is {}; give one size or one per level",
-                self.levels
-            ),
+            l => {
+                bail!("--codebook-size has {l} values but --levels is {}; give one size or one per level", self.levels)
+            }
         };
         if s.contains(&0) {
             bail!("--codebook-size: sizes must be at least 1");
@@ -120,7 +119,10 @@ pub fn fit(opts: &TokenizeOptions, inputs: &[(String, Embeddings)], dataset: Opt
     let weight_of = |name: &str| opts.weights.iter().find(|p| p.0 == name).map(|p| p.1).unwrap_or(1.0);
     for (name, _) in opts.pca.iter().map(|p| (&p.0, p.1)).chain(opts.weights.iter().map(|p| (&p.0, 0))) {
         if !inputs.iter().any(|i| &i.0 == name) {
-            bail!("--pca/--weight names modality `{name}`, but the embeddings are {:?}", inputs.iter().map(|i| &i.0).collect::<Vec<_>>());
+            bail!(
+                "--pca/--weight names modality `{name}`, but the embeddings are {:?}",
+                inputs.iter().map(|i| &i.0).collect::<Vec<_>>()
+            );
         }
     }
     let fused = fuse(inputs, &pca_of, &weight_of, opts.seed)?;
@@ -159,7 +161,8 @@ pub fn fit(opts: &TokenizeOptions, inputs: &[(String, Embeddings)], dataset: Opt
     let resolved = resolve(&res.codes, &sizes, opts.collisions, Some((&res.last_input, last_cb, cdim)));
     // Reconstruction of the quantizer input from the final (possibly reassigned) codes.
     let levels = sizes.len();
-    let qcodes: Vec<u32> = resolved.codes.chunks_exact(resolved.sizes.len()).flat_map(|p| p[..levels].iter().copied()).collect();
+    let qcodes: Vec<u32> =
+        resolved.codes.chunks_exact(resolved.sizes.len()).flat_map(|p| p[..levels].iter().copied()).collect();
     let recon = match &vae {
         None => reconstruct(&qcodes, levels, &res.codebooks, d),
         Some(v) if resolved.reassigned == 0 => v.recon.clone(),
@@ -185,7 +188,11 @@ pub fn fit(opts: &TokenizeOptions, inputs: &[(String, Embeddings)], dataset: Opt
     for p in &fused.parts {
         if let Some(pca) = &p.pca {
             tensors.push((format!("fusion.{}.pca_mean", p.name), vec![pca.mean.len()], pca.mean.clone()));
-            tensors.push((format!("fusion.{}.pca_components", p.name), vec![pca.width, p.d_in], pca.components.clone()));
+            tensors.push((
+                format!("fusion.{}.pca_components", p.name),
+                vec![pca.width, p.d_in],
+                pca.components.clone(),
+            ));
         }
     }
     if let Some(v) = vae {
@@ -193,7 +200,16 @@ pub fn fit(opts: &TokenizeOptions, inputs: &[(String, Embeddings)], dataset: Opt
     }
     let ids = SemanticIds::new(fused.item_ids.clone(), resolved.sizes.clone(), resolved.codes.clone())
         .context("internal error: resolved paths are not unique")?;
-    Ok(TokenizerFit { ids, tensors, metrics: m, timings, fusion: fused.parts, fused_dim: d, align: align_report, quantizer })
+    Ok(TokenizerFit {
+        ids,
+        tensors,
+        metrics: m,
+        timings,
+        fusion: fused.parts,
+        fused_dim: d,
+        align: align_report,
+        quantizer,
+    })
 }
 
 /// An input file recorded in the manifest.
@@ -206,7 +222,13 @@ pub struct InputFile {
 
 /// Writes the artifact directory atomically: codebooks.safetensors, codes.tsv,
 /// manifest.json, and timings.json (the only file that differs between identical runs).
-pub fn write_artifact(dir: &Path, fit: &TokenizerFit, opts: &TokenizeOptions, inputs: &[InputFile], dataset: Option<&InputFile>) -> Result<()> {
+pub fn write_artifact(
+    dir: &Path,
+    fit: &TokenizerFit,
+    opts: &TokenizeOptions,
+    inputs: &[InputFile],
+    dataset: Option<&InputFile>,
+) -> Result<()> {
     crate::util::io::atomic_dir(dir, |tmp| {
         use safetensors::tensor::TensorView;
         let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = fit
@@ -240,24 +262,39 @@ pub fn write_artifact(dir: &Path, fit: &TokenizerFit, opts: &TokenizeOptions, in
             "metrics": fit.metrics,
         });
         crate::util::io::write_json(&tmp.join("manifest.json"), &manifest)?;
-        let timings: serde_json::Map<_, _> = fit.timings.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
+        let timings: serde_json::Map<_, _> =
+            fit.timings.iter().map(|(k, v)| (k.clone(), serde_json::json!(v))).collect();
         crate::util::io::write_json(&tmp.join("timings.json"), &timings)
     })
     .with_context(|| format!("writing tokenizer artifact {}", dir.display()))?;
-    tracing::info!("wrote tokenizer artifact {} ({} items, sizes {:?})", dir.display(), fit.ids.n_items(), fit.ids.codebook_sizes);
+    tracing::info!(
+        "wrote tokenizer artifact {} ({} items, sizes {:?})",
+        dir.display(),
+        fit.ids.n_items(),
+        fit.ids.codebook_sizes
+    );
     Ok(())
 }
 
 /// Loads embedding files (name, path) and an optional dataset dir, fits, and writes
 /// the artifact to `out`. Nothing is written when any step fails.
-pub fn tokenize_files(opts: &TokenizeOptions, inputs: &[(String, PathBuf)], align_with: Option<&Path>, out: &Path) -> Result<TokenizerFit> {
+pub fn tokenize_files(
+    opts: &TokenizeOptions,
+    inputs: &[(String, PathBuf)],
+    align_with: Option<&Path>,
+    out: &Path,
+) -> Result<TokenizerFit> {
     let t = Instant::now();
     let mut embs = Vec::new();
     let mut files = Vec::new();
     for (name, path) in inputs {
         let e = Embeddings::load(path).with_context(|| format!("--embeddings {name}={}", path.display()))?;
         tracing::info!("read {} ({name}): [{}, {}]", path.display(), e.n, e.d);
-        files.push(InputFile { name: name.clone(), path: path.display().to_string(), sha256: crate::util::io::sha256_file(path)? });
+        files.push(InputFile {
+            name: name.clone(),
+            path: path.display().to_string(),
+            sha256: crate::util::io::sha256_file(path)?,
+        });
         embs.push((name.clone(), e));
     }
     let (ds, ds_file) = match align_with {

@@ -85,7 +85,13 @@ pub fn fuse(
             );
         }
         if e.data.len() != e.n * e.d || e.item_ids.len() != e.n {
-            bail!("modality `{name}`: data of {} values / {} ids does not match shape [{}, {}]", e.data.len(), e.item_ids.len(), e.n, e.d);
+            bail!(
+                "modality `{name}`: data of {} values / {} ids does not match shape [{}, {}]",
+                e.data.len(),
+                e.item_ids.len(),
+                e.n,
+                e.d
+            );
         }
         if let Some(bad) = e.data.iter().position(|v| !v.is_finite()) {
             bail!("modality `{name}`: row {} (item {}) has a NaN or infinite value", bad / e.d, e.item_ids[bad / e.d]);

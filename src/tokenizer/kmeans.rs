@@ -272,11 +272,7 @@ pub fn rq_kmeans(x: &[f32], d: usize, sizes: &[usize], iters: usize, balanced: b
         for i in 0..n {
             codes[i * levels + l] = km.assign[i];
         }
-        tracing::info!(
-            "level {l}: k={k} {} iterations, {:.2}s",
-            km.iters_run,
-            t.elapsed().as_secs_f64()
-        );
+        tracing::info!("level {l}: k={k} {} iterations, {:.2}s", km.iters_run, t.elapsed().as_secs_f64());
         codebooks.push(km.centroids);
     }
     Ok(Residual { codes, codebooks, last_input })

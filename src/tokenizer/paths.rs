@@ -77,12 +77,14 @@ pub fn resolve(codes: &[u32], sizes: &[usize], mode: Collisions, last: Option<(&
     if mode == Collisions::Reassign && collisions_before > 0 {
         if let Some((resid, cb, d)) = last {
             let k = sizes[levels - 1];
-            let mut used: HashSet<Vec<u32>> = gs.iter().map(|g| codes[g[0] as usize * levels..][..levels].to_vec()).collect();
+            let mut used: HashSet<Vec<u32>> =
+                gs.iter().map(|g| codes[g[0] as usize * levels..][..levels].to_vec()).collect();
             for g in &gs {
                 for &i in &g[1..] {
                     let i = i as usize;
                     let r = &resid[i * d..(i + 1) * d];
-                    let mut order: Vec<(f32, u32)> = (0..k).map(|j| (sqdist(r, &cb[j * d..(j + 1) * d]), j as u32)).collect();
+                    let mut order: Vec<(f32, u32)> =
+                        (0..k).map(|j| (sqdist(r, &cb[j * d..(j + 1) * d]), j as u32)).collect();
                     order.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
                     let mut path = codes[i * levels..(i + 1) * levels].to_vec();
                     for &(_, j) in &order {

@@ -171,7 +171,10 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
         // Dead-code re-seeding: unused codewords jump to random current residuals.
         if usage.iter().any(|u| u.contains(&0)) {
             let z = net.host(x, d, |m, t| m.encode(t))?;
-            let host: Vec<Vec<f32>> = cbs.iter().map(|c| c.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
+            let host: Vec<Vec<f32>> = cbs
+                .iter()
+                .map(|c| c.as_tensor().flatten_all()?.to_vec1::<f32>())
+                .collect::<candle_core::Result<_>>()?;
             let (_, inputs) = quantize(&z, e, &host, sizes);
             for (l, u) in usage.iter().enumerate() {
                 let dead: Vec<usize> = (0..sizes[l]).filter(|&j| u[j] == 0).collect();
@@ -192,13 +195,16 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
     pb.finish_and_clear();
     tracing::info!("rq-vae: loss {first:.5} -> {last:.5}, {reseeded} dead codes re-seeded");
     let z = net.host(x, d, |m, t| m.encode(t))?;
-    let host: Vec<Vec<f32>> = cbs.iter().map(|c| c.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
+    let host: Vec<Vec<f32>> =
+        cbs.iter().map(|c| c.as_tensor().flatten_all()?.to_vec1::<f32>()).collect::<candle_core::Result<_>>()?;
     let (codes, mut inputs) = quantize(&z, e, &host, sizes);
     let last_input = inputs.pop().unwrap_or_default();
     let residual = Residual { codes, codebooks: host, last_input };
     let recon = decode_codes(&net, &residual.codes, levels, &residual.codebooks, e)?;
     let mut weights = Vec::new();
-    for (name, l) in [("encoder.0", &net.enc1), ("encoder.1", &net.enc2), ("decoder.0", &net.dec1), ("decoder.1", &net.dec2)] {
+    for (name, l) in
+        [("encoder.0", &net.enc1), ("encoder.1", &net.enc2), ("decoder.0", &net.dec1), ("decoder.1", &net.dec2)]
+    {
         for (suffix, v) in [("weight", &l.w), ("bias", &l.b)] {
             let t = v.as_tensor();
             weights.push((format!("rqvae.{name}.{suffix}"), t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?));
@@ -223,11 +229,15 @@ impl VaeFit {
     /// Rebuilds a decoder from the stored weights (for re-scoring reassigned codes).
     pub fn decoder(&self) -> Result<Decoder> {
         let get = |name: &str| -> Result<Var> {
-            let (_, shape, data) = self.weights.iter().find(|w| w.0 == name).ok_or_else(|| anyhow::anyhow!("missing {name}"))?;
+            let (_, shape, data) =
+                self.weights.iter().find(|w| w.0 == name).ok_or_else(|| anyhow::anyhow!("missing {name}"))?;
             Ok(Var::from_tensor(&Tensor::from_vec(data.clone(), shape.as_slice(), &Device::Cpu)?)?)
         };
-        let lin = |p: &str| -> Result<Linear> { Ok(Linear { w: get(&format!("rqvae.{p}.weight"))?, b: get(&format!("rqvae.{p}.bias"))? }) };
-        let net = Net { enc1: lin("encoder.0")?, enc2: lin("encoder.1")?, dec1: lin("decoder.0")?, dec2: lin("decoder.1")? };
+        let lin = |p: &str| -> Result<Linear> {
+            Ok(Linear { w: get(&format!("rqvae.{p}.weight"))?, b: get(&format!("rqvae.{p}.bias"))? })
+        };
+        let net =
+            Net { enc1: lin("encoder.0")?, enc2: lin("encoder.1")?, dec1: lin("decoder.0")?, dec2: lin("decoder.1")? };
         let e = net.dec1.w.as_tensor().dims()[0];
         Ok(Decoder { net, e })
     }

@@ -103,10 +103,19 @@ impl TrainConfig {
         ensure!(self.epochs > 0 || self.max_steps > 0, "set epochs or max_steps > 0");
         ensure!(self.lr > 0.0 && self.lr.is_finite(), "lr must be > 0");
         ensure!((0.0..=1.0).contains(&self.min_lr_ratio), "min_lr_ratio must be in [0, 1]");
-        ensure!((0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2), "beta1 and beta2 must be in [0, 1)");
-        ensure!(self.eps > 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0, "eps > 0, weight_decay >= 0, grad_clip >= 0");
+        ensure!(
+            (0.0..1.0).contains(&self.beta1) && (0.0..1.0).contains(&self.beta2),
+            "beta1 and beta2 must be in [0, 1)"
+        );
+        ensure!(
+            self.eps > 0.0 && self.weight_decay >= 0.0 && self.grad_clip >= 0.0,
+            "eps > 0, weight_decay >= 0, grad_clip >= 0"
+        );
         ensure!(self.session_len > 0, "session_len must be > 0");
-        ensure!(self.eval_every > 0 && self.log_every > 0 && self.valid_batch > 0, "eval_every, log_every and valid_batch must be > 0");
+        ensure!(
+            self.eval_every > 0 && self.log_every > 0 && self.valid_batch > 0,
+            "eval_every, log_every and valid_batch must be > 0"
+        );
         ensure!(self.rank_beam >= 10, "rank_beam must be >= 10 (Recall@10 needs 10 ranked items)");
         ensure!(!self.select_metric.is_empty(), "select_metric must name an eval-row key, e.g. \"valid_loss\"");
         Ok(())
@@ -203,7 +212,14 @@ fn better(metric: &str, a: f64, b: f64) -> bool {
     }
 }
 
-pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path, resume: bool, hooks: &Hooks) -> Result<Summary> {
+pub fn pretrain_with(
+    cfg: &Config,
+    ds: &Dataset,
+    sids: &SemanticIds,
+    out: &Path,
+    resume: bool,
+    hooks: &Hooks,
+) -> Result<Summary> {
     cfg.validate()?;
     let tc = &cfg.train;
     ensure!(
@@ -232,9 +248,13 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
         if resume {
             info!("--resume: no checkpoint in {}, starting fresh", last_dir.display());
         } else if last_dir.exists() {
-            bail!("{} already holds a run (last/ exists); pass --resume to continue it or choose a new --out", out.display());
+            bail!(
+                "{} already holds a run (last/ exists); pass --resume to continue it or choose a new --out",
+                out.display()
+            );
         }
-        let (m, vm) = OneRecModel::build(&cfg.model, Vocab::new(sids.codebook_sizes.clone()), dense.codes.clone(), cfg.seed)?;
+        let (m, vm) =
+            OneRecModel::build(&cfg.model, Vocab::new(sids.codebook_sizes.clone()), dense.codes.clone(), cfg.seed)?;
         (m, vm, TrainState { step: 0, best_step: 0, best_value: f64::NAN })
     };
     cfg.save(out)?;
@@ -245,7 +265,11 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
         opt.load(&last_dir.join("optimizer.safetensors"), state.step)?;
     }
     let examples = data::train_examples(ds, tc.min_history);
-    ensure!(!examples.is_empty(), "no training examples: every user's training part is shorter than train.min_history + 1 = {}", tc.min_history + 1);
+    ensure!(
+        !examples.is_empty(),
+        "no training examples: every user's training part is shorter than train.min_history + 1 = {}",
+        tc.min_history + 1
+    );
     let mb_per_epoch = examples.len().div_ceil(tc.batch_size);
     let lens = data::history_lengths(&examples, cfg.model.history_len);
     let total = if tc.max_steps > 0 { tc.max_steps } else { (tc.epochs * mb_per_epoch).div_ceil(tc.grad_accum) };
@@ -267,9 +291,11 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
     let metrics_path = out.join("metrics.jsonl");
     let mut rows: Vec<Value> = Vec::new();
     if state.step > 0 && metrics_path.exists() {
-        let text = std::fs::read_to_string(&metrics_path).with_context(|| format!("cannot read {}", metrics_path.display()))?;
+        let text = std::fs::read_to_string(&metrics_path)
+            .with_context(|| format!("cannot read {}", metrics_path.display()))?;
         for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let v: Value = serde_json::from_str(line).with_context(|| format!("{}:{}: invalid JSON", metrics_path.display(), i + 1))?;
+            let v: Value = serde_json::from_str(line)
+                .with_context(|| format!("{}:{}: invalid JSON", metrics_path.display(), i + 1))?;
             if v.get("step").and_then(|s| s.as_u64()).is_some_and(|s| s as usize <= state.step) {
                 rows.push(v);
             }
@@ -316,7 +342,10 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
                 model.loss(&batch)?
             };
             let ce_v = ce.to_scalar::<f32>()? as f64;
-            ensure!(ce_v.is_finite(), "training loss became {ce_v} at step {step}; lower train.lr or raise train.warmup_steps");
+            ensure!(
+                ce_v.is_finite(),
+                "training loss became {ce_v} at step {step}; lower train.lr or raise train.warmup_steps"
+            );
             let mut loss = ce;
             if let Some(a) = aux {
                 log_aux += a.to_scalar::<f32>()? as f64;
@@ -424,7 +453,9 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
             if best_value.is_nan() || better(&tc.select_metric, value, best_value) {
                 best_value = value;
                 best_step = step;
-                crate::util::io::atomic_dir(&out.join("best"), |d| checkpoint::write_model(d, &model, &varmap, &dense, &meta))?;
+                crate::util::io::atomic_dir(&out.join("best"), |d| {
+                    checkpoint::write_model(d, &model, &varmap, &dense, &meta)
+                })?;
             }
             rows.push(Value::Object(row));
             let mut text = String::new();
@@ -439,7 +470,15 @@ pub fn pretrain_with(cfg: &Config, ds: &Dataset, sids: &SemanticIds, out: &Path,
                 opt.save(&d.join("optimizer.safetensors"))?;
                 crate::util::io::write_json(&d.join("train_state.json"), &st)
             })?;
-            info!(step, train_loss = format!("{last_train:.4}"), valid_loss = format!("{last_valid:.4}"), best_step, secs = format!("{:.1}", te.elapsed().as_secs_f64()), "eval; wrote {}", last_dir.display());
+            info!(
+                step,
+                train_loss = format!("{last_train:.4}"),
+                valid_loss = format!("{last_valid:.4}"),
+                best_step,
+                secs = format!("{:.1}", te.elapsed().as_secs_f64()),
+                "eval; wrote {}",
+                last_dir.display()
+            );
         }
         #[cfg(feature = "testkit")]
         if hooks.stop_after == Some(step) {

@@ -88,11 +88,18 @@ impl AdamW {
 
     /// Restores moments saved by [`AdamW::save`] and the step count `t`.
     pub fn load(&mut self, path: &Path, t: usize) -> Result<()> {
-        let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu).with_context(|| format!("reading {}", path.display()))?;
+        let map = candle_core::safetensors::load(path, &candle_core::Device::Cpu)
+            .with_context(|| format!("reading {}", path.display()))?;
         for (i, (name, p, _)) in self.params.iter().enumerate() {
             for (key, slot) in [(format!("m.{name}"), &mut self.m[i]), (format!("v.{name}"), &mut self.v[i])] {
                 let t = map.get(&key).with_context(|| format!("{}: missing {key}", path.display()))?;
-                anyhow::ensure!(t.dims() == p.dims(), "{}: {key} has shape {:?}, expected {:?}", path.display(), t.dims(), p.dims());
+                anyhow::ensure!(
+                    t.dims() == p.dims(),
+                    "{}: {key} has shape {:?}, expected {:?}",
+                    path.display(),
+                    t.dims(),
+                    p.dims()
+                );
                 *slot = t.clone();
             }
         }
@@ -120,7 +127,8 @@ fn update_cpu(p: &Var, g: &Tensor, m: &Tensor, v: &Tensor, h: &Hyper) -> Result<
     let (mut w, g, mut m, mut v) = (read(p.as_tensor())?, read(g)?, read(m)?, read(v)?);
     anyhow::ensure!(g.len() == w.len(), "gradient of {:?} has {} values, expected {}", p.dims(), g.len(), w.len());
     let (b1, b2, eps) = (h.beta1 as f32, h.beta2 as f32, h.eps as f32);
-    let (ibc1, ibc2, lr, shrink) = ((1.0 / h.bc1) as f32, (1.0 / h.bc2) as f32, h.lr as f32, (1.0 - h.lr * h.wd) as f32);
+    let (ibc1, ibc2, lr, shrink) =
+        ((1.0 / h.bc1) as f32, (1.0 / h.bc2) as f32, h.lr as f32, (1.0 - h.lr * h.wd) as f32);
     for j in 0..w.len() {
         let gj = g[j];
         m[j] = m[j] * b1 + gj * (1.0 - b1);
@@ -178,7 +186,10 @@ mod tests {
     #[test]
     fn one_pass_update_equals_the_tensor_op_update() {
         let dev = candle_core::Device::Cpu;
-        let mk = |s: f32| Var::from_tensor(&(Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap() * s as f64).unwrap()).unwrap();
+        let mk = |s: f32| {
+            Var::from_tensor(&(Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap() * s as f64).unwrap())
+                .unwrap()
+        };
         let g = (Tensor::arange(0f32, 12.0, &dev).unwrap().reshape((3, 4)).unwrap().sin().unwrap() * 0.3).unwrap();
         let (m0, v0) = ((g.clone() * 0.5).unwrap(), (g.sqr().unwrap() * 0.2).unwrap());
         for wd in [0.0, 0.1] {
@@ -187,10 +198,21 @@ mod tests {
             let (m1, v1) = update_cpu(&p1, &g, &m0, &v0, &h).unwrap();
             let (m2, v2) = update_ops(&p2, &g, &m0, &v0, &h).unwrap();
             for (a, b) in [(p1.as_tensor(), p2.as_tensor()), (&m1, &m2), (&v1, &v2)] {
-                let d = (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
+                let d =
+                    (a - b).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap().to_scalar::<f32>().unwrap();
                 assert!(d < 1e-6, "one-pass AdamW differs by {d}");
             }
-            assert!((p1.as_tensor() - mk(0.1).as_tensor()).unwrap().abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+            assert!(
+                (p1.as_tensor() - mk(0.1).as_tensor())
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    > 0.0
+            );
         }
     }
     #[test]

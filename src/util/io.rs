@@ -11,10 +11,7 @@ use std::path::{Path, PathBuf};
 pub fn open_text(path: &Path) -> Result<Box<dyn BufRead>> {
     let file = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     if is_gz(path) {
-        Ok(Box::new(BufReader::with_capacity(
-            1 << 16,
-            flate2::read::MultiGzDecoder::new(BufReader::new(file)),
-        )))
+        Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::read::MultiGzDecoder::new(BufReader::new(file)))))
     } else {
         Ok(Box::new(BufReader::with_capacity(1 << 16, file)))
     }
@@ -47,8 +44,7 @@ where
     F: FnOnce(&mut BufWriter<File>) -> Result<()>,
 {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent)
-            .with_context(|| format!("cannot create directory {}", parent.display()))?;
+        std::fs::create_dir_all(parent).with_context(|| format!("cannot create directory {}", parent.display()))?;
     }
     let tmp = temp_path(path);
     let result = (|| -> Result<()> {
@@ -120,8 +116,7 @@ where
     match build(&tmp) {
         Ok(()) => {
             if dir.exists() {
-                std::fs::remove_dir_all(dir)
-                    .with_context(|| format!("cannot replace {}", dir.display()))?;
+                std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
             }
             std::fs::rename(&tmp, dir)
                 .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;

@@ -50,7 +50,11 @@ impl OutLock {
                             std::thread::sleep(std::time::Duration::from_millis(50));
                         }
                         _ => {
-                            tracing::warn!("removing stale lock {} (pid {:?} is not running)", path.display(), text.trim());
+                            tracing::warn!(
+                                "removing stale lock {} (pid {:?} is not running)",
+                                path.display(),
+                                text.trim()
+                            );
                             let _ = std::fs::remove_file(&path);
                         }
                     }
@@ -58,7 +62,11 @@ impl OutLock {
                 Err(e) => return Err(e).with_context(|| format!("cannot create lock file {}", path.display())),
             }
         }
-        bail!("{}: could not take the lock {} (it keeps reappearing); is another onerec writing there?", out.display(), path.display())
+        bail!(
+            "{}: could not take the lock {} (it keeps reappearing); is another onerec writing there?",
+            out.display(),
+            path.display()
+        )
     }
 }
 
@@ -91,7 +99,9 @@ fn pid_alive(pid: u32) -> bool {
 /// A zombie (killed but not yet reaped) counts as dead.
 fn proc_alive(pid: u32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(stat) => stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z"),
+        Ok(stat) => {
+            stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().next()).is_some_and(|s| s != "Z")
+        }
         Err(_) => false,
     }
 }

@@ -37,7 +37,8 @@ fn reward_and_align_flags_parse() {
         Cli::try_parse_from(["onerec", "reward", "--config", "tiny", "--data", "d", "--out", "o"]).is_err(),
         "--tokenizer is required"
     );
-    let base = ["onerec", "align", "--config", "tiny", "--checkpoint", "c", "--reward", "r", "--data", "d", "--out", "o"];
+    let base =
+        ["onerec", "align", "--config", "tiny", "--checkpoint", "c", "--reward", "r", "--data", "d", "--out", "o"];
     let with = |o: &str| Cli::try_parse_from(base.iter().copied().chain(["--objective", o]));
     match with("grpo").unwrap().command {
         Command::Align(a) => assert_eq!(a.objective.as_deref(), Some("grpo")),

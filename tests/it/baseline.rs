@@ -30,23 +30,12 @@ fn popularity_matches_hand_computed_metrics() {
 
 #[test]
 fn popularity_reproduces_data_stats() {
-    let hs: Vec<Vec<u32>> = (0..50u32)
-        .map(|u| (0..6).map(|j| (u * 3 + j * j + u % 7) % 23).collect())
-        .collect();
+    let hs: Vec<Vec<u32>> = (0..50u32).map(|u| (0..6).map(|j| (u * 3 + j * j + u % 7) % 23).collect()).collect();
     let ds = Dataset::from_histories(&hs, 23);
     let want = popularity_baseline(&ds);
-    for (split, m) in [
-        (SplitSel::Valid, &want.validation),
-        (SplitSel::Test, &want.test),
-    ] {
+    for (split, m) in [(SplitSel::Valid, &want.validation), (SplitSel::Test, &want.test)] {
         let got = evaluate_popularity(&ds, split, &[10], false, None).unwrap();
-        assert!(
-            (got.metrics["recall@10"] - m.recall_at_10).abs() < 1e-12,
-            "{split:?}"
-        );
-        assert!(
-            (got.metrics["ndcg@10"] - m.ndcg_at_10).abs() < 1e-12,
-            "{split:?}"
-        );
+        assert!((got.metrics["recall@10"] - m.recall_at_10).abs() < 1e-12, "{split:?}");
+        assert!((got.metrics["ndcg@10"] - m.ndcg_at_10).abs() < 1e-12, "{split:?}");
     }
 }

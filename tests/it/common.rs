@@ -3,8 +3,8 @@
 #![allow(dead_code)]
 
 use onerec::generate::mock::HashLm;
-use onerec::tokenizer::Vocab;
 use onerec::tokenizer::SemanticIds;
+use onerec::tokenizer::Vocab;
 use rand::Rng;
 use std::path::{Path, PathBuf};
 

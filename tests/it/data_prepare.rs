@@ -178,7 +178,11 @@ fn cli_kuaishou_log_with_flags_only() {
     assert_eq!(ds.session_target(0, 0), 0..3);
     assert_eq!(ds.manifest.extra["time_unit"], "ms");
     assert_eq!(ds.manifest.extra["quality"]["watch_col"], "play_time_ms");
-    let o = std::process::Command::new(env!("CARGO_BIN_EXE_onerec")).args(["-q", "data", "stats"]).arg(&out).output().unwrap();
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_onerec"))
+        .args(["-q", "data", "stats"])
+        .arg(&out)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&o.stdout);
     assert!(text.contains("sessions      4 (1 high-quality; rule gap:1800)"), "{text}");
 }
@@ -197,9 +201,20 @@ fn cli_synth_then_prepare_is_byte_identical() {
     run(&["data".as_ref(), "synth".as_ref(), "--out".as_ref(), world.as_os_str(), "--seed".as_ref(), "3".as_ref()]);
     let csv = world.join("interactions.csv");
     let prepare = |out: &Path| {
-        let mut args: Vec<&std::ffi::OsStr> = ["data", "prepare", "--interactions"].iter().map(|s| s.as_ref()).collect();
+        let mut args: Vec<&std::ffi::OsStr> =
+            ["data", "prepare", "--interactions"].iter().map(|s| s.as_ref()).collect();
         args.push(csv.as_os_str());
-        for s in ["--user-col", "user_id", "--item-col", "item_id", "--time-col", "timestamp", "--session-gap", "1800", "--out"] {
+        for s in [
+            "--user-col",
+            "user_id",
+            "--item-col",
+            "item_id",
+            "--time-col",
+            "timestamp",
+            "--session-gap",
+            "1800",
+            "--out",
+        ] {
             args.push(s.as_ref());
         }
         args.push(out.as_os_str());

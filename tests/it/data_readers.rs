@@ -61,7 +61,11 @@ fn interactions_csv_tsv_quoting_and_auto_features() {
 #[test]
 fn item_table() {
     let d = tempfile::tempdir().unwrap();
-    let p = gz(d.path(), "items.tsv.gz", "item_id\tasin\tphrase\n2\tB01\tred lipstick\n1\tB02\t\n3\tB03\t12\" mirror, \"big\n");
+    let p = gz(
+        d.path(),
+        "items.tsv.gz",
+        "item_id\tasin\tphrase\n2\tB01\tred lipstick\n1\tB02\t\n3\tB03\t12\" mirror, \"big\n",
+    );
     let t = read_items(&p, "item_id").unwrap();
     assert_eq!(t.ids, ["2", "1", "3"]);
     assert_eq!(t.get("3", "phrase"), Some("12\" mirror, \"big"), "TSV quotes are plain characters");
@@ -105,7 +109,11 @@ fn bad_table_cases() -> Vec<(&'static str, &'static str, Vec<&'static str>)> {
         ("id.csv", "user_id,item_id,timestamp\n1,2,3\nabc,2,3\n", vec!["id.csv:3", "user id `abc`"]),
         ("time.csv", "user_id,item_id,timestamp\n1,2,3\n1,2,yesterday\n", vec!["time.csv:3", "timestamp `yesterday`"]),
         ("dupcol.csv", "user_id,item_id,timestamp,item_id\n1,2,3,4\n", vec!["dupcol.csv:1", "`item_id` appears twice"]),
-        ("unknown.csv", "userId,item_id,timestamp\n1,2,3\n", vec!["unknown.csv:1", "unknown column `user_id`", "userId, item_id, timestamp"]),
+        (
+            "unknown.csv",
+            "userId,item_id,timestamp\n1,2,3\n",
+            vec!["unknown.csv:1", "unknown column `user_id`", "userId, item_id, timestamp"],
+        ),
     ]
 }
 
@@ -190,7 +198,13 @@ fn cli_bad_input_fails_with_one_error_line_and_no_output() {
     // A good run via the CLI succeeds and `stats --json` prints one JSON object.
     let good = write(d.path(), "good.txt", "1 1 2 3\n2 2 3 1\n3 3 1 2\n");
     let out = d.path().join("good");
-    let o = Command::new(bin).args(["-q", "data", "prepare", "--sequences"]).arg(&good).arg("--out").arg(&out).output().unwrap();
+    let o = Command::new(bin)
+        .args(["-q", "data", "prepare", "--sequences"])
+        .arg(&good)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = Command::new(bin).args(["-q", "data", "stats", "--json"]).arg(&out).output().unwrap();
     assert!(o.status.success());

@@ -40,8 +40,8 @@ fn cosine(a: &[f32], b: &[f32]) -> f64 {
 }
 
 const WORDS: &[&str] = &[
-    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "nail", "polish", "toy", "story", "genres", "comedy",
-    "drama", "the", "a", "of", "##s", "##ing", ".", ",", ":", "(", ")", "1995", "blue", "lamp",
+    "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "red", "nail", "polish", "toy", "story", "genres", "comedy", "drama",
+    "the", "a", "of", "##s", "##ing", ".", ",", ":", "(", ")", "1995", "blue", "lamp",
 ];
 
 /// Writes a tiny random BERT (hidden 8, 2 layers, 2 heads) with a WordPiece tokenizer.json
@@ -59,8 +59,10 @@ fn write_tiny_bert(dir: &Path, prefixed: bool, seed: u64) {
     let vocab_map: serde_json::Map<String, serde_json::Value> =
         WORDS.iter().enumerate().map(|(i, w)| (w.to_string(), serde_json::json!(i))).collect();
     let added: Vec<_> = (0..5)
-        .map(|i| serde_json::json!({"id": i, "content": WORDS[i], "single_word": false, "lstrip": false,
-            "rstrip": false, "normalized": false, "special": true}))
+        .map(|i| {
+            serde_json::json!({"id": i, "content": WORDS[i], "single_word": false, "lstrip": false,
+            "rstrip": false, "normalized": false, "special": true})
+        })
         .collect();
     let tok = serde_json::json!({
         "version": "1.0",
@@ -385,7 +387,8 @@ fn minilm_matches_reference_python() {
     let tokens = enc.tokenize(&texts).unwrap();
     let emb = enc.embed(&texts).unwrap();
     for (i, it) in items.iter().enumerate() {
-        let want_ids: Vec<u32> = it["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
+        let want_ids: Vec<u32> =
+            it["input_ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
         assert_eq!(tokens[i], want_ids, "token ids of {:?}", texts[i]);
         let want: Vec<f32> = it["embedding"].as_array().unwrap().iter().map(|v| v.as_f64().unwrap() as f32).collect();
         let c = cosine(&emb[i], &want);
@@ -450,7 +453,11 @@ fn minilm_movielens_matches_shipped_embeddings() {
 /// `suffix:` filter drops the ". " separator for it.
 #[test]
 fn minilm_beauty_matches_shipped_embeddings() {
-    compare_with_shipped("amazon-beauty", "items.tsv.gz", "{generated_phrase|suffix:. }{attribute_names|replace: | :, }");
+    compare_with_shipped(
+        "amazon-beauty",
+        "items.tsv.gz",
+        "{generated_phrase|suffix:. }{attribute_names|replace: | :, }",
+    );
 }
 
 #[test]
@@ -492,7 +499,10 @@ fn cli_embed_runs_on_tiny_model() {
     // The resolved settings are recorded beside the output.
     let rec: serde_json::Value =
         serde_json::from_slice(&std::fs::read(onerec::embed::run_record_path(&out)).unwrap()).unwrap();
-    assert_eq!((rec["format"].as_str(), rec["dtype"].as_str(), rec["id_col"].as_str()), (Some("jsonl"), Some("f16"), Some("id")));
+    assert_eq!(
+        (rec["format"].as_str(), rec["dtype"].as_str(), rec["id_col"].as_str()),
+        (Some("jsonl"), Some("f16"), Some("id"))
+    );
     assert_eq!(rec["text"], "{title}. Genres: {genres}");
     assert_eq!(rec["replace"][0]["col"], "genres");
     assert_eq!((rec["n"].as_u64(), rec["dim"].as_u64(), rec["batch_size"].as_u64()), (Some(2), Some(8), Some(32)));
@@ -517,10 +527,21 @@ fn string_ids_flow_from_embed_into_tokenizer_codes() {
     let model = dir.path().join("model");
     write_tiny_bert(&model, false, 11);
     let titles = [
-        "Red nail polish", "Blue nail polish", "Toy story", "The blue lamp", "Red lamp", "Story of the toys",
-        "Comedy of the lamp", "Drama", "Blue red blue", "Polish the toys", "A lamp", "Nail",
+        "Red nail polish",
+        "Blue nail polish",
+        "Toy story",
+        "The blue lamp",
+        "Red lamp",
+        "Story of the toys",
+        "Comedy of the lamp",
+        "Drama",
+        "Blue red blue",
+        "Polish the toys",
+        "A lamp",
+        "Nail",
     ];
-    let asins: Vec<String> = (0..titles.len()).map(|i| format!("B00{:05}X{}", 7 * i + 3, (b'A' + i as u8) as char)).collect();
+    let asins: Vec<String> =
+        (0..titles.len()).map(|i| format!("B00{:05}X{}", 7 * i + 3, (b'A' + i as u8) as char)).collect();
     let mut tsv = String::from("asin\ttitle\n");
     for (a, t) in asins.iter().zip(titles) {
         tsv.push_str(&format!("{a}\t{t}\n"));
@@ -535,7 +556,13 @@ fn string_ids_flow_from_embed_into_tokenizer_codes() {
     assert_eq!(Embeddings::load(&out).unwrap().item_ids, asins);
 
     let tok = dir.path().join("tok");
-    let topts = TokenizeOptions { method: Method::RqKmeans, levels: 2, codebook_sizes: vec![3], seed: 1, ..TokenizeOptions::default() };
+    let topts = TokenizeOptions {
+        method: Method::RqKmeans,
+        levels: 2,
+        codebook_sizes: vec![3],
+        seed: 1,
+        ..TokenizeOptions::default()
+    };
     tokenize_files(&topts, &[("text".to_string(), out.clone())], None, &tok).unwrap();
     let codes = std::fs::read_to_string(tok.join("codes.tsv")).unwrap();
     let listed: Vec<&str> = codes.lines().map(|l| l.split('\t').next().unwrap()).collect();

@@ -37,7 +37,14 @@ fn evaluate_matches_independent_ranking() {
     let mut ndcg = [0.0f64; 3];
     for h in &hist {
         let n = h.len();
-        let res = beam_search(&model, &ids, &vocab, &[&h[..n - 1]], &BeamOptions { beam: 20, session_len: 1, top: 20, exclude_history: false }).unwrap();
+        let res = beam_search(
+            &model,
+            &ids,
+            &vocab,
+            &[&h[..n - 1]],
+            &BeamOptions { beam: 20, session_len: 1, top: 20, exclude_history: false },
+        )
+        .unwrap();
         let rank = res[0].iter().position(|x| x.items[0] == h[n - 1]);
         for (j, k) in [5usize, 10, 20].into_iter().enumerate() {
             if let Some(r) = rank.filter(|&r| r < k) {
@@ -51,20 +58,35 @@ fn evaluate_matches_independent_ranking() {
         assert!((rep.metrics[&format!("ndcg@{k}")] - ndcg[j] / 25.0).abs() < 1e-12);
     }
     assert!(hits[2] > 0.0, "vacuous: no hit at 20");
-    assert!(rep.metrics["recall@5"] <= rep.metrics["recall@10"] && rep.metrics["recall@10"] <= rep.metrics["recall@20"]);
+    assert!(
+        rep.metrics["recall@5"] <= rep.metrics["recall@10"] && rep.metrics["recall@10"] <= rep.metrics["recall@20"]
+    );
     assert!(rep.coverage > 0.0 && rep.coverage <= 1.0);
     let d = rep.diversity.unwrap();
     assert!(d > 0.0 && d <= 1.0);
     assert_eq!(rep.true_reward, Some(5.0));
     assert_eq!(rep.rm_reward, Some(12.0)); // mean of dense user ids 0..25
     let json = serde_json::to_value(&rep).unwrap();
-    for key in ["recall@5", "ndcg@5", "recall@10", "ndcg@20", "invalid_paths", "invalid_paths_before_masking", "coverage", "diversity", "users"] {
+    for key in [
+        "recall@5",
+        "ndcg@5",
+        "recall@10",
+        "ndcg@20",
+        "invalid_paths",
+        "invalid_paths_before_masking",
+        "coverage",
+        "diversity",
+        "users",
+    ] {
         assert!(json.get(key).is_some(), "missing {key} in {json}");
     }
     // Same numbers for any batching; max_users subsamples deterministically.
     let o1 = EvalOptions { batch_users: 1, ..Default::default() };
     let o2 = EvalOptions { batch_users: 100, ..Default::default() };
-    let (a, b) = (evaluate(&model, &ids, &vocab, &ds, SplitSel::Test, &o1).unwrap(), evaluate(&model, &ids, &vocab, &ds, SplitSel::Test, &o2).unwrap());
+    let (a, b) = (
+        evaluate(&model, &ids, &vocab, &ds, SplitSel::Test, &o1).unwrap(),
+        evaluate(&model, &ids, &vocab, &ds, SplitSel::Test, &o2).unwrap(),
+    );
     assert_eq!(a, b);
     let o3 = EvalOptions { max_users: Some(7), ..Default::default() };
     assert_eq!(evaluate(&model, &ids, &vocab, &ds, SplitSel::Valid, &o3).unwrap().users, 7);

@@ -48,13 +48,22 @@ fn beam_outputs_valid_unique_sorted_and_match_teacher_forcing() {
         // Without exclusion at least one session should contain a history item at this
         // density (30 items, histories up to 12) -- i.e. the exclusion test is not vacuous.
         if !excl {
-            assert!(res.iter().enumerate().any(|(u, hs)| hs.iter().any(|hy| hy.items.iter().any(|i| hist[u].contains(i)))));
+            assert!(res
+                .iter()
+                .enumerate()
+                .any(|(u, hs)| hs.iter().any(|hy| hy.items.iter().any(|i| hist[u].contains(i)))));
         }
     }
 }
 
 /// Every ordered session of distinct items, scored by teacher forcing, best first.
-fn enumerate(model: &onerec::generate::mock::HashLm, ids: &onerec::tokenizer::SemanticIds, vocab: &onerec::model::Vocab, hist: &[u32], len: usize) -> Vec<(Vec<u32>, f32)> {
+fn enumerate(
+    model: &onerec::generate::mock::HashLm,
+    ids: &onerec::tokenizer::SemanticIds,
+    vocab: &onerec::model::Vocab,
+    hist: &[u32],
+    len: usize,
+) -> Vec<(Vec<u32>, f32)> {
     let n = ids.n_items() as u32;
     let mut seqs: Vec<Vec<u32>> = vec![vec![]];
     for _ in 0..len {

@@ -39,11 +39,19 @@ fn tiny_checkpoint() -> (tempfile::TempDir, String, String) {
     write_dataset(&ds, &data).unwrap();
     // Loaded from disk, so the checkpoint records where its dataset is.
     let ds = onerec::data::Dataset::load(&data).unwrap();
-    let topts = TokenizeOptions { codebook_sizes: vec![4, 4, 8], collisions: Collisions::Reassign, seed: 5, ..TokenizeOptions::default() };
+    let topts = TokenizeOptions {
+        codebook_sizes: vec![4, 4, 8],
+        collisions: Collisions::Reassign,
+        seed: 5,
+        ..TokenizeOptions::default()
+    };
     tokenize_files(&topts, &[("text".to_string(), world.join("text.safetensors"))], None, &tok).unwrap();
     let sids = onerec::tokenizer::SemanticIds::load(&tok).unwrap();
     let ov: Vec<String> =
-        ["train.max_steps=4", "train.eval_every=4", "train.rank_users=0", "train.select_metric=\"valid_loss\""].iter().map(|s| s.to_string()).collect();
+        ["train.max_steps=4", "train.eval_every=4", "train.rank_users=0", "train.select_metric=\"valid_loss\""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
     let cfg = onerec::config::Config::load("tiny", &ov).unwrap();
     onerec::train::pretrain(&cfg, &ds, &sids, &pre, false).unwrap();
     (t, pre.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
@@ -57,7 +65,21 @@ fn cli_shards_concatenate_to_unsharded() {
     let run = |extra: &[&str], name: &str| {
         let out = dir.path().join(name);
         let o = out.to_str().unwrap();
-        let mut args = vec!["generate", "--checkpoint", &ckpt, "--data", &data, "--split", "test", "--beam", "5", "--top", "5", "--out", o];
+        let mut args = vec![
+            "generate",
+            "--checkpoint",
+            &ckpt,
+            "--data",
+            &data,
+            "--split",
+            "test",
+            "--beam",
+            "5",
+            "--top",
+            "5",
+            "--out",
+            o,
+        ];
         args.extend_from_slice(extra);
         let r = onerec(&args);
         assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
@@ -87,10 +109,27 @@ fn cli_shards_concatenate_to_unsharded() {
     // The run record beside the output, and the same output without --data (the
     // checkpoint's recorded dataset).
     let rec = run_record(&dir.path().join("full.jsonl"));
-    assert_eq!((rec["command"].as_str(), rec["args"]["beam"].as_u64(), rec["users"].as_u64()), (Some("generate"), Some(5), Some(60)));
+    assert_eq!(
+        (rec["command"].as_str(), rec["args"]["beam"].as_u64(), rec["users"].as_u64()),
+        (Some("generate"), Some(5), Some(60))
+    );
     assert!(rec["seed"].is_u64() && rec["checkpoint_step"].as_u64() == Some(4), "{rec}");
     let out = dir.path().join("nodata.jsonl");
-    let r = onerec(&["generate", "--checkpoint", &ckpt, "--split", "test", "--beam", "5", "--top", "5", "--batch-users", "7", "--out", out.to_str().unwrap()]);
+    let r = onerec(&[
+        "generate",
+        "--checkpoint",
+        &ckpt,
+        "--split",
+        "test",
+        "--beam",
+        "5",
+        "--top",
+        "5",
+        "--batch-users",
+        "7",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert_eq!(std::fs::read_to_string(&out).unwrap(), text);
     let canonical = std::fs::canonicalize(&data).unwrap();
@@ -105,7 +144,8 @@ fn cli_shards_concatenate_to_unsharded() {
 fn cli_score_contract_header_and_bad_lines() {
     let (dir, ckpt, data) = tiny_checkpoint();
     let ds = onerec::data::Dataset::load(std::path::Path::new(&data)).unwrap();
-    let users: Vec<&str> = (0..ds.n_users()).filter(|&u| ds.split(u).test.is_some()).map(|u| ds.user_ids[u].as_str()).take(5).collect();
+    let users: Vec<&str> =
+        (0..ds.n_users()).filter(|&u| ds.split(u).test.is_some()).map(|u| ds.user_ids[u].as_str()).take(5).collect();
     assert_eq!(users.len(), 5);
     let items = &ds.item_ids;
     let mut valid = vec![];
@@ -133,7 +173,10 @@ fn cli_score_contract_header_and_bad_lines() {
     }
     assert!(stderr(&r).contains("taken as a header"), "{}", stderr(&r));
     let rec = run_record(&out);
-    assert_eq!((rec["command"].as_str(), rec["pairs_scored"].as_u64(), rec["header_line"].as_bool()), (Some("score"), Some(10), Some(true)));
+    assert_eq!(
+        (rec["command"].as_str(), rec["pairs_scored"].as_u64(), rec["header_line"].as_bool()),
+        (Some("score"), Some(10), Some(true))
+    );
     let out2 = dir.path().join("scores2.tsv");
     let r = onerec(&["score", "--checkpoint", &ckpt, "--data", &data, "--pairs", p, "--out", out2.to_str().unwrap()]);
     assert!(r.status.success(), "{}", stderr(&r));
@@ -148,12 +191,19 @@ fn cli_score_contract_header_and_bad_lines() {
     let r = onerec(&["score", "--checkpoint", &ckpt, "--pairs", p, "--out", bad_out.to_str().unwrap()]);
     assert!(!r.status.success());
     let err = stderr(&r);
-    assert!(err.contains("pairs.tsv:3") && err.contains("unknown user id `nobody`") && err.contains("--skip-bad-lines"), "{err}");
+    assert!(
+        err.contains("pairs.tsv:3") && err.contains("unknown user id `nobody`") && err.contains("--skip-bad-lines"),
+        "{err}"
+    );
     assert!(!bad_out.exists(), "no output on error");
-    let r = onerec(&["score", "--checkpoint", &ckpt, "--pairs", p, "--out", bad_out.to_str().unwrap(), "--skip-bad-lines"]);
+    let r =
+        onerec(&["score", "--checkpoint", &ckpt, "--pairs", p, "--out", bad_out.to_str().unwrap(), "--skip-bad-lines"]);
     assert!(r.status.success(), "{}", stderr(&r));
     let err = stderr(&r);
-    assert!(err.contains("skipped 2 bad lines") && err.contains("pairs.tsv:5") && err.contains("no-such-item"), "{err}");
+    assert!(
+        err.contains("skipped 2 bad lines") && err.contains("pairs.tsv:5") && err.contains("no-such-item"),
+        "{err}"
+    );
     assert_eq!(std::fs::read_to_string(&bad_out).unwrap(), got, "the other lines are still scored, identically");
     assert_eq!(run_record(&bad_out)["skipped_lines"].as_u64(), Some(2));
 }
@@ -181,7 +231,20 @@ fn cli_mismatched_or_missing_inputs_give_clear_errors() {
     let r = onerec(&["generate", "--checkpoint", &ckpt, "--histories", h, "--beam", "4", "--top", "2", "--out", g]);
     assert!(!r.status.success());
     assert!(stderr(&r).contains("h.txt:2") && stderr(&r).contains("empty history"), "{}", stderr(&r));
-    let r = onerec(&["generate", "--checkpoint", &ckpt, "--histories", h, "--beam", "4", "--top", "2", "--out", g, "--skip-bad-lines"]);
+    let r = onerec(&[
+        "generate",
+        "--checkpoint",
+        &ckpt,
+        "--histories",
+        h,
+        "--beam",
+        "4",
+        "--top",
+        "2",
+        "--out",
+        g,
+        "--skip-bad-lines",
+    ]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(stderr(&r).contains("skipped 1 bad lines"), "{}", stderr(&r));
     let users: Vec<String> = std::fs::read_to_string(&gout)
@@ -193,7 +256,11 @@ fn cli_mismatched_or_missing_inputs_give_clear_errors() {
 
     // A dataset with items the checkpoint's catalogue lacks.
     let (w2, d2) = (root.join("world2"), root.join("data2"));
-    onerec::world::synth(&onerec::world::SynthOptions { users: 30, items: 120, topics: 4, seed: 9, ..Default::default() }, &w2).unwrap();
+    onerec::world::synth(
+        &onerec::world::SynthOptions { users: 30, items: 120, topics: 4, seed: 9, ..Default::default() },
+        &w2,
+    )
+    .unwrap();
     let other = prepare_interactions(&w2.join("interactions.csv"), &PrepareOptions::default()).unwrap();
     write_dataset(&other, &d2).unwrap();
     for cmd in ["score", "generate"] {
@@ -232,10 +299,17 @@ fn cli_mismatched_or_missing_inputs_give_clear_errors() {
     let mut meta: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&meta_path).unwrap()).unwrap();
     assert!(meta.as_object_mut().unwrap().remove("data_dir").is_some());
     std::fs::write(&meta_path, serde_json::to_string(&meta).unwrap()).unwrap();
-    for args in [vec!["score", "--checkpoint", &ckpt, "--pairs", p, "--out", o], vec!["eval", "--checkpoint", &ckpt, "--split", "test", "--json"]] {
+    for args in [
+        vec!["score", "--checkpoint", &ckpt, "--pairs", p, "--out", o],
+        vec!["eval", "--checkpoint", &ckpt, "--split", "test", "--json"],
+    ] {
         let r = onerec(&args);
         assert!(!r.status.success());
-        assert!(stderr(&r).contains("does not record its dataset") && stderr(&r).contains("pass --data DIR"), "{}", stderr(&r));
+        assert!(
+            stderr(&r).contains("does not record its dataset") && stderr(&r).contains("pass --data DIR"),
+            "{}",
+            stderr(&r)
+        );
     }
 }
 
@@ -246,7 +320,9 @@ fn cli_eval_json_has_the_contract_keys() {
     let r = onerec(&["eval", "--checkpoint", &ckpt, "--data", &data, "--split", "test", "--json"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
-    for k in ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "invalid_paths", "coverage", "users"] {
+    for k in
+        ["recall@5", "ndcg@5", "recall@10", "ndcg@10", "recall@20", "ndcg@20", "invalid_paths", "coverage", "users"]
+    {
         assert!(v.get(k).is_some(), "missing {k} in {v}");
     }
     assert_eq!(v["invalid_paths"].as_f64(), Some(0.0));

@@ -71,7 +71,8 @@ fn bad_lines_are_named_or_skipped_and_scores_match_teacher_forcing() {
     assert!(full.starts_with("0\t3\t-"));
     let js = dir.path().join("s.jsonl");
     write_scores(&js, &pairs, &scores).unwrap();
-    let v: serde_json::Value = serde_json::from_str(std::fs::read_to_string(&js).unwrap().lines().next().unwrap()).unwrap();
+    let v: serde_json::Value =
+        serde_json::from_str(std::fs::read_to_string(&js).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(v["user"], "0");
     assert_eq!(v["item"], "3");
 }

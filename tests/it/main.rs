@@ -2,12 +2,12 @@
 //! ripgrep does. Shared fixtures live in [`common`]. Tests that need the real datasets in
 //! `../shared` (or `$ONEREC_SHARED`) skip with a printed reason when it is absent.
 
-mod common;
 mod align_cli;
 mod align_dpo;
 mod align_loop;
 mod align_with_reward;
 mod baseline;
+mod common;
 mod data_prepare;
 mod data_readers;
 mod data_real;

@@ -6,7 +6,16 @@ use onerec::generate::StepModel;
 use onerec::model::{moe, ModelConfig, OneRecModel, Vocab};
 
 fn small_cfg(experts: usize) -> ModelConfig {
-    let mut c = ModelConfig { d_model: 32, heads: 4, enc_layers: 2, dec_layers: 2, ffn_hidden: 48, history_len: 6, max_session_items: 3, ..Default::default() };
+    let mut c = ModelConfig {
+        d_model: 32,
+        heads: 4,
+        enc_layers: 2,
+        dec_layers: 2,
+        ffn_hidden: 48,
+        history_len: 6,
+        max_session_items: 3,
+        ..Default::default()
+    };
     c.moe.experts = experts;
     c.moe.top_k = 2.min(experts.max(1));
     c.moe.expert_hidden = 24;
@@ -146,7 +155,12 @@ fn kv_cached_steps_match_teacher_forcing_and_reorder() {
         for (row, &r) in map.iter().enumerate() {
             let want: Vec<f32> = full.get(r).unwrap().get(t).unwrap().to_vec1().unwrap();
             for j in 0..v {
-                assert!((lp[row * v + j] - want[j]).abs() < 1e-4, "t={t} row={row} tok={j}: {} vs {}", lp[row * v + j], want[j]);
+                assert!(
+                    (lp[row * v + j] - want[j]).abs() < 1e-4,
+                    "t={t} row={row} tok={j}: {} vs {}",
+                    lp[row * v + j],
+                    want[j]
+                );
             }
         }
         if t == 2 {
@@ -269,7 +283,8 @@ fn uncached_decoding_gives_the_same_beams_as_the_kv_cache() {
     use onerec::generate::{beam_search_with, BeamOptions, DecodeIndex};
     use onerec::model::uncached::Uncached;
     let m = model(4);
-    let ids = onerec::tokenizer::SemanticIds::new((0..20).map(|i| format!("i{i}")).collect(), vec![4, 4, 3], codes()).unwrap();
+    let ids = onerec::tokenizer::SemanticIds::new((0..20).map(|i| format!("i{i}")).collect(), vec![4, 4, 3], codes())
+        .unwrap();
     let index = DecodeIndex::new(&ids).unwrap();
     let hs: Vec<&[u32]> = vec![&[1, 2, 3], &[4, 5], &[]];
     let opts = BeamOptions { beam: 4, session_len: 2, top: 3, exclude_history: true };
@@ -333,30 +348,14 @@ fn fused_matches(
     let run = |op: &dyn Fn(&Tensor, &Tensor) -> Tensor| {
         let o = op(a.as_tensor(), b.as_tensor());
         let g = (&o * &w).unwrap().sum_all().unwrap().backward().unwrap();
-        (
-            o,
-            g.get(a.as_tensor()).unwrap().clone(),
-            g.get(b.as_tensor()).unwrap().clone(),
-        )
+        (o, g.get(a.as_tensor()).unwrap().clone(), g.get(b.as_tensor()).unwrap().clone())
     };
     let (o1, ga1, gb1) = run(f);
     let (o2, ga2, gb2) = run(r);
     assert_eq!(o1.dims(), o2.dims());
-    assert!(
-        max_abs_diff(&o1, &o2) < 1e-5,
-        "values differ by {}",
-        max_abs_diff(&o1, &o2)
-    );
-    assert!(
-        max_abs_diff(&ga1, &ga2) < 1e-4,
-        "input gradient differs by {}",
-        max_abs_diff(&ga1, &ga2)
-    );
-    assert!(
-        max_abs_diff(&gb1, &gb2) < 1e-3,
-        "second gradient differs by {}",
-        max_abs_diff(&gb1, &gb2)
-    );
+    assert!(max_abs_diff(&o1, &o2) < 1e-5, "values differ by {}", max_abs_diff(&o1, &o2));
+    assert!(max_abs_diff(&ga1, &ga2) < 1e-4, "input gradient differs by {}", max_abs_diff(&ga1, &ga2));
+    assert!(max_abs_diff(&gb1, &gb2) < 1e-3, "second gradient differs by {}", max_abs_diff(&gb1, &gb2));
 }
 
 #[test]
@@ -369,24 +368,11 @@ fn fused_rms_norm_and_swiglu_match_composed_ops_in_values_and_gradients() {
         (2, 100, 24),
         &[24],
     );
-    fused_matches(
-        &|g, u| swiglu(g, u).unwrap(),
-        &|g, u| swiglu_reference(g, u).unwrap(),
-        (2, 100, 24),
-        &[2, 100, 24],
-    );
+    fused_matches(&|g, u| swiglu(g, u).unwrap(), &|g, u| swiglu_reference(g, u).unwrap(), (2, 100, 24), &[2, 100, 24]);
     // A non-contiguous input goes through the same kernel.
-    let x = Tensor::randn(0f32, 1.0, (24, 6), &candle_core::Device::Cpu)
-        .unwrap()
-        .t()
-        .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (24, 6), &candle_core::Device::Cpu).unwrap().t().unwrap();
     let w = Tensor::ones(24, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
-    assert!(
-        max_abs_diff(
-            &rms_norm(&x, &w, 1e-6).unwrap(),
-            &rms_norm_reference(&x, &w, 1e-6).unwrap()
-        ) < 1e-5
-    );
+    assert!(max_abs_diff(&rms_norm(&x, &w, 1e-6).unwrap(), &rms_norm_reference(&x, &w, 1e-6).unwrap()) < 1e-5);
     // A scale that does not fit the last dim is an error, not a panic.
     let bad = Tensor::ones(5, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     assert!(rms_norm(&x, &bad, 1e-6).is_err());
@@ -409,12 +395,7 @@ fn patched_backprop_accumulates_every_contribution() {
         (at.t().unwrap() * 3.0).unwrap().sum_all().unwrap(),
         (&zero - at).unwrap().sum_all().unwrap(),
         at.broadcast_mul(b.as_tensor()).unwrap().sum_all().unwrap(),
-        at.sum_keepdim(1)
-            .unwrap()
-            .matmul(&c)
-            .unwrap()
-            .sum_all()
-            .unwrap(),
+        at.sum_keepdim(1).unwrap().matmul(&c).unwrap().sum_all().unwrap(),
         at.sqr().unwrap().sum_all().unwrap(),
     ];
     let total = f.iter().skip(1).fold(f[0].clone(), |s, t| (s + t).unwrap());
@@ -427,14 +408,6 @@ fn patched_backprop_accumulates_every_contribution() {
     assert!(g.get(at).unwrap().is_contiguous());
     // x used twice by one op: both contributions count.
     let x = Var::from_tensor(&Tensor::new(&[1f32, 2.0, 3.0], &dev).unwrap()).unwrap();
-    let g = (x.as_tensor() + x.as_tensor())
-        .unwrap()
-        .sum_all()
-        .unwrap()
-        .backward()
-        .unwrap();
-    assert_eq!(
-        g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(),
-        vec![2.0, 2.0, 2.0]
-    );
+    let g = (x.as_tensor() + x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![2.0, 2.0, 2.0]);
 }

@@ -20,8 +20,14 @@ fn pretrain_beats_unigram_and_alignment_raises_true_reward() {
     let prep = PrepareOptions { session_gap: Some(1800.0), ..PrepareOptions::default() };
     let ds = prepare_interactions(&world.join("interactions.csv"), &prep).unwrap();
     write_dataset(&ds, &data).unwrap();
-    let topts = TokenizeOptions { codebook_sizes: vec![8], collisions: Collisions::Reassign, seed: 3, ..TokenizeOptions::default() };
-    let inputs = [("text".to_string(), world.join("text.safetensors")), ("image".to_string(), world.join("image.safetensors"))];
+    let topts = TokenizeOptions {
+        codebook_sizes: vec![8],
+        collisions: Collisions::Reassign,
+        seed: 3,
+        ..TokenizeOptions::default()
+    };
+    let inputs =
+        [("text".to_string(), world.join("text.safetensors")), ("image".to_string(), world.join("image.safetensors"))];
     tokenize_files(&topts, &inputs, None, &tok).unwrap();
     let sids = onerec::tokenizer::SemanticIds::load(&tok).unwrap();
 
@@ -47,7 +53,11 @@ fn pretrain_beats_unigram_and_alignment_raises_true_reward() {
     }
     let unigram = nll / n;
     eprintln!("valid loss {:.4} vs item-unigram baseline {unigram:.4}", summary.last_valid_loss);
-    assert!(summary.last_valid_loss < unigram - 0.05, "valid loss {} not clearly below unigram {unigram}", summary.last_valid_loss);
+    assert!(
+        summary.last_valid_loss < unigram - 0.05,
+        "valid loss {} not clearly below unigram {unigram}",
+        summary.last_valid_loss
+    );
 
     let rm = root.join("reward");
     onerec::align::train_reward_model(&cfg, &ds, &tok, &rm).unwrap();

@@ -59,7 +59,11 @@ fn cfg(steps: usize, eval_every: usize, extra: &[&str]) -> Config {
 }
 
 fn rows(out: &Path) -> Vec<serde_json::Value> {
-    std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect()
+    std::fs::read_to_string(out.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
 }
 
 fn train_loss_of(out: &Path, ds: &Dataset) -> f32 {
@@ -102,7 +106,8 @@ fn resume_matches_uninterrupted_run_and_is_deterministic() {
     let (ds, sids) = toy();
     let dir = tempfile::tempdir().unwrap();
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
-    let cf = cfg(40, 20, &["model.moe.balance=\"bias\"", "model.dropout=0.1", "train.grad_accum=2", "train.batch_size=16"]);
+    let cf =
+        cfg(40, 20, &["model.moe.balance=\"bias\"", "model.dropout=0.1", "train.grad_accum=2", "train.batch_size=16"]);
     train::pretrain(&cf, &ds, &sids, &a, false).unwrap();
     let hooks = Hooks { stop_after: Some(20), ..Default::default() };
     let s = train::pretrain_with(&cf, &ds, &sids, &b, false, &hooks).unwrap();
@@ -143,7 +148,10 @@ fn mismatched_tokenizer_and_bad_config_are_refused() {
     let e = format!("{:#}", train::pretrain(&cfg(4, 2, &["model.d_model=64"]), &ds, &sids, &out, true).unwrap_err());
     assert!(e.contains("[model]"), "{e}");
     // Session longer than the decoder has positions for.
-    let e = format!("{:#}", train::pretrain(&cfg(4, 2, &["train.session_len=9"]), &ds, &sids, &dir.path().join("x"), false).unwrap_err());
+    let e = format!(
+        "{:#}",
+        train::pretrain(&cfg(4, 2, &["train.session_len=9"]), &ds, &sids, &dir.path().join("x"), false).unwrap_err()
+    );
     assert!(e.contains("max_session_items"), "{e}");
     let e = format!("{:#}", Config::load("tiny", &["model.moe.top_k=9".into()]).unwrap_err());
     assert!(e.contains("top_k"), "{e}");
@@ -155,7 +163,9 @@ fn training_examples_stay_inside_the_training_part() {
     let (_, sids) = toy();
     let dense = sids.reindexed(&ds.item_ids).unwrap();
     let mc = cfg(1, 1, &[]).model;
-    let (m, _) = onerec::model::OneRecModel::build(&mc, onerec::model::Vocab::new(vec![4, 4, 3]), dense.codes.clone(), 1).unwrap();
+    let (m, _) =
+        onerec::model::OneRecModel::build(&mc, onerec::model::Vocab::new(vec![4, 4, 3]), dense.codes.clone(), 1)
+            .unwrap();
     let ex = data::train_examples(&ds, 1);
     assert_eq!(ex.len(), 32 * 5); // histories of 8: train part 6, positions 1..6
     for e in &ex {
@@ -167,7 +177,8 @@ fn training_examples_stay_inside_the_training_part() {
         assert_eq!(b.tokens() as usize, n_items * 3 + 1);
         assert_eq!(b.targets[n_items * 3], onerec::model::Vocab::EOS);
         let h = ds.history(e.user as usize);
-        let want: Vec<u32> = h[e.pos as usize..e.pos as usize + n_items].iter().flat_map(|&i| m.item_tokens(i).unwrap()).collect();
+        let want: Vec<u32> =
+            h[e.pos as usize..e.pos as usize + n_items].iter().flat_map(|&i| m.item_tokens(i).unwrap()).collect();
         assert_eq!(&b.targets[..n_items * 3], want.as_slice());
     }
     assert_eq!(data::valid_examples(&ds, 0).len(), 32);
@@ -178,8 +189,21 @@ fn training_examples_stay_inside_the_training_part() {
 fn cli_parses_contract_flags_and_reports_missing_data() {
     use clap::Parser;
     let cli = onerec::cli::Cli::try_parse_from([
-        "onerec", "pretrain", "--config", "tiny", "--data", "/nonexistent/ds", "--tokenizer", "/nonexistent/tok", "--out", "/tmp/x",
-        "--resume", "--set", "train.lr=1e-3", "--set", "model.d_model=32",
+        "onerec",
+        "pretrain",
+        "--config",
+        "tiny",
+        "--data",
+        "/nonexistent/ds",
+        "--tokenizer",
+        "/nonexistent/tok",
+        "--out",
+        "/tmp/x",
+        "--resume",
+        "--set",
+        "train.lr=1e-3",
+        "--set",
+        "model.d_model=32",
     ])
     .unwrap();
     match cli.command {
@@ -207,14 +231,23 @@ fn eval_hook_metric_selects_best() {
         Ok(m)
     };
     let hooks = Hooks { eval: Some(&hook), ..Default::default() };
-    let s = train::pretrain_with(&cfg(6, 2, &["train.select_metric=\"recall@10\""]), &ds, &sids, &out, false, &hooks).unwrap();
+    let s = train::pretrain_with(&cfg(6, 2, &["train.select_metric=\"recall@10\""]), &ds, &sids, &out, false, &hooks)
+        .unwrap();
     assert_eq!(s.best_step, 4);
     assert_eq!(checkpoint::load(&out).unwrap().meta.step, 4);
     assert_eq!(rows(&out)[1]["recall@10"].as_f64(), Some(0.9));
-    let e = format!("{:#}", train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg\""]), &ds, &sids, &dir.path().join("y"), false).unwrap_err());
+    let e = format!(
+        "{:#}",
+        train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg\""]), &ds, &sids, &dir.path().join("y"), false)
+            .unwrap_err()
+    );
     assert!(e.contains("ndcg") && e.contains("valid_loss"), "{e}");
     // Ranking metric without the ranking eval: refused before any training, not after.
-    let e = format!("{:#}", train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg@10\""]), &ds, &sids, &dir.path().join("z"), false).unwrap_err());
+    let e = format!(
+        "{:#}",
+        train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg@10\""]), &ds, &sids, &dir.path().join("z"), false)
+            .unwrap_err()
+    );
     assert!(e.contains("rank_users"), "{e}");
     assert!(!dir.path().join("z").join("best").exists());
 }
@@ -231,7 +264,9 @@ fn length_bucketed_order_is_a_seeded_permutation_with_less_padding() {
     sorted.sort();
     assert_eq!(sorted, (0..1003u32).collect::<Vec<_>>(), "a permutation");
     // Padded encoder positions: sum over batches of (batch size x longest history).
-    let padded = |o: &[u32]| -> u64 { o.chunks(batch).map(|c| c.len() as u64 * c.iter().map(|&i| lens[i as usize] as u64).max().unwrap()).sum() };
+    let padded = |o: &[u32]| -> u64 {
+        o.chunks(batch).map(|c| c.len() as u64 * c.iter().map(|&i| lens[i as usize] as u64).max().unwrap()).sum()
+    };
     let plain = epoch_order(lens.len(), 5, 0);
     assert!(padded(&a) * 3 < padded(&plain) * 2, "bucketed {} vs plain {}", padded(&a), padded(&plain));
     // The partial batch (1003 = 31 x 32 + 11) stays last.

@@ -28,7 +28,8 @@ fn tiny_config_on_synthetic_world() {
     let dir = tempfile::tempdir().unwrap();
     onerec::util::logging::init(0, false);
     // Extra overrides, e.g. ONEREC_TINY_SET="train.max_steps=50,train.log_every=10".
-    let ov: Vec<String> = std::env::var("ONEREC_TINY_SET").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
+    let ov: Vec<String> =
+        std::env::var("ONEREC_TINY_SET").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
     let cfg = Config::load("tiny", &ov).unwrap();
     let t = std::time::Instant::now();
     let s = onerec::train::pretrain(&cfg, &ds, &sids, dir.path(), false).unwrap();

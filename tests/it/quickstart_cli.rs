@@ -28,33 +28,18 @@ fn quickstart_writes_the_contract_layout() {
         cmd.args(["--set", kv]);
     }
     let o = cmd.env("RAYON_NUM_THREADS", "2").output().unwrap();
-    assert!(
-        o.status.success(),
-        "quickstart failed:\n{}",
-        String::from_utf8_lossy(&o.stderr)
-    );
-    eprintln!(
-        "quickstart on 100 users x 60 items: {:.1}s",
-        started.elapsed().as_secs_f64()
-    );
-    for d in [
-        "world",
-        "data",
-        "tokenizer",
-        "pretrain",
-        "reward",
-        "aligned",
-    ] {
+    assert!(o.status.success(), "quickstart failed:\n{}", String::from_utf8_lossy(&o.stderr));
+    eprintln!("quickstart on 100 users x 60 items: {:.1}s", started.elapsed().as_secs_f64());
+    for d in ["world", "data", "tokenizer", "pretrain", "reward", "aligned"] {
         assert!(out.join(d).is_dir(), "missing {d}/");
     }
     assert!(out.join("tokenizer/codes.tsv").is_file() && out.join("data/dataset.json").is_file());
-    let s: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    let s: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
     for stage in ["pretrain", "aligned"] {
         for key in ["true_reward", "rm_reward", "recall@10"] {
-            let v = s[stage][key].as_f64().unwrap_or_else(|| {
-                panic!("summary.json {stage}.{key} is not a number: {}", s[stage])
-            });
+            let v = s[stage][key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("summary.json {stage}.{key} is not a number: {}", s[stage]));
             assert!(v.is_finite(), "{stage}.{key} = {v}");
         }
         let r = s[stage]["recall@10"].as_f64().unwrap();

@@ -5,11 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 
 fn onerec(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_onerec"))
-        .args(args)
-        .env("RAYON_NUM_THREADS", "1")
-        .output()
-        .unwrap()
+    Command::new(env!("CARGO_BIN_EXE_onerec")).args(args).env("RAYON_NUM_THREADS", "1").output().unwrap()
 }
 
 fn stderr(o: &Output) -> String {
@@ -19,16 +15,8 @@ fn stderr(o: &Output) -> String {
 /// Exit status 1 (a reported error), not 101 (panic) or a signal (abort / OOM kill).
 fn assert_clean_error(o: &Output, needle: &str) {
     let err = stderr(o);
-    assert_eq!(
-        o.status.code(),
-        Some(1),
-        "expected a clean error, got {:?}: {err}",
-        o.status
-    );
-    assert!(
-        err.contains(needle),
-        "error should mention `{needle}`: {err}"
-    );
+    assert_eq!(o.status.code(), Some(1), "expected a clean error, got {:?}: {err}", o.status);
+    assert!(err.contains(needle), "error should mention `{needle}`: {err}");
     assert!(!err.contains("panicked"), "{err}");
 }
 
@@ -57,29 +45,17 @@ fn npy_bad_headers_are_errors_not_panics() {
     let cases: Vec<(Vec<u8>, &str)> = vec![
         (header(")"), "bad shape"),
         (header("(\u{e9}, 2)"), "not ASCII"),
-        (
-            "{'descr': '<f4', 'shape': \u{e9}(2, 2), }"
-                .as_bytes()
-                .to_vec(),
-            "not ASCII",
-        ),
+        ("{'descr': '<f4', 'shape': \u{e9}(2, 2), }".as_bytes().to_vec(), "not ASCII"),
         (header("(2,"), "bad shape"),
         (header("(-1, 2)"), "bad shape"),
         (header("(4611686018427387904, 4)"), "needs more than"),
-        (
-            header("(1000000000000, 1000000)"),
-            "needs 4000000000000000000",
-        ),
+        (header("(1000000000000, 1000000)"), "needs 4000000000000000000"),
         (header("(1000000000000000, 0)"), "empty"),
         (header("(2, 3)"), "needs 24"),
     ];
     for (h, needle) in cases {
         let err = parse_npy(&npy(&h, &data)).unwrap_err();
-        assert!(
-            format!("{err:#}").contains(needle),
-            "{}: {err:#}",
-            String::from_utf8_lossy(&h)
-        );
+        assert!(format!("{err:#}").contains(needle), "{}: {err:#}", String::from_utf8_lossy(&h));
     }
     let ok = parse_npy(&npy(&header("(2, 2)"), &data)).unwrap();
     assert_eq!((ok.n, ok.d), (2, 2));
@@ -93,26 +69,12 @@ fn npy_bad_headers_are_errors_not_panics() {
 #[test]
 fn tokenize_cli_reports_bad_npy_headers() {
     let t = tempfile::tempdir().unwrap();
-    for (i, shape) in [
-        ")",
-        "(\u{e9}, 2)",
-        "(1000000000000, 1000000)",
-        "(1000000000000000, 0)",
-    ]
-    .iter()
-    .enumerate()
-    {
+    for (i, shape) in [")", "(\u{e9}, 2)", "(1000000000000, 1000000)", "(1000000000000000, 0)"].iter().enumerate() {
         let f = t.path().join(format!("e{i}.npy"));
         std::fs::write(&f, npy(&header(shape), &[0u8; 16])).unwrap();
         let arg = format!("text={}", f.display());
         let out = t.path().join(format!("tok{i}"));
-        let o = onerec(&[
-            "tokenize",
-            "--embeddings",
-            &arg,
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = onerec(&["tokenize", "--embeddings", &arg, "--out", out.to_str().unwrap()]);
         assert_clean_error(&o, "not a valid .npy file");
     }
 }
@@ -121,13 +83,7 @@ fn tokenize_cli_reports_bad_npy_headers() {
 fn shard_arithmetic_does_not_overflow() {
     use onerec::generate::Shard;
     let s: Shard = "6148914691236517205/6148914691236517206".parse().unwrap();
-    for (n, block) in [
-        (100, 1),
-        (usize::MAX, 1),
-        (usize::MAX, 7),
-        (0, 1),
-        (5, usize::MAX),
-    ] {
+    for (n, block) in [(100, 1), (usize::MAX, 1), (usize::MAX, 7), (0, 1), (5, usize::MAX)] {
         let r = s.range_in_blocks(n, block);
         assert!(r.start <= r.end && r.end <= n, "{n} {block}: {r:?}");
     }
@@ -144,22 +100,14 @@ fn shard_arithmetic_does_not_overflow() {
             assert_eq!(next, n);
         }
     }
-    let last = Shard {
-        index: usize::MAX - 1,
-        count: usize::MAX,
-    }
-    .range(usize::MAX);
+    let last = Shard { index: usize::MAX - 1, count: usize::MAX }.range(usize::MAX);
     assert_eq!(last.end, usize::MAX);
 }
 
 #[test]
 fn huge_config_sizes_are_clean_errors() {
     let t = tempfile::tempdir().unwrap();
-    for set in [
-        "model.ffn_hidden=4000000000",
-        "model.history_len=100000000",
-        "model.d_model=1000000000",
-    ] {
+    for set in ["model.ffn_hidden=4000000000", "model.history_len=100000000", "model.d_model=1000000000"] {
         let out = t.path().join("pre");
         let o = onerec(&[
             "pretrain",
@@ -175,19 +123,14 @@ fn huge_config_sizes_are_clean_errors() {
             out.to_str().unwrap(),
         ]);
         assert_clean_error(&o, "limit");
-        assert!(
-            stderr(&o).contains(set.split('=').next().unwrap().trim_start_matches("model.")),
-            "{}",
-            stderr(&o)
-        );
+        assert!(stderr(&o).contains(set.split('=').next().unwrap().trim_start_matches("model.")), "{}", stderr(&o));
     }
 }
 
 /// A `checkpoint.json` (from a valid tiny config) with `codebook_sizes` replaced.
 fn write_checkpoint(dir: &Path, sizes: &str, n_items: &str) {
     std::fs::create_dir_all(dir).unwrap();
-    let model =
-        serde_json::to_value(onerec::config::Config::load("tiny", &[]).unwrap().model).unwrap();
+    let model = serde_json::to_value(onerec::config::Config::load("tiny", &[]).unwrap().model).unwrap();
     let json = format!(
         r#"{{"format": 1, "model": {model}, "vocab": {{"codebook_sizes": {sizes}}}, "n_items": {n_items}, "step": 0,
             "tokenizer_sha256": "x", "codes_sha256": "y", "seed": 1}}"#
@@ -215,15 +158,7 @@ fn huge_checkpoint_vocabulary_is_a_clean_error() {
         let data = t.path().join("nodata");
         for cmd in ["eval", "generate"] {
             let out = t.path().join(format!("o{i}{cmd}"));
-            let o = onerec(&[
-                cmd,
-                "--checkpoint",
-                d,
-                "--data",
-                data.to_str().unwrap(),
-                "--out",
-                out.to_str().unwrap(),
-            ]);
+            let o = onerec(&[cmd, "--checkpoint", d, "--data", data.to_str().unwrap(), "--out", out.to_str().unwrap()]);
             assert_clean_error(&o, needle);
         }
     }
@@ -275,9 +210,35 @@ impl Rng {
 }
 
 const TOKENS: &[&[u8]] = &[
-    b"0", b"-1", b"4294967296", b"18446744073709551616", b"9223372036854775807", b"1e309", b"NaN", b"inf",
-    b"\n", b"\t", b",", b" ", b"\"", b"(", b")", b"[", b"]", b"{", b"}", b"'", b"=", b"#", b"\xc3\xa9", b"\xff",
-    b"\x93NUMPY", b"4000000000", b"100000000", b"'shape': (", b"\"shape\": [",
+    b"0",
+    b"-1",
+    b"4294967296",
+    b"18446744073709551616",
+    b"9223372036854775807",
+    b"1e309",
+    b"NaN",
+    b"inf",
+    b"\n",
+    b"\t",
+    b",",
+    b" ",
+    b"\"",
+    b"(",
+    b")",
+    b"[",
+    b"]",
+    b"{",
+    b"}",
+    b"'",
+    b"=",
+    b"#",
+    b"\xc3\xa9",
+    b"\xff",
+    b"\x93NUMPY",
+    b"4000000000",
+    b"100000000",
+    b"'shape': (",
+    b"\"shape\": [",
 ];
 
 /// One mutated input: a seed (or random bytes) with 1..8 edits.
@@ -323,7 +284,10 @@ fn mutate(rng: &mut Rng, seeds: &[Vec<u8>]) -> Vec<u8> {
 
 fn seeds(target: &str) -> Vec<Vec<u8>> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/corpus").join(target);
-    let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display())).map(|e| e.unwrap().path()).collect();
+    let mut files: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
     files.sort();
     files.iter().map(|p| std::fs::read(p).unwrap()).collect()
 }
@@ -371,8 +335,12 @@ fn fuzz_target(target: &str, file_name: &str, parse: &dyn Fn(&Path) -> bool) -> 
 }
 
 fn tiny_ids() -> onerec::tokenizer::SemanticIds {
-    onerec::tokenizer::SemanticIds::new(vec!["i1".into(), "i2".into(), "i3".into()], vec![4, 4, 8], vec![0, 1, 2, 0, 1, 3, 3, 3, 7])
-        .unwrap()
+    onerec::tokenizer::SemanticIds::new(
+        vec!["i1".into(), "i2".into(), "i3".into()],
+        vec![4, 4, 8],
+        vec![0, 1, 2, 0, 1, 3, 3, 3, 7],
+    )
+    .unwrap()
 }
 
 #[test]
@@ -421,7 +389,9 @@ fn fuzz_codes_tsv() {
 
 #[test]
 fn fuzz_checkpoint_json() {
-    fuzz_target("checkpoint", "checkpoint.json", &|p| onerec::model::checkpoint::read_meta(p.parent().unwrap()).is_ok());
+    fuzz_target("checkpoint", "checkpoint.json", &|p| {
+        onerec::model::checkpoint::read_meta(p.parent().unwrap()).is_ok()
+    });
 }
 
 #[test]
@@ -462,7 +432,12 @@ fn tiny_world() -> (tempfile::TempDir, std::path::PathBuf, std::path::PathBuf) {
     synth(&SynthOptions { users: 100, items: 80, topics: 4, seed: 7, ..SynthOptions::default() }, &world).unwrap();
     let ds = prepare_interactions(&world.join("interactions.csv"), &PrepareOptions::default()).unwrap();
     write_dataset(&ds, &data).unwrap();
-    let topts = TokenizeOptions { codebook_sizes: vec![4, 4, 8], collisions: Collisions::Reassign, seed: 7, ..TokenizeOptions::default() };
+    let topts = TokenizeOptions {
+        codebook_sizes: vec![4, 4, 8],
+        collisions: Collisions::Reassign,
+        seed: 7,
+        ..TokenizeOptions::default()
+    };
     tokenize_files(&topts, &[("text".to_string(), world.join("text.safetensors"))], None, &tok).unwrap();
     (t, data, tok)
 }
@@ -478,7 +453,12 @@ const PRETRAIN_SET: &[&str] = &[
 
 fn pretrain_cmd(data: &Path, tok: &Path, out: &Path, resume: bool) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_onerec"));
-    c.args(["--threads", "1", "-q", "pretrain", "--config", "tiny", "--data"]).arg(data).arg("--tokenizer").arg(tok).arg("--out").arg(out);
+    c.args(["--threads", "1", "-q", "pretrain", "--config", "tiny", "--data"])
+        .arg(data)
+        .arg("--tokenizer")
+        .arg(tok)
+        .arg("--out")
+        .arg(out);
     for s in PRETRAIN_SET {
         c.args(["--set", s]);
     }
@@ -506,7 +486,8 @@ fn assert_no_truncated_outputs(out: &Path) {
     if out.join("metrics.jsonl").exists() {
         let text = std::fs::read_to_string(out.join("metrics.jsonl")).unwrap();
         for (i, l) in text.lines().enumerate() {
-            serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("metrics.jsonl:{}: {e}: {l}", i + 1));
+            serde_json::from_str::<serde_json::Value>(l)
+                .unwrap_or_else(|e| panic!("metrics.jsonl:{}: {e}: {l}", i + 1));
         }
     }
 }
@@ -525,7 +506,11 @@ fn pretrain_kill9_resume_matches_uninterrupted_and_is_deterministic() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
     for f in ["metrics.jsonl", "last/model.safetensors", "best/model.safetensors", "last/train_state.json"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(a2.join(f)).unwrap(), "{f} differs between same-seed runs");
+        assert_eq!(
+            std::fs::read(a.join(f)).unwrap(),
+            std::fs::read(a2.join(f)).unwrap(),
+            "{f} differs between same-seed runs"
+        );
     }
     let full = metric_rows(&a);
     assert_eq!(full.len(), 3, "{full:?}");
@@ -557,7 +542,8 @@ fn pretrain_kill9_resume_matches_uninterrupted_and_is_deterministic() {
             let (x, y) = (x[k].as_f64().unwrap(), y[k].as_f64().unwrap());
             assert!((x - y).abs() < 1e-4, "{name} {k}: uninterrupted {x} vs resumed {y}");
         }
-        let same = std::fs::read(a.join("last/model.safetensors")).unwrap() == std::fs::read(out.join("last/model.safetensors")).unwrap();
+        let same = std::fs::read(a.join("last/model.safetensors")).unwrap()
+            == std::fs::read(out.join("last/model.safetensors")).unwrap();
         eprintln!("{name}: resumed final weights byte-identical to uninterrupted: {same}");
     }
 }
@@ -629,7 +615,9 @@ fn tree(dir: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
 fn drop_wall_clock(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(m) => {
-            m.retain(|k, _| !(k == "seconds" || k.ends_with("_secs") || k.ends_with("_seconds") || k.starts_with("elapsed")));
+            m.retain(|k, _| {
+                !(k == "seconds" || k.ends_with("_secs") || k.ends_with("_seconds") || k.starts_with("elapsed"))
+            });
             m.values_mut().for_each(drop_wall_clock);
         }
         serde_json::Value::Array(a) => a.iter_mut().for_each(drop_wall_clock),
@@ -702,7 +690,14 @@ fn reward_and_align_kill9_rerun_and_determinism() {
     let align = |out: &Path| {
         let mut c = base("align", out);
         c.arg("--checkpoint").arg(&pre).arg("--reward").arg(&r1);
-        for s in ["align.iterations=3", "align.steps=2", "align.candidates=4", "align.batch_size=4", "align.eval_users=10", "align.user_fraction=0.3"] {
+        for s in [
+            "align.iterations=3",
+            "align.steps=2",
+            "align.candidates=4",
+            "align.batch_size=4",
+            "align.eval_users=10",
+            "align.user_fraction=0.3",
+        ] {
             c.args(["--set", s]);
         }
         c
@@ -715,11 +710,15 @@ fn reward_and_align_kill9_rerun_and_determinism() {
     assert_same_tree(&a1, &a2);
     let state = ak.join("state.json");
     let killed = kill_when(&mut align(&ak), &|| {
-        std::fs::read_to_string(&state).ok().and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok()).is_some_and(|v| v.to_string().contains("iteration"))
+        std::fs::read_to_string(&state)
+            .ok()
+            .and_then(|s| serde_json::from_str::<serde_json::Value>(&s).ok())
+            .is_some_and(|v| v.to_string().contains("iteration"))
     });
     eprintln!("align killed after its first saved state: {killed}");
     if state.exists() {
-        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&state).unwrap()).expect("state.json is whole after kill -9");
+        serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(&state).unwrap())
+            .expect("state.json is whole after kill -9");
     }
     let o = align(&ak).output().unwrap();
     assert!(o.status.success(), "rerun after kill -9: {}", stderr(&o));

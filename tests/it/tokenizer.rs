@@ -145,7 +145,8 @@ fn same_inputs_and_seed_give_identical_artifacts() {
     assert_eq!(fb.fused_dim, 10 + 12);
     // Every file byte for byte, except the wall-clock timings.
     let names = |p: &Path| {
-        let mut v: Vec<String> = std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        let mut v: Vec<String> =
+            std::fs::read_dir(p).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
         v.sort();
         v
     };
@@ -179,7 +180,10 @@ fn same_inputs_and_seed_give_identical_artifacts() {
     o2.seed = 8;
     let c = t.path().join("c");
     tokenize_files(&o2, &inputs, None, &c).unwrap();
-    assert_ne!(std::fs::read(a.join("codebooks.safetensors")).unwrap(), std::fs::read(c.join("codebooks.safetensors")).unwrap());
+    assert_ne!(
+        std::fs::read(a.join("codebooks.safetensors")).unwrap(),
+        std::fs::read(c.join("codebooks.safetensors")).unwrap()
+    );
 }
 
 /// codes.tsv holds only `item_id<TAB>codes` lines; the sizes come from manifest.json.
@@ -231,7 +235,8 @@ fn modalities_are_matched_by_item_id() {
 }
 
 fn expect_err(o: &TokenizeOptions, inputs: &[(String, PathBuf)], out: &Path, want: &str) {
-    let err = tokenize_files(o, inputs, None, out).err().unwrap_or_else(|| panic!("expected an error mentioning {want}"));
+    let err =
+        tokenize_files(o, inputs, None, out).err().unwrap_or_else(|| panic!("expected an error mentioning {want}"));
     let msg = format!("{err:#}");
     assert!(msg.contains(want), "error `{msg}` does not mention `{want}`");
     assert!(!out.exists(), "artifact dir written despite error");
@@ -263,8 +268,18 @@ fn bad_inputs_give_clear_errors_and_no_artifact() {
     let inf = write_emb(t.path(), "inf.safetensors", &bad);
     expect_err(&o, &[("text".into(), inf)], &out, "row 3");
     // K > N.
-    expect_err(&opts(Method::BalancedRqKmeans, 2, vec![64]), &[("text".into(), good.clone())], &out, "exceeds the number of items");
-    expect_err(&opts(Method::RqVae, 2, vec![64]), &[("text".into(), good.clone())], &out, "exceeds the number of items");
+    expect_err(
+        &opts(Method::BalancedRqKmeans, 2, vec![64]),
+        &[("text".into(), good.clone())],
+        &out,
+        "exceeds the number of items",
+    );
+    expect_err(
+        &opts(Method::RqVae, 2, vec![64]),
+        &[("text".into(), good.clone())],
+        &out,
+        "exceeds the number of items",
+    );
     // Zero-length file.
     let empty = t.path().join("empty.safetensors");
     std::fs::write(&empty, b"").unwrap();
@@ -287,7 +302,10 @@ fn alignment_uses_training_cooccurrence() {
     let (pairs, missing) = onerec::tokenizer::align::pairs(&ds, &e.item_ids, 2);
     assert_eq!(missing, 0);
     // Train part = first 6 of 8 items: pairs at distance 1 and 2 only within it.
-    let expected: usize = hist.iter().map(|h| (0..6).map(|i| (i + 1..6.min(i + 3)).filter(|&j| h[i] != h[j]).count()).sum::<usize>()).sum();
+    let expected: usize = hist
+        .iter()
+        .map(|h| (0..6).map(|i| (i + 1..6.min(i + 3)).filter(|&j| h[i] != h[j]).count()).sum::<usize>())
+        .sum();
     assert_eq!(pairs.len(), expected);
     let mut o = opts(Method::RqKmeans, 2, vec![6, 6]);
     o.align.epochs = 20;
@@ -309,7 +327,11 @@ fn rq_vae_trains_and_gives_unique_paths() {
     let f = fit(&o, &[("text".into(), e)], None).unwrap();
     let (first, last) = (f.quantizer["loss_first"].as_f64().unwrap(), f.quantizer["loss_last"].as_f64().unwrap());
     assert!(last < first, "rq-vae loss {first} -> {last}");
-    assert!(f.metrics.relative_reconstruction_error < 0.5, "rel err {} loss {first} -> {last}", f.metrics.relative_reconstruction_error);
+    assert!(
+        f.metrics.relative_reconstruction_error < 0.5,
+        "rel err {} loss {first} -> {last}",
+        f.metrics.relative_reconstruction_error
+    );
     assert!(f.metrics.utilization[0] > 0.5, "{:?}", f.metrics.utilization);
     assert!(f.tensors.iter().any(|t| t.0 == "rqvae.decoder.1.weight"));
     assert_roundtrip(&f.ids);
@@ -319,8 +341,22 @@ fn rq_vae_trains_and_gives_unique_paths() {
 fn cli_contract_parses() {
     use clap::Parser;
     let cli = onerec::cli::Cli::try_parse_from([
-        "onerec", "tokenize", "--embeddings", "text=a.safetensors", "--embeddings", "image=b.npy", "--method", "rq-kmeans",
-        "--levels", "3", "--codebook-size", "256,256,128", "--seed", "5", "--out", "dir",
+        "onerec",
+        "tokenize",
+        "--embeddings",
+        "text=a.safetensors",
+        "--embeddings",
+        "image=b.npy",
+        "--method",
+        "rq-kmeans",
+        "--levels",
+        "3",
+        "--codebook-size",
+        "256,256,128",
+        "--seed",
+        "5",
+        "--out",
+        "dir",
     ])
     .unwrap();
     let onerec::cli::Command::Tokenize(a) = cli.command else { panic!("not tokenize") };
@@ -332,9 +368,10 @@ fn cli_contract_parses() {
 
 #[test]
 fn beauty_balanced_full_utilization() {
-    let Some(path) =
-        crate::common::shared_data("amazon-beauty/item_text_embeddings.safetensors", "beauty_balanced_full_utilization")
-    else {
+    let Some(path) = crate::common::shared_data(
+        "amazon-beauty/item_text_embeddings.safetensors",
+        "beauty_balanced_full_utilization",
+    ) else {
         return;
     };
     let e = Embeddings::load(&path).unwrap();
