@@ -1,6 +1,10 @@
 //! Run configuration: one TOML file with a section per stage, validated on load with
 //! errors that name the bad key. Built-in configs (`tiny`, `small`, `beauty`) are
 //! embedded so `--config tiny` works from anywhere; `--set key=value` overrides.
+//!
+//! One file is a whole recipe: `[data]` (prepare), `[embed]` (item text embeddings when
+//! the data has none), `[tokenizer]`, `[model]`, `[train]`, `[reward]`, `[align]` and
+//! `[eval]`. Each stage's library call takes only its own section and the seed.
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -16,6 +20,12 @@ pub struct Config {
     #[serde(default = "default_seed")]
     pub seed: u64,
     #[serde(default)]
+    pub data: crate::data::DataConfig,
+    #[serde(default)]
+    pub embed: crate::embed::EmbedConfig,
+    #[serde(default)]
+    pub tokenizer: crate::tokenizer::TokenizerConfig,
+    #[serde(default)]
     pub model: crate::model::ModelConfig,
     #[serde(default)]
     pub train: crate::train::TrainConfig,
@@ -23,10 +33,30 @@ pub struct Config {
     pub reward: crate::align::RewardConfig,
     #[serde(default)]
     pub align: crate::align::AlignConfig,
+    #[serde(default)]
+    pub eval: crate::eval::EvalConfig,
 }
 
 fn default_seed() -> u64 {
     42
+}
+
+impl Default for Config {
+    /// Every section at its default, seed 42 (what an empty TOML file gives).
+    fn default() -> Self {
+        Config {
+            name: String::new(),
+            seed: default_seed(),
+            data: Default::default(),
+            embed: Default::default(),
+            tokenizer: Default::default(),
+            model: Default::default(),
+            train: Default::default(),
+            reward: Default::default(),
+            align: Default::default(),
+            eval: Default::default(),
+        }
+    }
 }
 
 /// The embedded configs, by name.
@@ -66,10 +96,14 @@ impl Config {
 
     /// Checks values that serde cannot (ranges, divisibility), naming the key.
     pub fn validate(&self) -> Result<()> {
+        self.data.validate().context("[data]")?;
+        self.embed.validate().context("[embed]")?;
+        self.tokenizer.validate().context("[tokenizer]")?;
         self.model.validate().context("[model]")?;
         self.train.validate().context("[train]")?;
         self.reward.validate().context("[reward]")?;
         self.align.validate().context("[align]")?;
+        self.eval.validate().context("[eval]")?;
         self.check_limits()
     }
 
@@ -78,7 +112,8 @@ impl Config {
     /// error instead of an allocation failure that aborts the process.
     pub fn check_limits(&self) -> Result<()> {
         let (m, t, r, a) = (&self.model, &self.train, &self.reward, &self.align);
-        let values: [usize; 22] = [
+        let (tk, ev, em) = (&self.tokenizer, &self.eval, &self.embed);
+        let values: [usize; 28] = [
             m.d_model,
             m.heads,
             m.enc_layers,
@@ -101,6 +136,12 @@ impl Config {
             a.candidates,
             a.session_len,
             a.batch_size,
+            tk.levels,
+            tk.codebook_size.iter().copied().max().unwrap_or(0),
+            ev.beam,
+            ev.session_beam,
+            ev.session_len,
+            em.batch_size,
         ];
         for ((key, max), v) in LIMITS.iter().zip(values) {
             if v > *max {
@@ -131,7 +172,7 @@ impl Config {
 /// Documented upper bounds of the config's size keys, in [`Config::check_limits`] order.
 /// Far above any sensible run on this project's hardware, low enough that one value
 /// cannot make a single buffer exceed memory.
-pub const LIMITS: [(&str, usize); 22] = [
+pub const LIMITS: [(&str, usize); 28] = [
     ("model.d_model", 16_384),
     ("model.heads", 1_024),
     ("model.enc_layers", 256),
@@ -154,6 +195,12 @@ pub const LIMITS: [(&str, usize); 22] = [
     ("align.candidates", 65_536),
     ("align.session_len", 4_096),
     ("align.batch_size", 1 << 20),
+    ("tokenizer.levels", 64),
+    ("tokenizer.codebook_size", 1 << 20),
+    ("eval.beam", 65_536),
+    ("eval.session_beam", 65_536),
+    ("eval.session_len", 4_096),
+    ("embed.batch_size", 1 << 16),
 ];
 
 /// Upper bound on the model's (estimated) parameter count: 2^31 f32 values = 8 GiB.

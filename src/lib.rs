@@ -22,6 +22,7 @@ pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod model;
+pub mod pipeline;
 pub mod serve;
 pub mod tokenizer;
 pub mod train;

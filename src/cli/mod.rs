@@ -12,6 +12,7 @@ pub mod eval;
 pub mod generate;
 pub mod pretrain;
 pub mod quickstart;
+pub mod recipe;
 pub mod record;
 pub mod reward;
 pub mod score;
@@ -63,6 +64,8 @@ pub enum Command {
     ServeBench(serve_bench::ServeBenchArgs),
     /// Run the whole pipeline on a fresh synthetic world with the tiny config.
     Quickstart(quickstart::QuickstartArgs),
+    /// Run a whole recipe (prepare, embed, tokenize, pretrain, eval) on a data directory.
+    Recipe(recipe::RecipeArgs),
     /// ID-only baselines (popularity; SASRec pending) in the same eval harness.
     Baseline(baseline::BaselineArgs),
 }
@@ -94,6 +97,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::ServeBench(a) => serve_bench::run(a),
         Command::Quickstart(a) => quickstart::run(a),
+        Command::Recipe(a) => recipe::run(a),
         Command::Baseline(a) => baseline::run(a),
     }
 }

@@ -27,10 +27,12 @@
 //! sha256 of the item table and the model files) so a run can be traced and repeated.
 
 pub mod bert;
+pub mod config;
 pub mod encoder;
 pub mod table;
 pub mod template;
 
+pub use config::EmbedConfig;
 pub use encoder::{SentenceEncoder, DEFAULT_MAX_TOKENS};
 pub use table::{read_table, ItemTable, TableFormat};
 pub use template::{BoundTemplate, ColumnReplace, Template};

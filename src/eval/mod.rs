@@ -6,7 +6,10 @@
 //! generated session of `session_len` items.
 
 pub mod checkpoint;
+pub mod config;
 pub mod metrics;
+
+pub use config::EvalConfig;
 
 use crate::data::Dataset;
 use crate::generate::users::{users_from_split, SplitSel, UserQuery};

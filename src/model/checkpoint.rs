@@ -128,14 +128,7 @@ pub fn read_meta(dir: &Path) -> Result<(PathBuf, CheckpointMeta)> {
 pub fn validate_meta(meta: &CheckpointMeta) -> Result<()> {
     crate::tokenizer::artifact::check_codebook_sizes(&meta.vocab.codebook_sizes).context("vocab")?;
     meta.model.validate().context("model")?;
-    let cfg = crate::config::Config {
-        name: String::new(),
-        seed: meta.seed,
-        model: meta.model.clone(),
-        train: Default::default(),
-        reward: Default::default(),
-        align: Default::default(),
-    };
+    let cfg = crate::config::Config { seed: meta.seed, model: meta.model.clone(), ..Default::default() };
     cfg.check_limits()?;
     let table = meta.vocab.size() as u128 * meta.model.d_model as u128;
     ensure!(

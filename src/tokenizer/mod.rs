@@ -5,6 +5,7 @@
 
 pub mod align;
 pub mod artifact;
+pub mod config;
 pub mod fit;
 pub mod fuse;
 pub mod kernel;
@@ -17,6 +18,7 @@ pub mod vocab;
 
 pub use align::AlignOptions;
 pub use artifact::SemanticIds;
+pub use config::TokenizerConfig;
 pub use fit::{fit, tokenize_files, write_artifact, InputFile, Method, TokenizeOptions, TokenizerFit};
 pub use paths::{Collisions, Metrics};
 pub use rqvae::RqVaeOptions;

@@ -23,6 +23,7 @@ mod pipeline;
 mod pretrain;
 mod pretrain_tiny_world;
 mod quickstart_cli;
+mod recipe;
 mod reliability;
 mod reward_model;
 mod reward_real;

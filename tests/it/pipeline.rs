@@ -4,36 +4,21 @@
 //! sessions without collapsing Recall@10.
 
 use onerec::config::Config;
-use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
-use onerec::eval::checkpoint::evaluate_checkpoint;
-use onerec::eval::EvalOptions;
-use onerec::generate::SplitSel;
-use onerec::tokenizer::{tokenize_files, Collisions, TokenizeOptions};
-use onerec::world::{synth, SynthOptions};
+use onerec::pipeline::synthetic::{self, SyntheticRun};
+use onerec::world::SynthOptions;
 
 #[test]
 fn pretrain_beats_unigram_and_alignment_raises_true_reward() {
     let t = tempfile::tempdir().unwrap();
-    let root = t.path();
-    let (world, data, tok) = (root.join("world"), root.join("data"), root.join("tok"));
-    synth(&SynthOptions { users: 800, items: 400, topics: 10, seed: 3, ..SynthOptions::default() }, &world).unwrap();
-    let prep = PrepareOptions { session_gap: Some(1800.0), ..PrepareOptions::default() };
-    let ds = prepare_interactions(&world.join("interactions.csv"), &prep).unwrap();
-    write_dataset(&ds, &data).unwrap();
-    let topts = TokenizeOptions {
-        codebook_sizes: vec![8],
-        collisions: Collisions::Reassign,
-        seed: 3,
-        ..TokenizeOptions::default()
-    };
-    let inputs =
-        [("text".to_string(), world.join("text.safetensors")), ("image".to_string(), world.join("image.safetensors"))];
-    tokenize_files(&topts, &inputs, None, &tok).unwrap();
-    let sids = onerec::tokenizer::SemanticIds::load(&tok).unwrap();
-
-    let cfg = Config::load("tiny", &["seed=3".into(), "train.epochs=3".into(), "train.rank_users=200".into()]).unwrap();
-    let pre = root.join("pretrain");
-    let summary = onerec::train::pretrain(&cfg, &ds, &sids, &pre, false).unwrap();
+    let sets =
+        ["seed=3", "train.epochs=3", "train.rank_users=200", "tokenizer.codebook_size=[8]", "tokenizer.align=false"];
+    let cfg = Config::load("tiny", &sets.map(String::from)).unwrap();
+    let world = SynthOptions { users: 800, items: 400, topics: 10, seed: 3, ..SynthOptions::default() };
+    let spec = SyntheticRun { world, config: &cfg, out: t.path(), config_label: "tiny".into(), overrides: vec![] };
+    let outcome = synthetic::run(&spec).unwrap();
+    let (ds, summary) = (&outcome.dataset, &outcome.pretrain);
+    let sids = onerec::tokenizer::SemanticIds::load(&outcome.dirs.tokenizer).unwrap();
+    assert!(t.path().join("summary.json").exists() && t.path().join("config.toml").exists());
 
     // Item-unigram baseline on the same validation targets, per code token.
     let mut counts = vec![1.0f64; ds.n_items()];
@@ -59,14 +44,7 @@ fn pretrain_beats_unigram_and_alignment_raises_true_reward() {
         summary.last_valid_loss
     );
 
-    let rm = root.join("reward");
-    onerec::align::train_reward_model(&cfg, &ds, &tok, &rm).unwrap();
-    let aligned = root.join("aligned");
-    onerec::align::onerec::run(&cfg, &pre, &rm, &data, &aligned, Some(&world)).unwrap();
-
-    let opts = EvalOptions { session_len: cfg.align.session_len, ..EvalOptions::default() };
-    let before = evaluate_checkpoint(&pre, &data, SplitSel::Test, &opts, Some(&world), Some(&rm)).unwrap();
-    let after = evaluate_checkpoint(&aligned, &data, SplitSel::Test, &opts, Some(&world), Some(&rm)).unwrap();
+    let (before, after) = (outcome.pretrained, outcome.aligned);
     let g = |r: &onerec::eval::EvalReport, k: &str| match k {
         "true_reward" => r.true_reward.expect("true_reward"),
         "rm_reward" => r.rm_reward.expect("rm_reward"),
@@ -81,7 +59,7 @@ fn pretrain_beats_unigram_and_alignment_raises_true_reward() {
         g(&before, "recall@10"),
         g(&after, "recall@10")
     );
-    let pop = onerec::data::stats::popularity_baseline(&ds).test.recall_at_10;
+    let pop = onerec::data::stats::popularity_baseline(ds).test.recall_at_10;
     eprintln!("test recall@10: model {:.4} vs popularity {pop:.4}", g(&before, "recall@10"));
     assert!(g(&before, "recall@10") > 1.2 * pop, "pretrained model does not beat popularity");
     assert_eq!(before.invalid_paths, 0);

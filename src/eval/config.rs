@@ -1,0 +1,69 @@
+//! The `[eval]` config section: the evaluation protocol a recipe reports (the flags of
+//! `onerec eval`), so one TOML file is a whole recipe.
+
+use super::EvalOptions;
+use anyhow::{bail, Result};
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Cut-offs of Recall@K / NDCG@K.
+    pub ks: Vec<usize>,
+    /// Beam width for ranking (raised to the largest K).
+    pub beam: usize,
+    /// Session length for diversity and rewards (0 skips that pass).
+    pub session_len: usize,
+    /// Beam width when generating those sessions.
+    pub session_beam: usize,
+    /// Never rank an item the user already has (the protocol a recipe leads with).
+    pub exclude_history: bool,
+    /// Also report the test split under the other history protocol (published rows do
+    /// not always say which one they use).
+    pub both_protocols: bool,
+    /// Evaluate an evenly spaced deterministic subset of at most this many users (0 = all).
+    pub max_users: usize,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        let o = EvalOptions::default();
+        EvalConfig {
+            ks: o.ks,
+            beam: o.beam,
+            session_len: o.session_len,
+            session_beam: o.session_beam,
+            exclude_history: o.exclude_history,
+            both_protocols: false,
+            max_users: 0,
+        }
+    }
+}
+
+impl EvalConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.ks.is_empty() || self.ks.contains(&0) {
+            bail!("ks = {:?}: give at least one cut-off >= 1", self.ks);
+        }
+        if self.beam == 0 {
+            bail!("beam must be at least 1");
+        }
+        if self.session_len > 0 && self.session_beam == 0 {
+            bail!("session_beam must be at least 1 when session_len > 0");
+        }
+        Ok(())
+    }
+
+    /// The evaluation options this section stands for (no reward hooks).
+    pub fn options(&self) -> EvalOptions<'static> {
+        EvalOptions {
+            ks: self.ks.clone(),
+            beam: self.beam,
+            session_len: self.session_len,
+            session_beam: self.session_beam,
+            exclude_history: self.exclude_history,
+            max_users: (self.max_users > 0).then_some(self.max_users),
+            ..EvalOptions::default()
+        }
+    }
+}

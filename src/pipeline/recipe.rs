@@ -1,0 +1,196 @@
+//! A real dataset directory through the whole recipe, every setting from one config:
+//! prepare (`[data]`) -> item text embeddings (shipped ones, else `[embed]` with a local
+//! sentence model) -> tokenize (`[tokenizer]`) -> pretrain (`[model]`, `[train]`) ->
+//! evaluate (`[eval]`) on validation and test. The same call works unchanged for any
+//! Amazon 5-core directory of `../shared/data` (Beauty ships embeddings; Sports and Toys
+//! get theirs from `items.tsv.gz`'s `generated_phrase`).
+//!
+//! `OUT/`: data/, embeddings/ (when made here), tok/, pre/, config.toml, valid.json,
+//! test.json (+ test-<other protocol>.json), results.md, recipe.json (what ran, seed,
+//! stage times).
+
+use super::StageClock;
+use crate::config::Config;
+use crate::data::prepare::{prepare_sequences, write_dataset};
+use crate::embed::{embed_items, EmbedOptions};
+use crate::eval::checkpoint::evaluate_checkpoint;
+use crate::eval::EvalReport;
+use crate::generate::SplitSel;
+use crate::tokenizer::{tokenize_files, SemanticIds};
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Embeddings a data directory may ship (the layout of `../shared/data/amazon-*`).
+pub const SHIPPED_TEXT_EMBEDDINGS: &str = "item_text_embeddings.safetensors";
+
+/// A recipe run.
+pub struct RecipeRun<'a> {
+    pub config: &'a Config,
+    /// Raw data directory: `sequences.txt.gz` (or `sequences.txt`), and either
+    /// `item_text_embeddings.safetensors` or the `[embed]` item table.
+    pub data_dir: &'a Path,
+    pub out: &'a Path,
+    /// Continue a killed run: pretraining resumes from `OUT/pre/last`; the earlier
+    /// stages are deterministic and rerun (embeddings reuse their finished chunks).
+    pub resume: bool,
+    /// Skip the training stages and only evaluate an existing `OUT/pre`.
+    pub eval_only: bool,
+}
+
+/// One evaluation a recipe wrote.
+#[derive(Debug)]
+pub struct RecipeEval {
+    /// File name under OUT (e.g. `test.json`).
+    pub file: String,
+    pub split: SplitSel,
+    pub exclude_history: bool,
+    pub report: EvalReport,
+}
+
+#[derive(Debug)]
+pub struct RecipeOutcome {
+    pub pretrain: Option<crate::train::Summary>,
+    pub evals: Vec<RecipeEval>,
+}
+
+/// Runs the recipe; see the module doc for what it writes.
+pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
+    let (cfg, out) = (r.config, r.out);
+    let started = Instant::now();
+    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    let (data_dir, tok_dir, pre_dir) = (out.join("data"), out.join("tok"), out.join("pre"));
+    let mut clock = StageClock::default();
+    let mut pretrain = None;
+    if !r.eval_only {
+        let t = Instant::now();
+        let ds = prepare_sequences(&sequences_file(r.data_dir)?, &cfg.data.prepare_options())?;
+        write_dataset(&ds, &data_dir)?;
+        clock.done("prepare", t);
+
+        let t = Instant::now();
+        let text = text_embeddings(cfg, r.data_dir, out)?;
+        clock.done("embed", t);
+
+        let t = Instant::now();
+        let align_with = cfg.tokenizer.align.then_some(data_dir.as_path());
+        let inputs = [("text".to_string(), text)];
+        tokenize_files(&cfg.tokenizer.options(cfg.seed), &inputs, align_with, &tok_dir)?;
+        clock.done("tokenize", t);
+
+        cfg.save(out)?;
+        let t = Instant::now();
+        let sids = SemanticIds::load(&tok_dir)?;
+        pretrain = Some(crate::train::pretrain(cfg, &ds, &sids, &pre_dir, r.resume)?);
+        clock.done("pretrain", t);
+    } else if !pre_dir.join("best").exists() {
+        bail!("eval only: {} holds no pretrained model (best/); run the recipe first", pre_dir.display());
+    }
+
+    let t = Instant::now();
+    let evals = evaluate_all(cfg, &pre_dir, &data_dir, out)?;
+    clock.done("eval", t);
+    let table = results_table(&evals, started.elapsed().as_secs_f64());
+    crate::util::io::atomic_write(&out.join("results.md"), table.as_bytes())?;
+
+    let record = json!({
+        "command": "recipe",
+        "version": env!("CARGO_PKG_VERSION"),
+        "config": cfg.name,
+        "seed": cfg.seed,
+        "data_dir": r.data_dir,
+        "resume": r.resume,
+        "eval_only": r.eval_only,
+        "evaluations": evals.iter().map(|e| json!({
+            "file": e.file, "split": format!("{:?}", e.split).to_lowercase(), "exclude_history": e.exclude_history,
+        })).collect::<Vec<_>>(),
+        "stage_secs": clock.to_json(),
+        "total_secs": started.elapsed().as_secs_f64(),
+    });
+    crate::util::io::write_json(&out.join("recipe.json"), &record)?;
+    Ok(RecipeOutcome { pretrain, evals })
+}
+
+/// The sequence file of a data directory.
+pub fn sequences_file(dir: &Path) -> Result<PathBuf> {
+    ["sequences.txt.gz", "sequences.txt"].iter().map(|n| dir.join(n)).find(|p| p.exists()).with_context(|| {
+        format!("{}: no sequences.txt.gz or sequences.txt (one line per user: `user item item ...`)", dir.display())
+    })
+}
+
+/// The text-embedding file: the one the data ships, else made with `[embed]` into
+/// `OUT/embeddings/text.safetensors` (resumable by chunks; reused when complete).
+fn text_embeddings(cfg: &Config, data: &Path, out: &Path) -> Result<PathBuf> {
+    let shipped = data.join(SHIPPED_TEXT_EMBEDDINGS);
+    if shipped.exists() {
+        tracing::info!("using the shipped text embeddings {}", shipped.display());
+        return Ok(shipped);
+    }
+    let made = out.join("embeddings").join("text.safetensors");
+    if made.exists() {
+        tracing::info!("reusing {}", made.display());
+        return Ok(made);
+    }
+    let e = &cfg.embed;
+    let items = data.join(&e.items);
+    if !items.exists() {
+        bail!(
+            "{}: no {SHIPPED_TEXT_EMBEDDINGS} and no item table {} to embed (set embed.items)",
+            data.display(),
+            e.items
+        );
+    }
+    let model = PathBuf::from(&e.model_dir);
+    if !model.join("tokenizer.json").exists() {
+        bail!(
+            "{} ships no text embeddings, and the sentence model {} is missing: run \
+             `scripts/fetch-minilm.sh {}` (or set embed.model_dir)",
+            data.display(),
+            model.display(),
+            e.model_dir
+        );
+    }
+    std::fs::create_dir_all(made.parent().unwrap_or(out))?;
+    let mut opts = EmbedOptions::new(&model, &items, &e.text, &made);
+    opts.id_col = (!e.id_col.is_empty()).then(|| e.id_col.clone());
+    opts.batch_size = e.batch_size;
+    opts.max_tokens = e.max_tokens;
+    embed_items(&opts)?;
+    Ok(made)
+}
+
+/// Validation (for choosing recipes) and test, under `[eval]`'s protocol; the test split
+/// also under the other protocol when `eval.both_protocols`.
+fn evaluate_all(cfg: &Config, pre: &Path, data: &Path, out: &Path) -> Result<Vec<RecipeEval>> {
+    let primary = cfg.eval.exclude_history;
+    let mut plan =
+        vec![("valid.json".to_string(), SplitSel::Valid, primary), ("test.json".into(), SplitSel::Test, primary)];
+    if cfg.eval.both_protocols {
+        let other = if primary { "test-history-allowed.json" } else { "test-history-excluded.json" };
+        plan.push((other.into(), SplitSel::Test, !primary));
+    }
+    let mut evals = Vec::new();
+    for (file, split, exclude_history) in plan {
+        let opts = crate::eval::EvalOptions { exclude_history, ..cfg.eval.options() };
+        let report = evaluate_checkpoint(pre, data, split, &opts, None, None)?;
+        crate::util::io::write_json(&out.join(&file), &report)?;
+        tracing::info!("wrote {} ({:?}, exclude_history={exclude_history})", out.join(&file).display(), split);
+        evals.push(RecipeEval { file, split, exclude_history, report });
+    }
+    Ok(evals)
+}
+
+/// results.md: one row per evaluation this run wrote.
+fn results_table(evals: &[RecipeEval], secs: f64) -> String {
+    let ks = evals.first().map(|e| e.report.metrics.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
+    let mut s =
+        format!("| split | history items | {} | users |\n|---|---|{}---|\n", ks.join(" | "), "---|".repeat(ks.len()));
+    for e in evals {
+        let protocol = if e.exclude_history { "excluded" } else { "allowed" };
+        let vals: Vec<String> =
+            ks.iter().map(|k| format!("{:.4}", e.report.metrics.get(k).copied().unwrap_or(f64::NAN))).collect();
+        s += &format!("| {:?} | {protocol} | {} | {} |\n", e.split, vals.join(" | "), e.report.users);
+    }
+    s + &format!("\nwall time {secs:.0} s\n")
+}

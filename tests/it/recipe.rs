@@ -1,0 +1,107 @@
+//! `onerec recipe` on a data directory laid out like `../shared/data/amazon-*`
+//! (sequences.txt.gz + item_text_embeddings.safetensors), built from a small synthetic
+//! world: every stage runs from one config, the evaluations name their protocol, and a
+//! directory it cannot use gives a clear error.
+
+use onerec::config::Config;
+use onerec::pipeline::recipe::{self, RecipeRun};
+use onerec::world::{synth, SynthOptions};
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::Path;
+
+/// A raw data dir from a synthetic world: one `user item item ...` line per user in
+/// time order (gzip), and the world's text embeddings under the shipped name.
+fn amazon_like_dir(root: &Path) -> std::path::PathBuf {
+    let world = root.join("world");
+    synth(&SynthOptions { users: 300, items: 150, topics: 6, seed: 5, ..SynthOptions::default() }, &world).unwrap();
+    let csv = std::fs::read_to_string(world.join("interactions.csv")).unwrap();
+    let mut by_user: BTreeMap<u64, Vec<(i64, u64)>> = BTreeMap::new();
+    for line in csv.lines().skip(1) {
+        let f: Vec<&str> = line.split(',').collect();
+        by_user.entry(f[0].parse().unwrap()).or_default().push((f[2].parse().unwrap(), f[1].parse().unwrap()));
+    }
+    let dir = root.join("raw");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = std::fs::File::create(dir.join("sequences.txt.gz")).unwrap();
+    let mut gz = flate2::write::GzEncoder::new(file, flate2::Compression::default());
+    for (u, mut rows) in by_user {
+        rows.sort();
+        let items: Vec<String> = rows.iter().map(|r| r.1.to_string()).collect();
+        writeln!(gz, "{u} {}", items.join(" ")).unwrap();
+    }
+    gz.finish().unwrap();
+    std::fs::copy(world.join("text.safetensors"), dir.join(recipe::SHIPPED_TEXT_EMBEDDINGS)).unwrap();
+    dir
+}
+
+fn small_config(extra: &[&str]) -> Config {
+    let mut sets: Vec<String> = [
+        "train.epochs=1",
+        "train.rank_users=50",
+        "train.valid_users=50",
+        "train.eval_every=1000",
+        "tokenizer.codebook_size=[8]",
+        "eval.session_len=0",
+        "eval.max_users=100",
+        "eval.both_protocols=true",
+    ]
+    .map(String::from)
+    .to_vec();
+    sets.extend(extra.iter().map(|s| s.to_string()));
+    Config::load("tiny", &sets).unwrap()
+}
+
+#[test]
+fn recipe_runs_every_stage_from_one_config() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = amazon_like_dir(t.path());
+    let out = t.path().join("out");
+    let cfg = small_config(&[]);
+    let run = RecipeRun { config: &cfg, data_dir: &raw, out: &out, resume: false, eval_only: false };
+    let outcome = recipe::run(&run).unwrap();
+    for f in ["data/dataset.json", "tok", "pre/best", "config.toml", "results.md", "recipe.json"] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    // valid + test under the config's protocol (history allowed in tiny), test also under the other.
+    let files: Vec<(&str, bool)> = outcome.evals.iter().map(|e| (e.file.as_str(), e.exclude_history)).collect();
+    assert_eq!(files, [("valid.json", false), ("test.json", false), ("test-history-excluded.json", true)]);
+    for e in &outcome.evals {
+        let r = e.report.metrics["recall@10"];
+        assert!((0.0..=1.0).contains(&r), "{}: recall@10 {r}", e.file);
+        assert_eq!(e.report.users, 100);
+    }
+    // Excluding items the user already has can only help a leave-one-out target that is
+    // never a repeat, and the same model is scored both ways.
+    let (allowed, excluded) = (&outcome.evals[1].report, &outcome.evals[2].report);
+    assert!(excluded.metrics["recall@20"] >= allowed.metrics["recall@20"] - 1e-9);
+    let saved = Config::load(out.join("config.toml").to_str().unwrap(), &[]).unwrap();
+    assert_eq!(saved.tokenizer.codebook_size, vec![8], "the resolved recipe is recorded");
+
+    // Evaluation only, on the existing run: the same numbers.
+    let again = recipe::run(&RecipeRun { eval_only: true, ..run }).unwrap();
+    assert_eq!(again.evals[1].report.metrics, outcome.evals[1].report.metrics);
+}
+
+#[test]
+fn recipe_names_what_a_data_dir_lacks() {
+    let t = tempfile::tempdir().unwrap();
+    let cfg = small_config(&[]);
+    let out = t.path().join("out");
+    let run = |dir: &Path| {
+        recipe::run(&RecipeRun { config: &cfg, data_dir: dir, out: &out, resume: false, eval_only: false })
+    };
+    let err = format!("{:#}", run(t.path()).unwrap_err());
+    assert!(err.contains("sequences.txt.gz"), "{err}");
+
+    // Sequences but no embeddings and no sentence model: says how to get one.
+    let raw = t.path().join("raw");
+    std::fs::create_dir_all(&raw).unwrap();
+    std::fs::write(raw.join("sequences.txt"), "1 1 2 3 4 5\n2 2 3 4 5 1\n").unwrap();
+    std::fs::write(raw.join("items.tsv.gz"), b"").unwrap();
+    let cfg2 = small_config(&["embed.model_dir=\"/nonexistent/minilm\""]);
+    let err = recipe::run(&RecipeRun { config: &cfg2, data_dir: &raw, out: &out, resume: false, eval_only: false })
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("fetch-minilm.sh") && err.contains("/nonexistent/minilm"), "{err}");
+}
