@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Amazon Beauty seeds and ablations (issue "Amazon Beauty benchmark"): runs scripts/beauty.sh
 # once per (variant, seed) and writes OUT/table.md with mean ± std over seeds of the test
-# Recall/NDCG@5/10 and each run's wall time. A finished run (results.json present) is
+# Recall/NDCG@5/10 and each run's wall time. A finished run (test.json present) is
 # skipped, so a killed batch resumes where it stopped.
 # Usage: scripts/beauty-runs.sh [DATA_DIR] [OUT] [VARIANTS] [SEEDS...]
 #   VARIANTS: comma list of main, rq-kmeans, rq-vae, noalign, dense (default: all);
@@ -21,7 +21,7 @@ mkdir -p "$out"
 for v in ${variants//,/ }; do
   for s in "${seeds[@]}"; do
     dir="$out/$v-$s"
-    [ -f "$dir/results.json" ] && { echo "skip $dir (done)"; continue; }
+    [ -f "$dir/test.json" ] && { echo "skip $dir (done)"; continue; }
     rm -rf "$dir"
     case "$v" in
       main) SEED=$s "$here/beauty.sh" "$data" "$dir" "${extra[@]}" ;;
@@ -48,7 +48,7 @@ for v in variants:
         m = re.search(r"^wall time (\d+) s", open(f"{out}/{v}-{s}/results.md").read(), re.M)
         if m: walls.append(int(m.group(1)))
     wall = f"{st.mean(walls):.0f}" if walls else "n/a"
-    for name in ("results.json", "results-with-history.json"):
+    for name in ("test.json", "test-history-allowed.json", "test-history-excluded.json"):
         paths = [f"{out}/{v}-{s}/{name}" for s in seeds]
         if not all(os.path.exists(p) for p in paths): continue
         rs = [json.load(open(p)) for p in paths]

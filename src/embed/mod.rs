@@ -32,6 +32,7 @@ pub mod encoder;
 pub mod table;
 pub mod template;
 
+use crate::util::record::RunRecord;
 pub use config::EmbedConfig;
 pub use encoder::{SentenceEncoder, DEFAULT_MAX_TOKENS};
 pub use table::{read_table, ItemTable, TableFormat};
@@ -217,12 +218,6 @@ pub fn chunks_dir(out: &Path) -> PathBuf {
     out.with_file_name(name)
 }
 
-fn sidecar(out: &Path, suffix: &str) -> PathBuf {
-    let mut name = out.file_name().map(|n| n.to_os_string()).unwrap_or_default();
-    name.push(suffix);
-    out.with_file_name(name)
-}
-
 /// Runs the whole embedding job (see the module doc).
 pub fn embed_items(opts: &EmbedOptions) -> Result<EmbedReport> {
     let start = Instant::now();
@@ -350,7 +345,6 @@ fn write_run_record(
         None => TableFormat::from_path(&opts.items)?,
     };
     let record = serde_json::json!({
-        "command": "embed",
         "model_dir": opts.model_dir.display().to_string(),
         "model_sha256": model_sha256,
         "items": opts.items.display().to_string(),
@@ -372,12 +366,12 @@ fn write_run_record(
         "dim": d,
         "item_ids_file": ids_file.map(|p| p.display().to_string()),
     });
-    crate::util::io::write_json(&run_record_path(&opts.out), &record)
+    RunRecord::new("embed").extend(record).write_beside(&opts.out).map(|_| ())
 }
 
 /// `OUT.run.json` beside the output file.
 pub fn run_record_path(out: &Path) -> PathBuf {
-    sidecar(out, ".run.json")
+    crate::util::record::path_for(out)
 }
 
 /// A header `item_id<TAB>text`, then one such line per item (tabs/newlines in texts become

@@ -23,6 +23,9 @@ pub struct EvalConfig {
     pub both_protocols: bool,
     /// Evaluate an evenly spaced deterministic subset of at most this many users (0 = all).
     pub max_users: usize,
+    /// Also evaluate the validation split (what recipes are compared on, never test);
+    /// off saves a pass, e.g. for ablations.
+    pub validation: bool,
 }
 
 impl Default for EvalConfig {
@@ -36,6 +39,7 @@ impl Default for EvalConfig {
             exclude_history: o.exclude_history,
             both_protocols: false,
             max_users: 0,
+            validation: true,
         }
     }
 }

@@ -17,6 +17,7 @@ use crate::eval::checkpoint::evaluate_checkpoint;
 use crate::eval::EvalReport;
 use crate::generate::SplitSel;
 use crate::tokenizer::{tokenize_files, SemanticIds};
+use crate::util::record::RunRecord;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -103,7 +104,7 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
         "resume": r.resume,
         "eval_only": r.eval_only,
         "evaluations": evals.iter().map(|e| json!({
-            "file": e.file, "split": format!("{:?}", e.split).to_lowercase(), "exclude_history": e.exclude_history,
+            "file": e.file, "split": split_name(e.split), "exclude_history": e.exclude_history,
         })).collect::<Vec<_>>(),
         "stage_secs": clock.to_json(),
         "total_secs": started.elapsed().as_secs_f64(),
@@ -164,8 +165,10 @@ fn text_embeddings(cfg: &Config, data: &Path, out: &Path) -> Result<PathBuf> {
 /// also under the other protocol when `eval.both_protocols`.
 fn evaluate_all(cfg: &Config, pre: &Path, data: &Path, out: &Path) -> Result<Vec<RecipeEval>> {
     let primary = cfg.eval.exclude_history;
-    let mut plan =
-        vec![("valid.json".to_string(), SplitSel::Valid, primary), ("test.json".into(), SplitSel::Test, primary)];
+    let mut plan = vec![("test.json".to_string(), SplitSel::Test, primary)];
+    if cfg.eval.validation {
+        plan.insert(0, ("valid.json".into(), SplitSel::Valid, primary));
+    }
     if cfg.eval.both_protocols {
         let other = if primary { "test-history-allowed.json" } else { "test-history-excluded.json" };
         plan.push((other.into(), SplitSel::Test, !primary));
@@ -175,6 +178,17 @@ fn evaluate_all(cfg: &Config, pre: &Path, data: &Path, out: &Path) -> Result<Vec
         let opts = crate::eval::EvalOptions { exclude_history, ..cfg.eval.options() };
         let report = evaluate_checkpoint(pre, data, split, &opts, None, None)?;
         crate::util::io::write_json(&out.join(&file), &report)?;
+        let args = json!({
+            "split": split_name(split), "exclude_history": exclude_history, "beam": opts.beam, "ks": opts.ks,
+            "session_len": opts.session_len, "max_users": opts.max_users,
+        });
+        RunRecord::new("recipe eval")
+            .set("args", args)?
+            .set("checkpoint", pre)?
+            .set("data", data)?
+            .set("config", &cfg.name)?
+            .set("seed", cfg.seed)?
+            .write_beside(&out.join(&file))?;
         tracing::info!("wrote {} ({:?}, exclude_history={exclude_history})", out.join(&file).display(), split);
         evals.push(RecipeEval { file, split, exclude_history, report });
     }
@@ -193,4 +207,12 @@ fn results_table(evals: &[RecipeEval], secs: f64) -> String {
         s += &format!("| {:?} | {protocol} | {} | {} |\n", e.split, vals.join(" | "), e.report.users);
     }
     s + &format!("\nwall time {secs:.0} s\n")
+}
+
+fn split_name(s: SplitSel) -> &'static str {
+    match s {
+        SplitSel::Valid => "valid",
+        SplitSel::Test => "test",
+        SplitSel::All => "all",
+    }
 }

@@ -5,4 +5,5 @@ pub mod io;
 pub mod lock;
 pub mod logging;
 pub mod progress;
+pub mod record;
 pub mod rng;
