@@ -17,7 +17,6 @@
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 use std::ops::Range;
-use std::path::Path;
 
 /// What a prepared dataset holds and where it came from.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -96,17 +95,6 @@ pub struct Dataset {
 }
 
 impl Dataset {
-    /// Loads a prepared dataset directory (see the module doc for the layout).
-    pub fn load(dir: &Path) -> Result<Dataset> {
-        crate::data::store::load(dir)
-    }
-
-    /// Writes the dataset into `dir` (each file atomically). To build a whole directory
-    /// atomically use `data::prepare::write_dataset`.
-    pub fn save(&self, dir: &Path) -> Result<()> {
-        crate::data::store::save(self, dir)
-    }
-
     /// Checks the internal invariants (lengths, offsets, ids in range); `what` names
     /// the source in the error.
     pub fn validate(&self, what: &str) -> Result<()> {

@@ -1,4 +1,6 @@
-//! Reading and writing the prepared dataset directory (layout in `data::dataset`).
+//! Reading and writing the prepared dataset directory (layout in `data::dataset`):
+//! `Dataset::load` / `Dataset::save` live here, so `dataset` (the in-memory type) does not
+//! depend on its file format.
 
 use super::dataset::{Dataset, DatasetManifest};
 use crate::util::io;
@@ -16,8 +18,21 @@ fn i64_bytes(v: impl Iterator<Item = i64>) -> Vec<u8> {
     v.flat_map(|x| x.to_le_bytes()).collect()
 }
 
+impl Dataset {
+    /// Loads and validates a prepared dataset directory.
+    pub fn load(dir: &Path) -> Result<Dataset> {
+        load(dir)
+    }
+
+    /// Writes the dataset into `dir` (each file atomically). To build a whole directory
+    /// atomically use `data::prepare::write_dataset`.
+    pub fn save(&self, dir: &Path) -> Result<()> {
+        save(self, dir)
+    }
+}
+
 /// Writes every file of `ds` into `dir` (created if missing), each atomically.
-pub fn save(ds: &Dataset, dir: &Path) -> Result<()> {
+fn save(ds: &Dataset, dir: &Path) -> Result<()> {
     ds.validate("dataset to save")?;
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     let mut tensors: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = vec![
@@ -106,8 +121,7 @@ fn as_usize(bytes: &[u8], path: &Path, name: &str) -> Result<Vec<usize>> {
         .collect()
 }
 
-/// Loads and validates a prepared dataset directory.
-pub fn load(dir: &Path) -> Result<Dataset> {
+fn load(dir: &Path) -> Result<Dataset> {
     let manifest: DatasetManifest = io::read_json(&dir.join(MANIFEST))
         .with_context(|| format!("{} is not a prepared dataset (run `onerec data prepare`)", dir.display()))?;
     let hpath = dir.join(HISTORIES);
