@@ -37,6 +37,19 @@ fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
+/// Test double (`testkit` feature only): with `ONEREC_TESTKIT_STALL_WRITE=NAME:MS`, every
+/// atomic write of a file or directory named NAME sleeps MS milliseconds between writing
+/// its temp copy and renaming it, so a test can kill -9 a process in the middle of a
+/// checkpoint write.
+#[cfg(feature = "testkit")]
+fn testkit_stall(path: &Path) {
+    let Ok(spec) = std::env::var("ONEREC_TESTKIT_STALL_WRITE") else { return };
+    let Some((name, ms)) = spec.split_once(':') else { return };
+    if path.file_name().is_some_and(|n| n == name) {
+        std::thread::sleep(std::time::Duration::from_millis(ms.parse().unwrap_or(0)));
+    }
+}
+
 /// Writes `path` atomically: the closure writes into a temp file beside it, which is
 /// synced and renamed over `path` only when the closure succeeds.
 pub fn atomic_write_with<F>(path: &Path, write: F) -> Result<()>
@@ -53,6 +66,8 @@ where
         write(&mut w)?;
         let file = w.into_inner().map_err(|e| e.into_error())?;
         file.sync_all()?;
+        #[cfg(feature = "testkit")]
+        testkit_stall(path);
         std::fs::rename(&tmp, path)
             .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
         Ok(())
@@ -115,6 +130,8 @@ where
     std::fs::create_dir_all(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
     match build(&tmp) {
         Ok(()) => {
+            #[cfg(feature = "testkit")]
+            testkit_stall(dir);
             if dir.exists() {
                 std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
             }

@@ -548,6 +548,83 @@ fn pretrain_kill9_resume_matches_uninterrupted_and_is_deterministic() {
     }
 }
 
+/// All files under `dir`, recursively.
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(walk(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// kill -9 in the middle of a checkpoint write, after its model.safetensors is written
+/// into the temp dir and before the rename (the `testkit` stall holds it there): nothing a
+/// reader would take for output is truncated, and `--resume` ends where an uninterrupted
+/// run ends.
+#[test]
+fn pretrain_kill9_inside_a_checkpoint_write_loses_nothing() {
+    let (t, data, tok) = tiny_world();
+    let full = t.path().join("full");
+    let o = pretrain_cmd(&data, &tok, &full, false).output().unwrap();
+    assert!(o.status.success(), "{}", stderr(&o));
+    let out = t.path().join("killed");
+    // The same command line, run by this test binary (built with the `testkit` stall)
+    // through `child_runs_the_cli` instead of by the release-like `onerec` binary.
+    let plain = pretrain_cmd(&data, &tok, &out, false);
+    let args: Vec<String> = std::iter::once("onerec".to_string())
+        .chain(plain.get_args().map(|a| a.to_string_lossy().into_owned()))
+        .collect();
+    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    cmd.args(["--exact", "reliability::child_runs_the_cli", "--ignored", "--test-threads", "1"])
+        .env("ONEREC_CHILD_ARGS", serde_json::to_string(&args).unwrap())
+        .env("ONEREC_TESTKIT_STALL_WRITE", "last:3000")
+        .env("RAYON_NUM_THREADS", "1")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    // `last/` is built in `last.tmp<pid>/` (model.safetensors first) and renamed when whole.
+    let in_write = |p: &std::path::PathBuf| {
+        let s = p.to_string_lossy();
+        s.contains("last.tmp") && s.ends_with("model.safetensors")
+    };
+    let killed = kill_when(&mut cmd, &|| walk(&out).iter().any(in_write));
+    assert!(killed, "the run was not caught inside a safetensors write");
+    // The half-done checkpoint is only ever a temp file or temp dir, never `last/` or `best/`.
+    assert!(!out.join("last").exists(), "last/ appeared before its write ended");
+    assert_no_truncated_outputs(&out);
+    let o = pretrain_cmd(&data, &tok, &out, true).output().unwrap();
+    assert!(o.status.success(), "resume after kill -9 inside a write: {}", stderr(&o));
+    // What the killed process left: temp names only (named by its pid, never read back).
+    let left: Vec<_> = walk(&out)
+        .into_iter()
+        .filter_map(|p| p.strip_prefix(&out).ok().map(|r| r.to_string_lossy().into_owned()))
+        .filter(|r| r.contains(".tmp"))
+        .collect();
+    eprintln!("temp files left by the killed write: {left:?}");
+    let (x, y) = (metric_rows(&full), metric_rows(&out));
+    assert_eq!(x.last().unwrap()["step"], y.last().unwrap()["step"]);
+    for k in ["train_loss", "valid_loss"] {
+        let (a, b) = (x.last().unwrap()[k].as_f64().unwrap(), y.last().unwrap()[k].as_f64().unwrap());
+        assert!((a - b).abs() < 1e-4, "{k}: uninterrupted {a} vs resumed {b}");
+    }
+}
+
+/// Not a test by itself: the child process of the kill tests above. Runs the command
+/// line in `ONEREC_CHILD_ARGS` (a JSON array) through the library CLI of this test build,
+/// which has the `testkit` doubles (e.g. `ONEREC_TESTKIT_STALL_WRITE`).
+#[test]
+#[ignore = "child process of pretrain_kill9_inside_a_checkpoint_write_loses_nothing"]
+fn child_runs_the_cli() {
+    use clap::Parser;
+    let Ok(args) = std::env::var("ONEREC_CHILD_ARGS") else { return };
+    let args: Vec<String> = serde_json::from_str(&args).unwrap();
+    onerec::cli::run(onerec::cli::Cli::parse_from(args)).unwrap();
+}
+
 /// Same seed and threads: synth, prepare and tokenize write byte-identical files.
 #[test]
 fn synth_prepare_tokenize_are_byte_deterministic() {
