@@ -1,5 +1,7 @@
 //! `onerec pretrain`: thin wrapper over [`crate::train::pretrain`].
 
+use crate::config::Config;
+use crate::train::PretrainSpec;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -26,12 +28,17 @@ pub struct PretrainArgs {
     pub set: Vec<String>,
 }
 
+/// The pretraining stage's part of the run config (and the whole, to record).
+pub fn spec(cfg: &Config) -> Result<PretrainSpec<'_>> {
+    Ok(PretrainSpec { model: &cfg.model, train: &cfg.train, seed: cfg.seed, config_toml: cfg.to_toml()? })
+}
+
 pub fn run(a: PretrainArgs) -> Result<()> {
-    let cfg = crate::config::Config::load(&a.config, &a.set)?;
+    let cfg = Config::load(&a.config, &a.set)?;
     let ds = crate::data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
     let sids = crate::tokenizer::SemanticIds::load(&a.tokenizer)?;
     let _lock = crate::util::lock::OutLock::acquire(&a.out)?;
-    let s = crate::train::pretrain(&cfg, &ds, &sids, &a.out, a.resume)?;
+    let s = crate::train::pretrain(&spec(&cfg)?, &ds, &sids, &a.out, a.resume)?;
     println!(
         "pretrained {} steps: best {} = {:.4} at step {}, last valid_loss {:.4}; wrote {}",
         s.steps,

@@ -92,7 +92,7 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     if pre_dir.exists() {
         std::fs::remove_dir_all(&pre_dir).with_context(|| format!("cannot replace {}", pre_dir.display()))?;
     }
-    let pre = crate::train::pretrain(&cfg, &ds, &sids, &pre_dir, false)?;
+    let pre = crate::train::pretrain(&super::pretrain::spec(&cfg)?, &ds, &sids, &pre_dir, false)?;
     summary
         .insert("pretrain_run".into(), json!({ "summary": serde_json::to_value(&pre)?, "secs": stage("pretrain", t) }));
 

@@ -47,3 +47,13 @@ pub fn random_histories(n_users: usize, n_items: usize, max_len: usize, seed: u6
         })
         .collect()
 }
+
+/// The pretraining stage's part of a run config (and the whole, to record).
+pub fn pretrain_spec(cfg: &onerec::config::Config) -> onerec::train::PretrainSpec<'_> {
+    onerec::train::PretrainSpec {
+        model: &cfg.model,
+        train: &cfg.train,
+        seed: cfg.seed,
+        config_toml: cfg.to_toml().unwrap(),
+    }
+}

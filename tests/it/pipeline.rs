@@ -33,7 +33,7 @@ fn pretrain_beats_unigram_and_alignment_raises_true_reward() {
 
     let cfg = Config::load("tiny", &["seed=3".into(), "train.epochs=3".into(), "train.rank_users=200".into()]).unwrap();
     let pre = root.join("pretrain");
-    let summary = onerec::train::pretrain(&cfg, &ds, &sids, &pre, false).unwrap();
+    let summary = onerec::train::pretrain(&crate::common::pretrain_spec(&cfg), &ds, &sids, &pre, false).unwrap();
 
     // Item-unigram baseline on the same validation targets, per code token.
     let mut counts = vec![1.0f64; ds.n_items()];
