@@ -1,5 +1,7 @@
 //! `onerec align`: iterative preference alignment of a pretrained checkpoint.
 
+use crate::align::onerec::AlignSpec;
+use crate::config::Config;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -33,15 +35,26 @@ pub struct AlignArgs {
     pub objective: Option<String>,
 }
 
+/// The alignment stage's part of the run config (and the whole, to record).
+pub fn spec(cfg: &Config) -> Result<AlignSpec<'_>> {
+    Ok(AlignSpec { align: &cfg.align, seed: cfg.seed, config_toml: cfg.to_toml()? })
+}
+
 pub fn run(args: AlignArgs) -> Result<()> {
     let mut set = args.set.clone();
     if let Some(o) = &args.objective {
         set.push(format!("align.objective=\"{o}\""));
     }
-    let cfg = crate::config::Config::load(&args.config, &set)?;
+    let cfg = Config::load(&args.config, &set)?;
     let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
-    let outcome =
-        crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out, args.world.as_deref())?;
+    let outcome = crate::align::onerec::run(
+        &spec(&cfg)?,
+        &args.checkpoint,
+        &args.reward,
+        &args.data,
+        &args.out,
+        args.world.as_deref(),
+    )?;
     for it in &outcome.state.iterations {
         println!(
             "iteration {}: pairs {} reward mean {:.4} best {:.4} | dpo {:.4} acc {:.3} margin {:.4} | {:?}",

@@ -98,12 +98,13 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
 
     let t = Instant::now();
     let rm_dir = out.join("reward");
-    let rm = crate::align::train_reward_model(&cfg, &ds, &tok_dir, &rm_dir)?;
+    let rm = crate::align::train_reward_model(&super::reward::spec(&cfg)?, &ds, &tok_dir, &rm_dir)?;
     summary.insert("reward".into(), json!({ "report": serde_json::to_value(&rm)?, "secs": stage("reward", t) }));
 
     let t = Instant::now();
     let al_dir = out.join("aligned");
-    let al = crate::align::onerec::run(&cfg, &pre_dir, &rm_dir, &data_dir, &al_dir, Some(&world_dir))?;
+    let al =
+        crate::align::onerec::run(&super::align::spec(&cfg)?, &pre_dir, &rm_dir, &data_dir, &al_dir, Some(&world_dir))?;
     summary.insert(
         "align_run".into(),
         json!({ "iterations": serde_json::to_value(&al.state.iterations)?, "secs": stage("align", t) }),

@@ -1,5 +1,7 @@
 //! `onerec reward`: train the session reward model.
 
+use crate::align::reward::RewardSpec;
+use crate::config::Config;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -23,11 +25,16 @@ pub struct RewardArgs {
     pub out: PathBuf,
 }
 
+/// The reward stage's part of the run config (and the whole, to record).
+pub fn spec(cfg: &Config) -> Result<RewardSpec<'_>> {
+    Ok(RewardSpec { reward: &cfg.reward, seed: cfg.seed, config_toml: cfg.to_toml()? })
+}
+
 pub fn run(args: RewardArgs) -> Result<()> {
-    let cfg = crate::config::Config::load(&args.config, &args.set)?;
+    let cfg = Config::load(&args.config, &args.set)?;
     let ds = crate::data::Dataset::load(&args.data)?;
     let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
-    let report = crate::align::train_reward_model(&cfg, &ds, &args.tokenizer, &args.out)?;
+    let report = crate::align::train_reward_model(&spec(&cfg)?, &ds, &args.tokenizer, &args.out)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -57,3 +57,13 @@ pub fn pretrain_spec(cfg: &onerec::config::Config) -> onerec::train::PretrainSpe
         config_toml: cfg.to_toml().unwrap(),
     }
 }
+
+/// The reward stage's part of a run config (and the whole, to record).
+pub fn reward_spec(cfg: &onerec::config::Config) -> onerec::align::RewardSpec<'_> {
+    onerec::align::RewardSpec { reward: &cfg.reward, seed: cfg.seed, config_toml: cfg.to_toml().unwrap() }
+}
+
+/// The alignment stage's part of a run config (and the whole, to record).
+pub fn align_spec(cfg: &onerec::config::Config) -> onerec::align::onerec::AlignSpec<'_> {
+    onerec::align::onerec::AlignSpec { align: &cfg.align, seed: cfg.seed, config_toml: cfg.to_toml().unwrap() }
+}

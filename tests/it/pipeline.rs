@@ -60,9 +60,9 @@ fn pretrain_beats_unigram_and_alignment_raises_true_reward() {
     );
 
     let rm = root.join("reward");
-    onerec::align::train_reward_model(&cfg, &ds, &tok, &rm).unwrap();
+    onerec::align::train_reward_model(&crate::common::reward_spec(&cfg), &ds, &tok, &rm).unwrap();
     let aligned = root.join("aligned");
-    onerec::align::onerec::run(&cfg, &pre, &rm, &data, &aligned, Some(&world)).unwrap();
+    onerec::align::onerec::run(&crate::common::align_spec(&cfg), &pre, &rm, &data, &aligned, Some(&world)).unwrap();
 
     let opts = EvalOptions { session_len: cfg.align.session_len, ..EvalOptions::default() };
     let before = evaluate_checkpoint(&pre, &data, SplitSel::Test, &opts, Some(&world), Some(&rm)).unwrap();
