@@ -5,8 +5,10 @@
 //! checkpoint plus optimizer state, for `--resume`).
 //!
 //! The loop ([`pretrain_with`]) reads in nanoGPT's order: learning rate for the step;
-//! forward/backward/update ([`run::Run::step`]); timing and logging ([`log::LogWindow`]);
-//! evaluate and checkpoint ([`run::Run::evaluate_and_checkpoint`]); termination.
+//! forward/backward/update (`Run::step`, in `run.rs`); timing and logging (`LogWindow`,
+//! in `log.rs`); evaluate and checkpoint (`Run::evaluate_and_checkpoint`); termination.
+//! `Batches` (in [`data`]) yields the micro-batches: epoch order, length buckets, and the
+//! resume offset.
 
 mod config;
 pub mod data;
