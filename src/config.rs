@@ -158,6 +158,22 @@ impl Config {
         Ok(())
     }
 
+    /// The pretraining stage's part of this config (and the whole, to record).
+    pub fn pretrain_spec(&self) -> Result<crate::train::PretrainSpec<'_>> {
+        let toml = self.to_toml()?;
+        Ok(crate::train::PretrainSpec { model: &self.model, train: &self.train, seed: self.seed, config_toml: toml })
+    }
+
+    /// The reward model stage's part of this config (and the whole, to record).
+    pub fn reward_spec(&self) -> Result<crate::align::RewardSpec<'_>> {
+        Ok(crate::align::RewardSpec { reward: &self.reward, seed: self.seed, config_toml: self.to_toml()? })
+    }
+
+    /// The alignment stage's part of this config (and the whole, to record).
+    pub fn align_spec(&self) -> Result<crate::align::onerec::AlignSpec<'_>> {
+        Ok(crate::align::onerec::AlignSpec { align: &self.align, seed: self.seed, config_toml: self.to_toml()? })
+    }
+
     /// The resolved config as TOML, written beside every run's outputs.
     pub fn to_toml(&self) -> Result<String> {
         Ok(toml::to_string_pretty(self)?)

@@ -13,13 +13,12 @@
 //! iteration (per-iteration random streams make the result identical to an
 //! uninterrupted run).
 
-use super::dpo::{dpo_loss, ecpo_loss, group_advantages};
-use super::{AlignConfig, Objective};
+use super::preferences::{mine_preferences, sample_users, score_candidates};
+use super::train_policy::train_on_preferences;
+use super::AlignConfig;
 use crate::util::rng::Rng;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Tensor, Var};
-use candle_nn::Optimizer;
-use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -240,43 +239,8 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
     Ok(AlignOutcome { state, resumed_after })
 }
 
-/// Sequence log-probs of `rows` under `model`, detached, computed in batches.
-fn logprobs_detached<P: Policy>(model: &P, rows: &[(&[u32], &[u32])], batch: usize) -> Result<Vec<f32>> {
-    let mut out = Vec::with_capacity(rows.len());
-    for c in rows.chunks(batch.max(1)) {
-        let h: Vec<&[u32]> = c.iter().map(|r| r.0).collect();
-        let s: Vec<&[u32]> = c.iter().map(|r| r.1).collect();
-        out.extend(model.sequence_logprob(&h, &s)?.detach().to_vec1::<f32>()?);
-    }
-    Ok(out)
-}
-
-/// Backward, optional global-norm clipping, optimizer step.
-fn step<P: Policy>(policy: &P, opt: &mut candle_nn::AdamW, loss: &Tensor, clip: f64) -> Result<()> {
-    let mut grads = loss.backward()?;
-    if clip > 0.0 {
-        let mut sq = 0f64;
-        for (_, v) in policy.vars() {
-            if let Some(g) = grads.get(&v) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            }
-        }
-        let norm = sq.sqrt();
-        ensure!(norm.is_finite(), "alignment gradient is not finite; lower align.lr or align.beta");
-        if norm > clip {
-            for (_, v) in policy.vars() {
-                if let Some(g) = grads.get(&v) {
-                    let g = (g * (clip / norm))?;
-                    grads.insert(&v, g);
-                }
-            }
-        }
-    }
-    opt.step(&grads)?;
-    Ok(())
-}
-
-/// One alignment iteration (generation, scoring, pairing, training) without I/O.
+/// One alignment iteration without I/O: sample users, generate candidates with the
+/// policy, score them, mine preferences, train the policy on them.
 #[allow(clippy::too_many_arguments)]
 pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
     policy: &mut P,
@@ -288,37 +252,25 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
     seed: u64,
     it: usize,
 ) -> Result<IterationLog> {
-    let n_users = histories.len();
-    let k = ((n_users as f64 * cfg.user_fraction).ceil() as usize).clamp(1, n_users);
-    let mut users: Vec<usize> = (0..n_users).collect();
-    users.shuffle(&mut crate::util::rng::stream(seed, &format!("align.users.{it}")));
-    users.truncate(k);
-    users.sort_unstable();
+    let users = sample_users(histories.len(), cfg.user_fraction, seed, it);
     let hs: Vec<&[u32]> = users.iter().map(|&u| histories[u].as_slice()).collect();
-    let mut grng = crate::util::rng::stream(seed, &format!("align.generate.{it}"));
-    let cands = generator.generate(policy, &hs, cfg.candidates, cfg.session_len, &mut grng)?;
-    ensure!(cands.len() == hs.len(), "generator returned {} candidate lists for {} users", cands.len(), hs.len());
-
-    // Score every candidate.
-    let (mut rh, mut rs) = (Vec::new(), Vec::new());
-    for (h, cs) in hs.iter().zip(&cands) {
-        for s in cs {
-            ensure!(!s.is_empty(), "generator returned an empty session");
-            rh.push(*h);
-            rs.push(s.as_slice());
-        }
-    }
-    ensure!(!rs.is_empty(), "iteration {it}: the generator produced no candidate sessions");
-    let scores = scorer.score(&rh, &rs)?;
-    ensure!(scores.len() == rs.len(), "scorer returned {} scores for {} sessions", scores.len(), rs.len());
-    ensure!(scores.iter().all(|s| s.is_finite()), "scorer returned a non-finite reward");
+    let mut rng = crate::util::rng::stream(seed, &format!("align.generate.{it}"));
+    let candidates = generator.generate(policy, &hs, cfg.candidates, cfg.session_len, &mut rng)?;
+    ensure!(
+        candidates.len() == hs.len(),
+        "generator returned {} candidate lists for {} users",
+        candidates.len(),
+        hs.len()
+    );
+    let scores = score_candidates(scorer, &hs, &candidates, it)?;
+    let prefs = mine_preferences(&hs, &candidates, &scores, cfg);
     let mut log = IterationLog {
         iteration: it,
         users: hs.len(),
-        pairs: 0,
-        ties: 0,
+        pairs: prefs.pairs.len(),
+        ties: prefs.ties,
         mean_reward: scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len().max(1) as f64,
-        mean_best_reward: 0.0,
+        mean_best_reward: prefs.mean_best_reward,
         max_reward: scores.iter().fold(f64::NEG_INFINITY, |a, &s| a.max(s as f64)),
         loss: 0.0,
         ntp_loss: 0.0,
@@ -332,146 +284,14 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         eval: BTreeMap::new(),
         seconds: 0.0,
     };
-
-    // Per user: (history, candidates, scores).
-    let mut pairs: Vec<(&[u32], &[u32], &[u32])> = Vec::new();
-    #[allow(clippy::type_complexity)]
-    let mut groups: Vec<(&[u32], Vec<&[u32]>, Vec<f32>)> = Vec::new();
-    let mut off = 0;
-    let mut best_sum = 0f64;
-    for (h, cs) in hs.iter().zip(&cands) {
-        let sc = &scores[off..off + cs.len()];
-        off += cs.len();
-        if cs.is_empty() {
-            continue;
-        }
-        let (mut bi, mut wi) = (0, 0);
-        for i in 1..sc.len() {
-            if sc[i] > sc[bi] {
-                bi = i;
-            }
-            if sc[i] < sc[wi] {
-                wi = i;
-            }
-        }
-        best_sum += sc[bi] as f64;
-        if cs.len() < 2 || ((sc[bi] - sc[wi]) as f64) <= cfg.min_gap || cs[bi] == cs[wi] {
-            log.ties += 1;
-            continue;
-        }
-        pairs.push((h, &cs[bi], &cs[wi]));
-        if cs.len() == cfg.candidates {
-            groups.push((h, cs.iter().map(|s| s.as_slice()).collect(), sc.to_vec()));
-        }
-    }
-    log.mean_best_reward = best_sum / hs.len() as f64;
-    log.pairs = pairs.len();
-    if pairs.is_empty() {
+    if prefs.pairs.is_empty() {
         tracing::warn!(iteration = it, "every user's candidates tied: nothing to train on this iteration");
         return Ok(log);
     }
-
-    let vars: Vec<Var> = policy.vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
-    )?;
-    let mut brng = crate::util::rng::stream(seed, &format!("align.batches.{it}"));
-    let n_units = match cfg.objective {
-        Objective::Dpo => pairs.len(),
-        Objective::Grpo => groups.len(),
-    };
-    ensure!(n_units > 0, "no complete candidate groups of {} sessions for GRPO", cfg.candidates);
-    // Reference log-probs, once per pair / group member, no gradient.
-    let (ref_c, ref_r, ref_g) = match cfg.objective {
-        Objective::Dpo => {
-            let c: Vec<_> = pairs.iter().map(|p| (p.0, p.1)).collect();
-            let r: Vec<_> = pairs.iter().map(|p| (p.0, p.2)).collect();
-            (
-                logprobs_detached(reference, &c, cfg.batch_size)?,
-                logprobs_detached(reference, &r, cfg.batch_size)?,
-                vec![],
-            )
-        }
-        Objective::Grpo => {
-            let rows: Vec<_> = groups.iter().flat_map(|g| g.1.iter().map(move |s| (g.0, *s))).collect();
-            (vec![], vec![], logprobs_detached(reference, &rows, cfg.batch_size)?)
-        }
-    };
-    let mut order: Vec<usize> = (0..n_units).collect();
-    let mut pos = n_units;
-    let (mut sums, mut first, mut last) = ([0f64; 5], 0f64, 0f64);
-    for s in 0..cfg.steps {
-        let mut idx = Vec::with_capacity(cfg.batch_size);
-        while idx.len() < cfg.batch_size.min(n_units) {
-            if pos == n_units {
-                order.shuffle(&mut brng);
-                pos = 0;
-            }
-            idx.push(order[pos]);
-            pos += 1;
-        }
-        let dev = candle_core::Device::Cpu;
-        #[allow(clippy::type_complexity)]
-        let (ntp_rows, pref, acc, margin): (Vec<(&[u32], &[u32])>, Tensor, f64, f64) = match cfg.objective {
-            Objective::Dpo => {
-                let h: Vec<&[u32]> = idx.iter().map(|&i| pairs[i].0).collect();
-                let c: Vec<&[u32]> = idx.iter().map(|&i| pairs[i].1).collect();
-                let r: Vec<&[u32]> = idx.iter().map(|&i| pairs[i].2).collect();
-                let hh: Vec<&[u32]> = h.iter().chain(h.iter()).copied().collect();
-                let cr: Vec<&[u32]> = c.iter().chain(r.iter()).copied().collect();
-                let lp = policy.sequence_logprob(&hh, &cr)?;
-                let b = idx.len();
-                let (pc, pr) = (lp.narrow(0, 0, b)?, lp.narrow(0, b, b)?);
-                let rc: Vec<f32> = idx.iter().map(|&i| ref_c[i]).collect();
-                let rr: Vec<f32> = idx.iter().map(|&i| ref_r[i]).collect();
-                let out = dpo_loss(&pc, &pr, &Tensor::new(rc, &dev)?, &Tensor::new(rr, &dev)?, cfg.beta)?;
-                let rows = h.iter().zip(&c).map(|(a, b)| (*a, *b)).collect();
-                (rows, out.loss, out.accuracy as f64, out.margin as f64)
-            }
-            Objective::Grpo => {
-                let g = cfg.candidates;
-                let (mut h, mut ss, mut rw, mut old, mut rows) = (vec![], vec![], vec![], vec![], vec![]);
-                for &i in &idx {
-                    let (gh, gs, gr) = &groups[i];
-                    h.extend(std::iter::repeat_n(*gh, g));
-                    ss.extend(gs.iter().copied());
-                    rw.extend(gr.iter().copied());
-                    old.extend_from_slice(&ref_g[i * g..(i + 1) * g]);
-                    let best = gr.iter().enumerate().fold(0, |b, (j, &v)| if v > gr[b] { j } else { b });
-                    rows.push((*gh, gs[best]));
-                }
-                let adv = group_advantages(&rw, g)?;
-                let lp = policy.sequence_logprob(&h, &ss)?;
-                let l = ecpo_loss(&lp, &Tensor::new(old, &dev)?, &adv, cfg.clip_eps, cfg.ecpo_delta)?;
-                (rows, l, 0.0, 0.0)
-            }
-        };
-        let nh: Vec<&[u32]> = ntp_rows.iter().map(|r| r.0).collect();
-        let ns: Vec<&[u32]> = ntp_rows.iter().map(|r| r.1).collect();
-        let lens: Vec<f32> = ns.iter().map(|s| s.len() as f32).collect();
-        let ntp = policy.sequence_logprob(&nh, &ns)?.div(&Tensor::new(lens, &dev)?)?.mean_all()?.neg()?;
-        let loss = (&ntp + pref.affine(cfg.lambda, 0.0)?)?;
-        let vals = [loss.to_scalar::<f32>()?, ntp.to_scalar::<f32>()?, pref.to_scalar::<f32>()?];
-        ensure!(vals.iter().all(|v| v.is_finite()), "alignment loss is not finite at step {s}; lower align.lr");
-        for (acc_, v) in sums.iter_mut().zip([vals[0] as f64, vals[1] as f64, vals[2] as f64, acc, margin]) {
-            *acc_ += v;
-        }
-        if s == 0 {
-            first = vals[2] as f64;
-        }
-        last = vals[2] as f64;
-        tracing::debug!(step = s, loss = vals[0], ntp = vals[1], pref = vals[2], acc, margin, "align step");
-        step(policy, &mut opt, &loss, cfg.grad_clip)?;
-    }
-    let n = cfg.steps as f64;
-    log.loss = sums[0] / n;
-    log.ntp_loss = sums[1] / n;
-    log.pref_loss = sums[2] / n;
-    log.accuracy = sums[3] / n;
-    log.margin = sums[4] / n;
-    log.pref_loss_first = first;
-    log.pref_loss_last = last;
+    let t = train_on_preferences(policy, reference, &prefs, cfg, seed, it)?;
+    (log.loss, log.ntp_loss, log.pref_loss) = (t.loss, t.ntp_loss, t.pref_loss);
+    (log.pref_loss_first, log.pref_loss_last) = (t.pref_loss_first, t.pref_loss_last);
+    (log.accuracy, log.margin) = (t.accuracy, t.margin);
     Ok(log)
 }
 

@@ -5,20 +5,25 @@
 //! - [`dpo`]: the DPO loss (and an ECPO/GRPO-style alternative);
 //! - [`iterate`]: the iterative alignment loop, written against the small [`iterate::Policy`],
 //!   [`iterate::SessionGenerator`] and [`iterate::SessionScorer`] traits so it runs with any
-//!   model (the real OneRec model, or [`toy::BigramPolicy`] in tests).
+//!   model (the real OneRec model, or [`toy::BigramPolicy`] in tests); per iteration,
+//!   [`preferences`] mines (chosen, rejected) pairs and groups from scored candidates and
+//!   [`train_policy`] trains on them against the frozen reference;
+//! - [`onerec`]: the stage for datasets and the real model (`onerec align`).
 
 pub mod dpo;
 pub mod iterate;
 pub mod onerec;
 mod params;
+pub mod preferences;
 pub mod reward;
 /// A toy world and bigram policy for alignment tests: `testkit` feature only.
 #[cfg(any(test, feature = "testkit"))]
 pub mod toy;
+pub mod train_policy;
 
 pub use dpo::{dpo_loss, ecpo_loss, group_advantages, DpoOutput};
 pub use iterate::{align, AlignOutcome, Policy, SessionGenerator, SessionScorer};
-pub use reward::{train_reward_model, RewardModel, RewardReport};
+pub use reward::{train_reward_model, RewardModel, RewardReport, RewardSpec};
 
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};

@@ -12,7 +12,7 @@
 
 use super::iterate::{align, AlignOutcome, EvalHook, Policy, SessionGenerator, SessionScorer, Sessions};
 use super::reward::RewardModel;
-use crate::config::Config;
+use super::AlignConfig;
 use crate::data::Dataset;
 use crate::generate::{beam_search, BeamOptions};
 use crate::model::checkpoint::{write_model, Checkpoint};
@@ -83,10 +83,20 @@ pub fn world_truth<'a>(world: &'a crate::world::World, ds: &'a Dataset) -> impl 
     }
 }
 
+/// What the alignment stage takes from the run config: its section, the run seed, and
+/// the resolved config to record as `config.toml` (serialised by the caller).
+#[derive(Clone, Debug)]
+pub struct AlignSpec<'a> {
+    pub align: &'a AlignConfig,
+    pub seed: u64,
+    /// The resolved run config (TOML), written verbatim.
+    pub config_toml: String,
+}
+
 /// Aligns `policy` on `ds`'s training histories against `reward`, writing `out`
 /// (checkpoints, `state.json`, `config.toml`; resumable).
 pub fn align_dataset<P: Policy, G: SessionGenerator<P>>(
-    cfg: &Config,
+    spec: &AlignSpec,
     ds: &Dataset,
     policy: &mut P,
     generator: &mut G,
@@ -100,18 +110,19 @@ pub fn align_dataset<P: Policy, G: SessionGenerator<P>>(
         reward.meta.n_items,
         ds.n_items()
     );
-    if cfg.align.session_len != reward.meta.config.session_len {
+    let cfg = spec.align;
+    if cfg.session_len != reward.meta.config.session_len {
         tracing::warn!(
-            align = cfg.align.session_len,
+            align = cfg.session_len,
             reward = reward.meta.config.session_len,
             "align.session_len differs from the reward model's session_len; its sum-pooled scores are calibrated for the latter"
         );
     }
     let (_users, hs) = super::iterate::train_histories(ds);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    cfg.save(out)?;
-    tracing::info!(users = hs.len(), out = %out.display(), config = ?cfg.align, "alignment");
-    align(policy, generator, reward, &hs, &cfg.align, cfg.seed, Some(out), eval)
+    crate::util::io::atomic_write(&out.join("config.toml"), spec.config_toml.as_bytes())?;
+    tracing::info!(users = hs.len(), out = %out.display(), config = ?cfg, "alignment");
+    align(policy, generator, reward, &hs, cfg, spec.seed, Some(out), eval)
 }
 
 /// The OneRec model as an alignment [`Policy`]: a loaded checkpoint whose variables
@@ -201,14 +212,15 @@ pub fn beam_generator(
 /// works as `--checkpoint` for `eval`/`generate`). With a world, logs the ground-truth
 /// reward of held-out generations per iteration.
 pub fn run(
-    cfg: &Config,
+    spec: &AlignSpec,
     checkpoint: &Path,
     reward: &Path,
     data: &Path,
     out: &Path,
     world: Option<&Path>,
 ) -> Result<AlignOutcome> {
-    cfg.align.validate().context("[align]")?;
+    let (cfg, seed) = (spec.align, spec.seed);
+    cfg.validate().context("[align]")?;
     let rm = RewardModel::load(reward)?;
     let ds = Dataset::load(data)?;
     let mut ckpt = crate::model::checkpoint::load(checkpoint)?;
@@ -226,24 +238,17 @@ pub fn run(
     // pretraining one, checked above).
     ckpt.meta.data_dir = ds.dir.clone().or(ckpt.meta.data_dir);
     let mut policy = OneRecPolicy::new(ckpt);
-    let mut generator = beam_generator(cfg.align.exclude_history);
+    let mut generator = beam_generator(cfg.exclude_history);
     let world = world.map(crate::world::World::load).transpose()?;
     let outcome = match &world {
         Some(w) => {
-            let users = eval_users(&ds, cfg.align.eval_users, cfg.seed);
+            let users = eval_users(&ds, cfg.eval_users, seed);
             let truth = world_truth(w, &ds);
-            let mut hook = truth_hook(
-                &ds,
-                users,
-                beam_generator(cfg.align.exclude_history),
-                cfg.align.session_len,
-                cfg.seed,
-                truth,
-                Some(&rm),
-            );
-            align_dataset(cfg, &ds, &mut policy, &mut generator, &rm, out, Some(&mut hook))?
+            let mut hook =
+                truth_hook(&ds, users, beam_generator(cfg.exclude_history), cfg.session_len, seed, truth, Some(&rm));
+            align_dataset(spec, &ds, &mut policy, &mut generator, &rm, out, Some(&mut hook))?
         }
-        None => align_dataset(cfg, &ds, &mut policy, &mut generator, &rm, out, None)?,
+        None => align_dataset(spec, &ds, &mut policy, &mut generator, &rm, out, None)?,
     };
     crate::util::io::atomic_dir(&out.join("best"), |tmp| policy.save(tmp).map(|_| ()))?;
     tracing::info!(out = %out.join("best").display(), "aligned checkpoint written");

@@ -14,16 +14,15 @@
 
 use super::params;
 use super::RewardConfig;
-use crate::config::Config;
-use crate::data::Dataset;
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
-use rand::seq::SliceRandom;
-use rand::Rng;
+use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
+
+mod train;
+pub use train::{train_reward_model, RewardSpec};
 
 pub const WEIGHTS_FILE: &str = "reward.safetensors";
 pub const META_FILE: &str = "reward.json";
@@ -350,88 +349,6 @@ impl super::iterate::SessionScorer for RewardModel {
     }
 }
 
-/// One training / held-out example: `history(user)[..hist_end]` and a session.
-struct Example {
-    user: usize,
-    hist_end: usize,
-    items: Vec<u32>,
-    labels: Vec<f32>,
-    real: bool,
-}
-
-/// Real session windows of the training parts plus sampled negatives, per user.
-fn build_examples(ds: &Dataset, cfg: &RewardConfig, towers: &[String], seed: u64) -> Result<Vec<Example>> {
-    let fidx = |name: &str| ds.manifest.features.iter().position(|f| f == name);
-    if ds.features.len() != ds.manifest.features.len() {
-        bail!("dataset lists {} features but stores {} feature columns", ds.manifest.features.len(), ds.features.len());
-    }
-    let (wt, dur, like) = (fidx("watch_time"), fidx("duration"), fidx("like"));
-    let n_items = ds.n_items();
-    ensure!(n_items >= 2, "dataset has {n_items} items; the reward model needs at least 2");
-    let mut rng = crate::util::rng::stream(seed, "reward.negatives");
-    let mut out = Vec::new();
-    for u in 0..ds.n_users() {
-        let train = ds.split(u).train;
-        let base = ds.offsets[u];
-        for s in ds.sessions(u) {
-            let (a, b) = (s.start.max(train.start), s.end.min(train.end));
-            let mut st = a;
-            while st < b {
-                let en = (st + cfg.session_len).min(b);
-                if en - st < cfg.min_session_len {
-                    break;
-                }
-                let r = base + st..base + en;
-                let labels: Vec<f32> = towers
-                    .iter()
-                    .map(|t| match t.as_str() {
-                        "watch" => {
-                            let (w, d) = (wt.map(|i| &ds.features[i]), dur.map(|i| &ds.features[i]));
-                            let (w, d) = (
-                                w.map(|w| w[r.clone()].iter().sum::<f32>()),
-                                d.map(|d| d[r.clone()].iter().sum::<f32>()),
-                            );
-                            match (w, d) {
-                                (Some(w), Some(d)) if d > 0.0 && w.is_finite() => (w / d).clamp(0.0, 1.0),
-                                _ => 0.0,
-                            }
-                        }
-                        "like" => like
-                            .map(|i| {
-                                ds.features[i][r.clone()].iter().map(|v| v.clamp(0.0, 1.0)).sum::<f32>()
-                                    / r.len() as f32
-                            })
-                            .unwrap_or(0.0),
-                        _ => 1.0,
-                    })
-                    .collect();
-                let items = ds.items[r.clone()].to_vec();
-                for _ in 0..cfg.negatives {
-                    let neg: Vec<u32> = (0..items.len()).map(|_| rng.gen_range(0..n_items as u32)).collect();
-                    out.push(Example {
-                        user: u,
-                        hist_end: st,
-                        items: neg,
-                        labels: vec![0.0; towers.len()],
-                        real: false,
-                    });
-                }
-                out.push(Example { user: u, hist_end: st, items, labels, real: true });
-                st = en;
-            }
-        }
-    }
-    Ok(out)
-}
-
-fn examples_batch(net: &RewardNet, ds: &Dataset, ex: &[&Example], hist_len: usize) -> Result<(Batch, Tensor)> {
-    let hs: Vec<&[u32]> = ex.iter().map(|e| &ds.history(e.user)[..e.hist_end]).collect();
-    let ss: Vec<&[u32]> = ex.iter().map(|e| e.items.as_slice()).collect();
-    let t = ex.first().map(|e| e.labels.len()).unwrap_or(0);
-    let labels: Vec<f32> = ex.iter().flat_map(|e| e.labels.iter().copied()).collect();
-    Ok((net.batch(&hs, &ss, hist_len)?, Tensor::from_vec(labels, (ex.len(), t), &Device::Cpu)?))
-}
-
 /// Elementwise BCE with logits `[B, T]` (soft labels allowed).
 fn bce(logits: &Tensor, labels: &Tensor) -> Result<Tensor> {
     Ok((super::dpo::softplus(logits)? - (logits * labels)?)?)
@@ -454,154 +371,6 @@ pub fn auc(scores: &[f32], labels: &[bool]) -> Option<f64> {
     let p = labels.iter().filter(|&&l| l).count() as f64;
     let n = labels.len() as f64 - p;
     (p > 0.0 && n > 0.0).then(|| (rank_sum - p * (p + 1.0) / 2.0) / (p * n))
-}
-
-/// Trains the reward model on `ds` (training parts only; held-out users for AUC) and
-/// writes it to `out` atomically. `tokenizer_dir` holds the tokenizer's `codes.tsv`.
-pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out: &Path) -> Result<RewardReport> {
-    let t0 = std::time::Instant::now();
-    let rc = &cfg.reward;
-    rc.validate().context("[reward]")?;
-    let tok_sha = SemanticIds::fingerprint(tokenizer_dir)
-        .with_context(|| format!("tokenizer {}: expected a directory with codes.tsv", tokenizer_dir.display()))?;
-    let sids = if rc.semantic_codes {
-        let s = SemanticIds::load(tokenizer_dir)?;
-        Some(
-            s.reindexed(&ds.item_ids)
-                .with_context(|| format!("tokenizer {} does not cover the dataset", tokenizer_dir.display()))?,
-        )
-    } else {
-        None
-    };
-    let towers = towers_for(&ds.manifest.features);
-    for k in rc.tower_weights.keys() {
-        if !towers.contains(k) {
-            bail!(
-                "[reward] tower_weights.{k}: this dataset has no `{k}` tower (towers: {}; features: {:?})",
-                towers.join(", "),
-                ds.manifest.features
-            );
-        }
-    }
-    let weights: Vec<f64> = towers.iter().map(|t| rc.tower_weights.get(t).copied().unwrap_or(1.0)).collect();
-    tracing::info!(?towers, ?weights, features = ?ds.manifest.features, users = ds.n_users(), items = ds.n_items(), "reward model");
-
-    // Held-out users (seeded).
-    let mut users: Vec<usize> = (0..ds.n_users()).collect();
-    users.shuffle(&mut crate::util::rng::stream(cfg.seed, "reward.holdout"));
-    let n_hold = ((ds.n_users() as f64 * rc.holdout_users).ceil() as usize).min(ds.n_users().saturating_sub(1));
-    let mut held = vec![false; ds.n_users()];
-    for &u in &users[..n_hold] {
-        held[u] = true;
-    }
-    let examples = build_examples(ds, rc, &towers, cfg.seed)?;
-    let (test, train): (Vec<&Example>, Vec<&Example>) = examples.iter().partition(|e| held[e.user]);
-    if train.is_empty() {
-        bail!(
-            "no training sessions: every user's training part is shorter than reward.min_session_len = {}",
-            rc.min_session_len
-        );
-    }
-    tracing::info!(
-        train = train.len(),
-        heldout = test.len(),
-        heldout_users = n_hold,
-        "reward examples (real + negative)"
-    );
-
-    let vm = VarMap::new();
-    let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
-    let code_idx = sids.as_ref().map(code_index).transpose()?;
-    let net = RewardNet::new(vb, ds.n_items(), rc.dim, code_idx.clone(), towers.len())?;
-    params::reinit_seeded(&vm, cfg.seed, "reward.init")?;
-    let vars: Vec<_> = params::sorted_vars(&vm).into_iter().map(|(_, v)| v).collect();
-    let mut opt = candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW { lr: rc.lr, weight_decay: rc.weight_decay, ..Default::default() },
-    )?;
-    let mut order: Vec<usize> = (0..train.len()).collect();
-    let mut shuf = crate::util::rng::stream(cfg.seed, "reward.shuffle");
-    let mut epoch_losses = Vec::new();
-    let pb = crate::util::progress::bar((rc.epochs * train.len().div_ceil(rc.batch_size)) as u64, "reward");
-    for epoch in 0..rc.epochs {
-        order.shuffle(&mut shuf);
-        let (mut sum, mut cnt) = (0f64, 0usize);
-        for chunk in order.chunks(rc.batch_size) {
-            let ex: Vec<&Example> = chunk.iter().map(|&i| train[i]).collect();
-            let (batch, labels) = examples_batch(&net, ds, &ex, rc.history_len)?;
-            let loss = bce(&net.forward(&batch)?, &labels)?.mean_all()?;
-            opt.backward_step(&loss)?;
-            sum += loss.to_scalar::<f32>()? as f64 * ex.len() as f64;
-            cnt += ex.len();
-            pb.inc(1);
-        }
-        let l = sum / cnt.max(1) as f64;
-        ensure!(l.is_finite(), "reward training diverged at epoch {epoch} (loss {l}); lower reward.lr");
-        tracing::info!(epoch, loss = l, "reward epoch");
-        epoch_losses.push(l);
-    }
-    pb.finish_and_clear();
-
-    // Held-out evaluation.
-    let mut probs: Vec<Vec<f32>> = Vec::with_capacity(test.len());
-    let mut losses = vec![0f64; towers.len()];
-    for chunk in test.chunks(512) {
-        let (batch, labels) = examples_batch(&net, ds, chunk, rc.history_len)?;
-        let logits = net.forward(&batch)?;
-        let l = bce(&logits, &labels)?.sum(0)?.to_vec1::<f32>()?;
-        for (acc, v) in losses.iter_mut().zip(l) {
-            *acc += v as f64;
-        }
-        probs.extend(candle_nn::ops::sigmoid(&logits)?.to_vec2::<f32>()?);
-    }
-    let mut tower_metrics = Vec::new();
-    for (t, name) in towers.iter().enumerate() {
-        let labels: Vec<f32> = test.iter().map(|e| e.labels[t]).collect();
-        let thr = labels.iter().map(|&v| v as f64).sum::<f64>() / labels.len().max(1) as f64;
-        let bin: Vec<bool> = labels.iter().map(|&v| v as f64 > thr).collect();
-        let sc: Vec<f32> = probs.iter().map(|p| p[t]).collect();
-        let m = TowerMetrics {
-            name: name.clone(),
-            auc: auc(&sc, &bin),
-            threshold: thr,
-            loss: losses[t] / test.len().max(1) as f64,
-        };
-        tracing::info!(tower = %m.name, auc = ?m.auc, loss = m.loss, "held-out tower");
-        tower_metrics.push(m);
-    }
-    let scalar: Vec<f32> = probs.iter().map(|p| p.iter().zip(&weights).map(|(a, w)| a * *w as f32).sum()).collect();
-    let real: Vec<bool> = test.iter().map(|e| e.real).collect();
-    let report = RewardReport {
-        towers: tower_metrics,
-        reward_auc: auc(&scalar, &real),
-        train_examples: train.len(),
-        heldout_examples: test.len(),
-        heldout_users: n_hold,
-        epoch_losses,
-        seconds: t0.elapsed().as_secs_f64(),
-    };
-    tracing::info!(reward_auc = ?report.reward_auc, seconds = report.seconds, "reward model trained");
-
-    let meta = RewardMeta {
-        format: FORMAT.into(),
-        config: rc.clone(),
-        towers,
-        weights,
-        features: ds.manifest.features.clone(),
-        tokenizer_sha256: tok_sha,
-        n_items: ds.n_items(),
-        codebook_sizes: sids.as_ref().map(|s| s.codebook_sizes.clone()).unwrap_or_default(),
-        seed: cfg.seed,
-    };
-    let extra: Vec<(String, Tensor)> = code_idx.map(|(_, t)| vec![("meta.codes".to_string(), t)]).unwrap_or_default();
-    crate::util::io::atomic_dir(out, |dir| {
-        params::save_varmap(&vm, &extra, &dir.join(WEIGHTS_FILE))?;
-        crate::util::io::write_json(&dir.join(META_FILE), &meta)?;
-        crate::util::io::write_json(&dir.join("report.json"), &report)?;
-        cfg.save(dir)
-    })?;
-    tracing::info!(out = %out.display(), "wrote reward model");
-    Ok(report)
 }
 
 #[cfg(test)]

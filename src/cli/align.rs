@@ -1,5 +1,6 @@
 //! `onerec align`: iterative preference alignment of a pretrained checkpoint.
 
+use crate::config::Config;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -38,10 +39,16 @@ pub fn run(args: AlignArgs) -> Result<()> {
     if let Some(o) = &args.objective {
         set.push(format!("align.objective=\"{o}\""));
     }
-    let cfg = crate::config::Config::load(&args.config, &set)?;
+    let cfg = Config::load(&args.config, &set)?;
     let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
-    let outcome =
-        crate::align::onerec::run(&cfg, &args.checkpoint, &args.reward, &args.data, &args.out, args.world.as_deref())?;
+    let outcome = crate::align::onerec::run(
+        &cfg.align_spec()?,
+        &args.checkpoint,
+        &args.reward,
+        &args.data,
+        &args.out,
+        args.world.as_deref(),
+    )?;
     for it in &outcome.state.iterations {
         println!(
             "iteration {}: pairs {} reward mean {:.4} best {:.4} | dpo {:.4} acc {:.3} margin {:.4} | {:?}",

@@ -1,5 +1,6 @@
 //! `onerec pretrain`: thin wrapper over [`crate::train::pretrain`].
 
+use crate::config::Config;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -27,11 +28,11 @@ pub struct PretrainArgs {
 }
 
 pub fn run(a: PretrainArgs) -> Result<()> {
-    let cfg = crate::config::Config::load(&a.config, &a.set)?;
+    let cfg = Config::load(&a.config, &a.set)?;
     let ds = crate::data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
     let sids = crate::tokenizer::SemanticIds::load(&a.tokenizer)?;
     let _lock = crate::util::lock::OutLock::acquire(&a.out)?;
-    let s = crate::train::pretrain(&cfg, &ds, &sids, &a.out, a.resume)?;
+    let s = crate::train::pretrain(&cfg.pretrain_spec()?, &ds, &sids, &a.out, a.resume)?;
     println!(
         "pretrained {} steps: best {} = {:.4} at step {}, last valid_loss {:.4}; wrote {}",
         s.steps,

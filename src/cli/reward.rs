@@ -1,5 +1,6 @@
 //! `onerec reward`: train the session reward model.
 
+use crate::config::Config;
 use anyhow::Result;
 use clap::Args;
 use std::path::PathBuf;
@@ -24,10 +25,10 @@ pub struct RewardArgs {
 }
 
 pub fn run(args: RewardArgs) -> Result<()> {
-    let cfg = crate::config::Config::load(&args.config, &args.set)?;
+    let cfg = Config::load(&args.config, &args.set)?;
     let ds = crate::data::Dataset::load(&args.data)?;
     let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
-    let report = crate::align::train_reward_model(&cfg, &ds, &args.tokenizer, &args.out)?;
+    let report = crate::align::train_reward_model(&cfg.reward_spec()?, &ds, &args.tokenizer, &args.out)?;
     println!("{}", serde_json::to_string_pretty(&report)?);
     Ok(())
 }

@@ -83,7 +83,7 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
         cfg.save(out)?;
         let t = Instant::now();
         let sids = SemanticIds::load(&tok_dir)?;
-        pretrain = Some(crate::train::pretrain(cfg, &ds, &sids, &pre_dir, r.resume)?);
+        pretrain = Some(crate::train::pretrain(&cfg.pretrain_spec()?, &ds, &sids, &pre_dir, r.resume)?);
         clock.done("pretrain", t);
     } else if !pre_dir.join("best").exists() {
         bail!("eval only: {} holds no pretrained model (best/); run the recipe first", pre_dir.display());

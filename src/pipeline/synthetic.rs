@@ -102,18 +102,24 @@ pub fn run(run: &SyntheticRun) -> Result<SyntheticOutcome> {
         std::fs::remove_dir_all(&dirs.pretrain)
             .with_context(|| format!("cannot replace {}", dirs.pretrain.display()))?;
     }
-    let pretrain = crate::train::pretrain(cfg, &ds, &sids, &dirs.pretrain, false)?;
+    let pretrain = crate::train::pretrain(&cfg.pretrain_spec()?, &ds, &sids, &dirs.pretrain, false)?;
     let row = json!({ "summary": serde_json::to_value(&pretrain)?, "secs": clock.done("pretrain", t) });
     summary.insert("pretrain_run".into(), row);
 
     let t = Instant::now();
-    let reward = crate::align::train_reward_model(cfg, &ds, &dirs.tokenizer, &dirs.reward)?;
+    let reward = crate::align::train_reward_model(&cfg.reward_spec()?, &ds, &dirs.tokenizer, &dirs.reward)?;
     summary
         .insert("reward".into(), json!({ "report": serde_json::to_value(&reward)?, "secs": clock.done("reward", t) }));
 
     let t = Instant::now();
-    let align =
-        crate::align::onerec::run(cfg, &dirs.pretrain, &dirs.reward, &dirs.data, &dirs.aligned, Some(&dirs.world))?;
+    let align = crate::align::onerec::run(
+        &cfg.align_spec()?,
+        &dirs.pretrain,
+        &dirs.reward,
+        &dirs.data,
+        &dirs.aligned,
+        Some(&dirs.world),
+    )?;
     let row = json!({ "iterations": serde_json::to_value(&align.state.iterations)?, "secs": clock.done("align", t) });
     summary.insert("align_run".into(), row);
 

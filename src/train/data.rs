@@ -56,6 +56,84 @@ pub fn epoch_order_bucketed(lens: &[u32], batch: usize, window: usize, seed: u64
     out
 }
 
+/// One micro-batch of training examples; `index` counts micro-batches from the start of
+/// training (it keys the dropout stream, so a resumed run draws the same masks).
+pub struct MicroBatch {
+    pub index: usize,
+    pub examples: Vec<Example>,
+}
+
+/// The micro-batches of training, in order and without end: each epoch is a seeded
+/// shuffle of the examples ([`epoch_order`], or [`epoch_order_bucketed`] when
+/// `length_buckets > 0`) cut into `batch_size` chunks, the last one possibly short.
+/// Starting at micro-batch `start` gives exactly the batches an uninterrupted run sees
+/// from there (`--resume`).
+pub struct Batches<'a> {
+    examples: &'a [Example],
+    /// History lengths of `examples`, for length bucketing.
+    lens: Vec<u32>,
+    batch_size: usize,
+    length_buckets: usize,
+    seed: u64,
+    per_epoch: usize,
+    next: usize,
+    /// The current epoch and its example order.
+    order: Option<(usize, Vec<u32>)>,
+}
+
+impl<'a> Batches<'a> {
+    /// `history_len` is the model's: bucketing sorts by the history the encoder sees.
+    pub fn new(
+        examples: &'a [Example],
+        batch_size: usize,
+        length_buckets: usize,
+        history_len: usize,
+        seed: u64,
+        start: usize,
+    ) -> Batches<'a> {
+        Batches {
+            examples,
+            lens: history_lengths(examples, history_len),
+            batch_size,
+            length_buckets,
+            seed,
+            per_epoch: examples.len().div_ceil(batch_size),
+            next: start,
+            order: None,
+        }
+    }
+
+    /// Micro-batches in one epoch.
+    pub fn per_epoch(&self) -> usize {
+        self.per_epoch
+    }
+}
+
+impl Iterator for Batches<'_> {
+    type Item = MicroBatch;
+
+    fn next(&mut self) -> Option<MicroBatch> {
+        if self.per_epoch == 0 {
+            return None;
+        }
+        let j = self.next;
+        self.next += 1;
+        let epoch = j / self.per_epoch;
+        if self.order.as_ref().is_none_or(|(e, _)| *e != epoch) {
+            let idx = if self.length_buckets > 0 {
+                epoch_order_bucketed(&self.lens, self.batch_size, self.length_buckets, self.seed, epoch)
+            } else {
+                epoch_order(self.examples.len(), self.seed, epoch)
+            };
+            self.order = Some((epoch, idx));
+        }
+        let order = &self.order.as_ref()?.1;
+        let b = j % self.per_epoch;
+        let idx = &order[b * self.batch_size..((b + 1) * self.batch_size).min(self.examples.len())];
+        Some(MicroBatch { index: j, examples: idx.iter().map(|&i| self.examples[i as usize]).collect() })
+    }
+}
+
 /// History length the encoder sees for each example (at most `history_len`).
 pub fn history_lengths(examples: &[Example], history_len: usize) -> Vec<u32> {
     examples.iter().map(|e| e.pos.min(history_len as u32)).collect()

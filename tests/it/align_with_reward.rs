@@ -19,7 +19,7 @@ fn reward_model_guided_alignment_raises_true_reward() {
     std::fs::create_dir_all(&tok).unwrap();
     WORLD.semantic_ids().unwrap().save_codes(&tok).unwrap();
     let cfg = Config::from_toml("seed = 4\n[reward]\ndim = 16\nepochs = 6\nbatch_size = 64\n", &[]).unwrap();
-    train_reward_model(&cfg, &ds, &tok, &tmp.path().join("rm")).unwrap();
+    train_reward_model(&cfg.reward_spec().unwrap(), &ds, &tok, &tmp.path().join("rm")).unwrap();
     let rm = RewardModel::load(&tmp.path().join("rm")).unwrap();
 
     let (_, hs) = train_histories(&ds);
@@ -72,7 +72,8 @@ fn reward_model_guided_alignment_raises_true_reward() {
     let mut hook = truth_hook(&ds, users, g2, 4, 3, truth_fn, Some(&rm));
     let mut pol = BigramPolicy::new(WORLD.items, 2).unwrap();
     let out_dir = tmp.path().join("align2");
-    let out = align_dataset(&cfg2, &ds, &mut pol, &mut gen, &rm, &out_dir, Some(&mut hook)).unwrap();
+    let out =
+        align_dataset(&cfg2.align_spec().unwrap(), &ds, &mut pol, &mut gen, &rm, &out_dir, Some(&mut hook)).unwrap();
     assert!(out_dir.join("config.toml").exists() && out_dir.join("iter-003").exists());
     eprintln!(
         "hook: {:?} -> {:?}",

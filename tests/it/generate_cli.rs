@@ -53,7 +53,7 @@ fn tiny_checkpoint() -> (tempfile::TempDir, String, String) {
             .map(|s| s.to_string())
             .collect();
     let cfg = onerec::config::Config::load("tiny", &ov).unwrap();
-    onerec::train::pretrain(&cfg, &ds, &sids, &pre, false).unwrap();
+    onerec::train::pretrain(&cfg.pretrain_spec().unwrap(), &ds, &sids, &pre, false).unwrap();
     (t, pre.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
 }
 

@@ -78,7 +78,7 @@ fn tiny_model_overfits_toy_set_and_writes_outputs() {
     let (ds, sids) = toy();
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("run");
-    let s = train::pretrain(&cfg(150, 50, &[]), &ds, &sids, &out, false).unwrap();
+    let s = train::pretrain(&(cfg(150, 50, &[])).pretrain_spec().unwrap(), &ds, &sids, &out, false).unwrap();
     assert_eq!(s.steps, 150);
     let loss = train_loss_of(&out, &ds);
     assert!(loss < 0.05, "training loss {loss} not near zero");
@@ -97,7 +97,10 @@ fn tiny_model_overfits_toy_set_and_writes_outputs() {
     assert_eq!(ck.semantic_ids.codes(5), &[1, 1, 0]);
     assert!(ck.dir.ends_with("best"));
     // A second run without --resume refuses to clobber the first.
-    let e = format!("{:#}", train::pretrain(&cfg(150, 50, &[]), &ds, &sids, &out, false).unwrap_err());
+    let e = format!(
+        "{:#}",
+        train::pretrain(&(cfg(150, 50, &[])).pretrain_spec().unwrap(), &ds, &sids, &out, false).unwrap_err()
+    );
     assert!(e.contains("--resume"), "{e}");
 }
 
@@ -108,12 +111,12 @@ fn resume_matches_uninterrupted_run_and_is_deterministic() {
     let (a, b, c) = (dir.path().join("a"), dir.path().join("b"), dir.path().join("c"));
     let cf =
         cfg(40, 20, &["model.moe.balance=\"bias\"", "model.dropout=0.1", "train.grad_accum=2", "train.batch_size=16"]);
-    train::pretrain(&cf, &ds, &sids, &a, false).unwrap();
+    train::pretrain(&cf.pretrain_spec().unwrap(), &ds, &sids, &a, false).unwrap();
     let hooks = Hooks { stop_after: Some(20), ..Default::default() };
-    let s = train::pretrain_with(&cf, &ds, &sids, &b, false, &hooks).unwrap();
+    let s = train::pretrain_with(&cf.pretrain_spec().unwrap(), &ds, &sids, &b, false, &hooks).unwrap();
     assert_eq!(s.steps, 20);
     assert_eq!(rows(&b).len(), 1);
-    train::pretrain(&cf, &ds, &sids, &b, true).unwrap();
+    train::pretrain(&cf.pretrain_spec().unwrap(), &ds, &sids, &b, true).unwrap();
     let (ra, rb) = (rows(&a), rows(&b));
     assert_eq!(ra.len(), 2);
     assert_eq!(rb.len(), 2);
@@ -122,7 +125,7 @@ fn resume_matches_uninterrupted_run_and_is_deterministic() {
         assert!((x - y).abs() < 1e-4, "{k}: {x} vs {y}");
     }
     // Same seed, same bytes.
-    train::pretrain(&cf, &ds, &sids, &c, false).unwrap();
+    train::pretrain(&cf.pretrain_spec().unwrap(), &ds, &sids, &c, false).unwrap();
     let read = |p: &Path| std::fs::read(p.join("last/model.safetensors")).unwrap();
     assert_eq!(read(&a), read(&c));
     assert_eq!(std::fs::read(a.join("metrics.jsonl")).unwrap(), std::fs::read(c.join("metrics.jsonl")).unwrap());
@@ -135,22 +138,33 @@ fn mismatched_tokenizer_and_bad_config_are_refused() {
     let out = dir.path().join("run");
     let cf = cfg(4, 2, &[]);
     let hooks = Hooks { stop_after: Some(2), ..Default::default() };
-    train::pretrain_with(&cf, &ds, &sids, &out, false, &hooks).unwrap();
+    train::pretrain_with(&cf.pretrain_spec().unwrap(), &ds, &sids, &out, false, &hooks).unwrap();
     // Another tokenizer: two items swap paths.
     let mut codes = sids.codes.clone();
     codes.swap(0, 3);
     let other = SemanticIds::new(sids.item_ids.clone(), sids.codebook_sizes.clone(), codes).unwrap();
-    let e = format!("{:#}", train::pretrain(&cf, &ds, &other, &out, true).unwrap_err());
+    let e = format!("{:#}", train::pretrain(&cf.pretrain_spec().unwrap(), &ds, &other, &out, true).unwrap_err());
     assert!(e.contains("tokenizer mismatch"), "{e}");
     let ck = checkpoint::load(&out.join("last")).unwrap();
     assert!(checkpoint::check_tokenizer(&ck.meta, &ck.dir, &sids).is_ok());
     // A different architecture cannot resume.
-    let e = format!("{:#}", train::pretrain(&cfg(4, 2, &["model.d_model=64"]), &ds, &sids, &out, true).unwrap_err());
+    let e = format!(
+        "{:#}",
+        train::pretrain(&(cfg(4, 2, &["model.d_model=64"])).pretrain_spec().unwrap(), &ds, &sids, &out, true)
+            .unwrap_err()
+    );
     assert!(e.contains("[model]"), "{e}");
     // Session longer than the decoder has positions for.
     let e = format!(
         "{:#}",
-        train::pretrain(&cfg(4, 2, &["train.session_len=9"]), &ds, &sids, &dir.path().join("x"), false).unwrap_err()
+        train::pretrain(
+            &(cfg(4, 2, &["train.session_len=9"])).pretrain_spec().unwrap(),
+            &ds,
+            &sids,
+            &dir.path().join("x"),
+            false
+        )
+        .unwrap_err()
     );
     assert!(e.contains("max_session_items"), "{e}");
     let e = format!("{:#}", Config::load("tiny", &["model.moe.top_k=9".into()]).unwrap_err());
@@ -231,22 +245,33 @@ fn eval_hook_metric_selects_best() {
         Ok(m)
     };
     let hooks = Hooks { eval: Some(&hook), ..Default::default() };
-    let s = train::pretrain_with(&cfg(6, 2, &["train.select_metric=\"recall@10\""]), &ds, &sids, &out, false, &hooks)
-        .unwrap();
+    let s = train::pretrain_with(
+        &(cfg(6, 2, &["train.select_metric=\"recall@10\""])).pretrain_spec().unwrap(),
+        &ds,
+        &sids,
+        &out,
+        false,
+        &hooks,
+    )
+    .unwrap();
     assert_eq!(s.best_step, 4);
     assert_eq!(checkpoint::load(&out).unwrap().meta.step, 4);
     assert_eq!(rows(&out)[1]["recall@10"].as_f64(), Some(0.9));
-    let e = format!(
-        "{:#}",
-        train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg\""]), &ds, &sids, &dir.path().join("y"), false)
-            .unwrap_err()
-    );
-    assert!(e.contains("ndcg") && e.contains("valid_loss"), "{e}");
+    // An unknown metric is refused when the config loads, naming the key and the choices.
+    let e = format!("{:#}", Config::load("tiny", &["train.select_metric=\"ndcg\"".into()]).unwrap_err());
+    assert!(e.contains("train.select_metric") && e.contains("\"ndcg\"") && e.contains("\"valid_loss\""), "{e}");
+    assert!(e.contains("\"ndcg@10\"") && e.contains("\"recall@10\"") && e.contains("\"train_loss\""), "{e}");
     // Ranking metric without the ranking eval: refused before any training, not after.
     let e = format!(
         "{:#}",
-        train::pretrain(&cfg(2, 2, &["train.select_metric=\"ndcg@10\""]), &ds, &sids, &dir.path().join("z"), false)
-            .unwrap_err()
+        train::pretrain(
+            &(cfg(2, 2, &["train.select_metric=\"ndcg@10\""])).pretrain_spec().unwrap(),
+            &ds,
+            &sids,
+            &dir.path().join("z"),
+            false
+        )
+        .unwrap_err()
     );
     assert!(e.contains("rank_users"), "{e}");
     assert!(!dir.path().join("z").join("best").exists());

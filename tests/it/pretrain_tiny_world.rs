@@ -32,7 +32,7 @@ fn tiny_config_on_synthetic_world() {
         std::env::var("ONEREC_TINY_SET").map(|s| s.split(',').map(String::from).collect()).unwrap_or_default();
     let cfg = Config::load("tiny", &ov).unwrap();
     let t = std::time::Instant::now();
-    let s = onerec::train::pretrain(&cfg, &ds, &sids, dir.path(), false).unwrap();
+    let s = onerec::train::pretrain(&cfg.pretrain_spec().unwrap(), &ds, &sids, dir.path(), false).unwrap();
     println!("{s:?}\nwall {:.1}s", t.elapsed().as_secs_f64());
     println!("{}", std::fs::read_to_string(dir.path().join("metrics.jsonl")).unwrap());
 }

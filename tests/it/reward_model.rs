@@ -33,7 +33,7 @@ fn reward_model_learns_toy_preferences() {
     let tmp = tempfile::tempdir().unwrap();
     let (cfg, ds, tok) = setup(tmp.path(), true);
     let out = tmp.path().join("rm");
-    let report = train_reward_model(&cfg, &ds, &tok, &out).unwrap();
+    let report = train_reward_model(&cfg.reward_spec().unwrap(), &ds, &tok, &out).unwrap();
     eprintln!("{}", serde_json::to_string(&report).unwrap());
     let names: Vec<&str> = report.towers.iter().map(|t| t.name.as_str()).collect();
     assert_eq!(names, ["watch", "like"]);
@@ -64,7 +64,7 @@ fn reward_model_learns_toy_preferences() {
 
     // Same seed, same bytes; the loaded model scores like the trained one (batch-size independent).
     let out2 = tmp.path().join("rm2");
-    train_reward_model(&cfg, &ds, &tok, &out2).unwrap();
+    train_reward_model(&cfg.reward_spec().unwrap(), &ds, &tok, &out2).unwrap();
     let bytes = |d: &Path| std::fs::read(d.join("reward.safetensors")).unwrap();
     assert_eq!(bytes(&out), bytes(&out2), "same seed must give the same weights");
     let one = rm.score(&hs[..1], &g[..1]).unwrap();
@@ -90,7 +90,7 @@ fn no_engagement_features_uses_interaction_tower() {
     let (mut cfg, ds, tok) = setup(tmp.path(), false);
     cfg.reward.epochs = 3;
     cfg.reward.semantic_codes = false;
-    let report = train_reward_model(&cfg, &ds, &tok, &tmp.path().join("rm")).unwrap();
+    let report = train_reward_model(&cfg.reward_spec().unwrap(), &ds, &tok, &tmp.path().join("rm")).unwrap();
     assert_eq!(report.towers.len(), 1);
     assert_eq!(report.towers[0].name, "interact");
     assert!(report.reward_auc.unwrap() > 0.7, "{:?}", report.reward_auc);
@@ -104,24 +104,24 @@ fn bad_reward_inputs_are_clear_errors() {
     let (cfg, ds, tok) = setup(tmp.path(), true);
     let out = tmp.path().join("rm");
     // Missing tokenizer.
-    let e = train_reward_model(&cfg, &ds, &tmp.path().join("nope"), &out).unwrap_err();
+    let e = train_reward_model(&cfg.reward_spec().unwrap(), &ds, &tmp.path().join("nope"), &out).unwrap_err();
     assert!(format!("{e:#}").contains("codes.tsv"), "{e:#}");
     // A tokenizer that does not cover the dataset's items.
     let small = tmp.path().join("small_tok");
     std::fs::create_dir_all(&small).unwrap();
     ToyWorld { users: 1, items: 8, topics: 4 }.semantic_ids().unwrap().save_codes(&small).unwrap();
-    let e = train_reward_model(&cfg, &ds, &small, &out).unwrap_err();
+    let e = train_reward_model(&cfg.reward_spec().unwrap(), &ds, &small, &out).unwrap_err();
     assert!(format!("{e:#}").contains("semantic id"), "{e:#}");
     // A weight for a tower the data cannot support.
     let mut c2 = cfg.clone();
     c2.reward.tower_weights.insert("interact".into(), 2.0);
-    let e = train_reward_model(&c2, &ds, &tok, &out).unwrap_err();
+    let e = train_reward_model(&c2.reward_spec().unwrap(), &ds, &tok, &out).unwrap_err();
     assert!(format!("{e:#}").contains("tower_weights.interact"), "{e:#}");
     // Sessions too short for the configured minimum.
     let mut c3 = cfg.clone();
     c3.reward.session_len = 8;
     c3.reward.min_session_len = 8;
-    let e = train_reward_model(&c3, &ds, &tok, &out).unwrap_err();
+    let e = train_reward_model(&c3.reward_spec().unwrap(), &ds, &tok, &out).unwrap_err();
     assert!(format!("{e:#}").contains("min_session_len"), "{e:#}");
     assert!(!out.exists(), "a failed run must not leave an output dir");
     // Not a reward model directory.

@@ -36,7 +36,7 @@ fn beauty_interaction_tower_beats_random() {
         .unwrap();
     let cfg = Config::from_toml("[reward]\nsemantic_codes = false\nepochs = 3\n", &[]).unwrap();
     let t0 = std::time::Instant::now();
-    let rep = train_reward_model(&cfg, &ds, &tok, &tmp.path().join("rm")).unwrap();
+    let rep = train_reward_model(&cfg.reward_spec().unwrap(), &ds, &tok, &tmp.path().join("rm")).unwrap();
     eprintln!(
         "beauty (4000 users, {n} items): interact AUC {:?}, {} train / {} held-out examples, {:.1}s",
         rep.reward_auc,

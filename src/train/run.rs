@@ -1,0 +1,293 @@
+//! A pretraining run: started fresh or resumed from `OUT/last`, one optimizer step at a
+//! time, evaluated and checkpointed (`best/`, `last/`, `metrics.jsonl`) on schedule.
+
+use super::data::{self, Batches};
+use super::{optim, Hooks, PretrainSpec};
+use crate::data::Dataset;
+use crate::model::checkpoint::{self, CheckpointMeta};
+use crate::model::moe::MoeStats;
+use crate::model::{sorted_vars, OneRecModel, Vocab};
+use crate::tokenizer::SemanticIds;
+use anyhow::{bail, ensure, Context, Result};
+use candle_core::{Tensor, Var};
+use candle_nn::VarMap;
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Map, Value};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+use tracing::info;
+
+/// `last/train_state.json`: where a run stands, for `--resume`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub(super) struct TrainState {
+    /// Optimizer steps done.
+    pub step: usize,
+    pub best_step: usize,
+    /// `train.select_metric` of `best/` (NaN before the first eval).
+    pub best_value: f64,
+}
+
+/// What one micro-batch contributed to the logs.
+pub struct MicroBatchStats {
+    /// Mean next-token cross-entropy.
+    pub ce: f64,
+    /// MoE auxiliary (balance) loss, if the model has one.
+    pub aux: Option<f64>,
+    pub tokens: f64,
+    pub examples: usize,
+}
+
+/// What one optimizer step did: per micro-batch stats, routing stats per MoE layer.
+pub struct StepStats {
+    pub micro_batches: Vec<MicroBatchStats>,
+    pub routing: Vec<MoeStats>,
+}
+
+/// The model being trained, its optimizer and where the run stands.
+pub(super) struct Run<'a> {
+    spec: &'a PretrainSpec<'a>,
+    ds: &'a Dataset,
+    out: &'a Path,
+    pub model: OneRecModel,
+    varmap: VarMap,
+    vars: Vec<(String, Var)>,
+    opt: optim::AdamW,
+    /// The tokenizer's semantic ids in dataset order (saved with every checkpoint).
+    dense: SemanticIds,
+    /// sha256 of the tokenizer's codes, recorded in checkpoints.
+    tokenizer_sha256: String,
+    pub state: TrainState,
+    /// Eval rows so far (`metrics.jsonl`).
+    rows: Vec<Value>,
+}
+
+impl<'a> Run<'a> {
+    /// A fresh model, or the one in `out/last` when `resume` and it exists; records the
+    /// resolved config as `out/config.toml`.
+    pub fn start(
+        spec: &'a PretrainSpec<'a>,
+        ds: &'a Dataset,
+        sids: &SemanticIds,
+        out: &'a Path,
+        resume: bool,
+    ) -> Result<Run<'a>> {
+        let dense = sids.reindexed(&ds.item_ids).context("matching tokenizer items to the dataset")?;
+        let tokenizer_sha256 = checkpoint::fingerprint(sids);
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        let last_dir = out.join("last");
+        let (model, varmap, state) = if resume && last_dir.join("checkpoint.json").exists() {
+            let ck = checkpoint::load(&last_dir)?;
+            checkpoint::check_tokenizer(&ck.meta, &last_dir, sids)?;
+            ensure!(
+                serde_json::to_value(&ck.meta.model)? == serde_json::to_value(spec.model)?,
+                "--resume: [model] of {} differs from the given config; resume with the config of that run ({}/config.toml)",
+                last_dir.display(),
+                out.display()
+            );
+            let st: TrainState = crate::util::io::read_json(&last_dir.join("train_state.json"))?;
+            info!(step = st.step, dir = %last_dir.display(), "resuming");
+            (ck.model, ck.varmap, st)
+        } else {
+            if resume {
+                info!("--resume: no checkpoint in {}, starting fresh", last_dir.display());
+            } else if last_dir.exists() {
+                bail!(
+                    "{} already holds a run (last/ exists); pass --resume to continue it or choose a new --out",
+                    out.display()
+                );
+            }
+            let vocab = Vocab::new(sids.codebook_sizes.clone());
+            let (m, vm) = OneRecModel::build(spec.model, vocab, dense.codes.clone(), spec.seed)?;
+            (m, vm, TrainState { step: 0, best_step: 0, best_value: f64::NAN })
+        };
+        crate::util::io::atomic_write(&out.join("config.toml"), spec.config_toml.as_bytes())?;
+        let vars = sorted_vars(&varmap);
+        let tc = spec.train;
+        let mut opt = optim::AdamW::new(vars.clone(), tc.beta1, tc.beta2, tc.eps, tc.weight_decay)?;
+        if state.step > 0 {
+            opt.load(&last_dir.join("optimizer.safetensors"), state.step)?;
+        }
+        Ok(Run { spec, ds, out, model, varmap, vars, opt, dense, tokenizer_sha256, state, rows: Vec::new() })
+    }
+
+    pub fn n_params(&self) -> usize {
+        self.vars.iter().map(|(_, v)| v.elem_count()).sum()
+    }
+
+    fn last_dir(&self) -> PathBuf {
+        self.out.join("last")
+    }
+
+    fn metrics_path(&self) -> PathBuf {
+        self.out.join("metrics.jsonl")
+    }
+
+    /// On resume: the eval rows of `metrics.jsonl` up to the resumed step.
+    pub fn load_metrics(&mut self) -> Result<()> {
+        let path = self.metrics_path();
+        if self.state.step == 0 || !path.exists() {
+            return Ok(());
+        }
+        let text = std::fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        for (i, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let v: Value =
+                serde_json::from_str(line).with_context(|| format!("{}:{}: invalid JSON", path.display(), i + 1))?;
+            if v.get("step").and_then(|s| s.as_u64()).is_some_and(|s| s as usize <= self.state.step) {
+                self.rows.push(v);
+            }
+        }
+        Ok(())
+    }
+
+    /// One optimizer step at learning rate `lr`: forward and backward over
+    /// `train.grad_accum` micro-batches, clip, update, nudge the MoE balance biases.
+    pub fn step(&mut self, batches: &mut Batches, lr: f64) -> Result<StepStats> {
+        let tc = self.spec.train;
+        let moes = self.model.moe_layers();
+        for m in &moes {
+            m.take_stats(); // drop routing stats of eval passes
+        }
+        let mut grads: HashMap<String, Tensor> = HashMap::new();
+        let mut micro_batches = Vec::with_capacity(tc.grad_accum);
+        for _ in 0..tc.grad_accum {
+            let mb = batches.next().context("no training batches")?;
+            let batch = data::train_batch(&self.model, self.ds, &mb.examples, tc.session_len)?;
+            // Dropout masks from a per-micro-batch stream: a resumed run draws the same ones.
+            let (ce, aux) = {
+                let stream = crate::util::rng::stream(self.spec.seed, &format!("train/dropout/{}", mb.index));
+                let _train = self.model.training(stream);
+                self.model.loss(&batch)?
+            };
+            let ce_v = ce.to_scalar::<f32>()? as f64;
+            ensure!(
+                ce_v.is_finite(),
+                "training loss became {ce_v} at step {}; lower train.lr or raise train.warmup_steps",
+                self.state.step
+            );
+            let mut loss = ce;
+            let mut aux_v = None;
+            if let Some(a) = aux {
+                aux_v = Some(a.to_scalar::<f32>()? as f64);
+                loss = (loss + a)?;
+            }
+            let loss = (loss * (1.0 / tc.grad_accum as f64))?;
+            let gs = loss.backward()?;
+            for (name, v) in &self.vars {
+                if let Some(g) = gs.get(v.as_tensor()) {
+                    let g = match grads.remove(name) {
+                        Some(prev) => (prev + g)?,
+                        None => g.clone(),
+                    };
+                    grads.insert(name.clone(), g);
+                }
+            }
+            micro_batches.push(MicroBatchStats {
+                ce: ce_v,
+                aux: aux_v,
+                tokens: batch.tokens() as f64,
+                examples: mb.examples.len(),
+            });
+        }
+        optim::clip_global_norm(&mut grads, tc.grad_clip)?;
+        self.opt.step(&grads, lr)?;
+        let routing: Vec<MoeStats> = moes
+            .iter()
+            .map(|m| {
+                let st = m.take_stats();
+                m.update_bias(&st.load);
+                st
+            })
+            .collect();
+        self.state.step += 1;
+        Ok(StepStats { micro_batches, routing })
+    }
+
+    /// The eval at the current step: validation loss (and the hook's metrics) into a
+    /// `metrics.jsonl` row, `best/` if `train.select_metric` improved, and `last/` with
+    /// the optimizer state. Returns the validation loss.
+    pub fn evaluate_and_checkpoint(
+        &mut self,
+        lr: f64,
+        train_loss: f64,
+        valid: &[(u32, u32)],
+        hooks: &Hooks,
+    ) -> Result<f64> {
+        let te = Instant::now();
+        let (tc, step) = (self.spec.train, self.state.step);
+        let valid_loss = data::valid_loss(&self.model, self.ds, valid, tc.valid_batch)?;
+        let mut row = Map::new();
+        row.insert("step".into(), json!(step));
+        row.insert("train_loss".into(), json!(train_loss));
+        row.insert("valid_loss".into(), if valid_loss.is_finite() { json!(valid_loss) } else { Value::Null });
+        row.insert("lr".into(), json!(lr));
+        if let Some(f) = hooks.eval {
+            row.extend(f(&self.model).context("eval hook")?);
+        }
+        let value = self.selected_value(&row, train_loss)?;
+        let meta = CheckpointMeta {
+            format: checkpoint::FORMAT,
+            model: self.spec.model.clone(),
+            vocab: self.model.vocab.clone(),
+            n_items: self.model.n_items(),
+            step,
+            tokenizer_sha256: self.tokenizer_sha256.clone(),
+            codes_sha256: String::new(),
+            seed: self.spec.seed,
+            data_dir: self.ds.dir.clone(),
+            extra: Value::Object(row.clone()),
+        };
+        let (model, varmap, dense) = (&self.model, &self.varmap, &self.dense);
+        if self.state.best_value.is_nan() || tc.select_metric.better(value, self.state.best_value) {
+            self.state.best_value = value;
+            self.state.best_step = step;
+            crate::util::io::atomic_dir(&self.out.join("best"), |d| {
+                checkpoint::write_model(d, model, varmap, dense, &meta)
+            })?;
+        }
+        self.rows.push(Value::Object(row));
+        let mut text = String::new();
+        for r in &self.rows {
+            text.push_str(&serde_json::to_string(r)?);
+            text.push('\n');
+        }
+        crate::util::io::atomic_write(&self.metrics_path(), text.as_bytes())?;
+        let (opt, state, last_dir) = (&self.opt, &self.state, self.last_dir());
+        crate::util::io::atomic_dir(&last_dir, |d| {
+            checkpoint::write_model(d, model, varmap, dense, &meta)?;
+            opt.save(&d.join("optimizer.safetensors"))?;
+            crate::util::io::write_json(&d.join("train_state.json"), state)
+        })?;
+        info!(
+            step,
+            train_loss = format!("{train_loss:.4}"),
+            valid_loss = format!("{valid_loss:.4}"),
+            best_step = self.state.best_step,
+            secs = format!("{:.1}", te.elapsed().as_secs_f64()),
+            "eval; wrote {}",
+            last_dir.display()
+        );
+        Ok(valid_loss)
+    }
+
+    /// `train.select_metric` in `row`; without validation users (`valid_loss` is null)
+    /// the train loss stands in, so the last checkpoint is kept as best.
+    fn selected_value(&self, row: &Map<String, Value>, train_loss: f64) -> Result<f64> {
+        let metric = self.spec.train.select_metric;
+        let value = row.get(metric.key()).and_then(|v| v.as_f64()).with_context(|| {
+            format!(
+                "train.select_metric = {:?} is not a number in the eval row (keys: {})",
+                metric.key(),
+                row.keys().cloned().collect::<Vec<_>>().join(", ")
+            )
+        });
+        match value {
+            Ok(v) => Ok(v),
+            Err(e) if metric == super::SelectMetric::ValidLoss => {
+                tracing::warn!("{e:#}; selecting by train_loss");
+                Ok(train_loss)
+            }
+            Err(e) => Err(e),
+        }
+    }
+}
