@@ -138,6 +138,8 @@ pub fn run(a: QuickstartArgs) -> Result<()> {
     summary.insert("overrides".into(), json!(a.set));
     summary.insert("total_secs".into(), json!(started.elapsed().as_secs_f64()));
     crate::util::io::write_json(&out.join("summary.json"), &Value::Object(summary))?;
+    let report = crate::report::write_report(out, &out.join("report.html"))?;
+    tracing::info!("wrote {} ({} charts)", report.out.display(), report.figures);
     println!("quickstart finished in {:.1}s; outputs in {}", started.elapsed().as_secs_f64(), out.display());
     Ok(())
 }
