@@ -3,9 +3,9 @@
 
 use crate::data::Dataset;
 use crate::generate::users::{align_dataset, users_from_histories_file, users_from_split, SplitSel};
-use crate::shard::ShardSpec;
 use crate::generate::{generate_batched, write_generate_jsonl, BeamOptions, DecodeIndex};
 use crate::model::checkpoint::dataset_dir;
+use crate::shard::ShardSpec;
 use crate::tokenizer::Vocab;
 use anyhow::{Context, Result};
 use clap::Args;

@@ -3,8 +3,8 @@
 use crate::data::Dataset;
 use crate::generate::score::{read_pairs, score_pairs, shard_pairs, write_scores};
 use crate::generate::users::{align_dataset, SplitSel};
-use crate::shard::ShardSpec;
 use crate::model::checkpoint::dataset_dir;
+use crate::shard::ShardSpec;
 use crate::tokenizer::Vocab;
 use anyhow::{Context, Result};
 use clap::Args;

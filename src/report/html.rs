@@ -66,7 +66,8 @@ pub fn render(layout: &RunLayout, sections: &[Section]) -> String {
             h.push_str("</table>\n");
         }
         for f in &s.figures {
-            let _ = writeln!(h, "<figure>\n{}\n<figcaption>{}</figcaption>\n</figure>", f.svg.trim(), escape(&f.caption));
+            let _ =
+                writeln!(h, "<figure>\n{}\n<figcaption>{}</figcaption>\n</figure>", f.svg.trim(), escape(&f.caption));
         }
         h.push_str("</section>\n");
     }

@@ -23,6 +23,8 @@ pub struct RunLayout {
     pub aligned: Option<PathBuf>,
     /// A tokenizer artifact dir (`manifest.json`, `codes.tsv`).
     pub tokenizer: Option<PathBuf>,
+    /// A prepared dataset dir (`dataset.json`), for checkpoints that do not record theirs.
+    pub data: Option<PathBuf>,
     /// A quickstart `summary.json`.
     pub summary: Option<PathBuf>,
 }
@@ -40,6 +42,7 @@ impl RunLayout {
             pretrain: first(&[dir.to_path_buf(), dir.join("pretrain")], "metrics.jsonl"),
             aligned: first(&[dir.to_path_buf(), dir.join("aligned")], "state.json"),
             tokenizer: first(&[dir.to_path_buf(), dir.join("tokenizer")], "manifest.json"),
+            data: first(&[dir.join("data"), dir.join("../data")], "dataset.json"),
             summary: Some(dir.join("summary.json")).filter(|p| p.is_file()),
         };
         if l.pretrain.is_none() && l.aligned.is_none() && l.tokenizer.is_none() {

@@ -38,7 +38,13 @@ fn err(e: impl std::fmt::Display) -> anyhow::Error {
 
 /// A line chart (points marked) of `series` with a legend; `hline` adds a dashed
 /// reference line (label, y).
-pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], hline: Option<(&str, f64)>) -> Result<String> {
+pub fn line_chart(
+    title: &str,
+    x_desc: &str,
+    y_desc: &str,
+    series: &[Series],
+    hline: Option<(&str, f64)>,
+) -> Result<String> {
     let pts: Vec<(f64, f64)> = series.iter().flat_map(|s| s.points.iter().copied()).collect();
     ensure!(!pts.is_empty(), "no finite values to plot for {title}");
     let (x0, x1) = pts.iter().fold((f64::INFINITY, f64::NEG_INFINITY), |a, p| (a.0.min(p.0), a.1.max(p.0)));
@@ -46,6 +52,11 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], hl
     if let Some((_, y)) = hline.filter(|(_, y)| y.is_finite()) {
         (y0, y1) = (y0.min(y), y1.max(y));
     }
+    // Steps and iterations are integers: label only whole ticks, at most one per point.
+    let integral = pts.iter().all(|p| p.0.fract() == 0.0);
+    let distinct: std::collections::BTreeSet<i64> = pts.iter().map(|p| p.0 as i64).collect();
+    let x_ticks = if integral { distinct.len().clamp(2, 10) } else { 10 };
+    let legend_at = legend_position(&pts, (x0, x1), (y0, y1));
     let (x0, x1) = padded(x0, x1, 0.02);
     let (y0, y1) = padded(y0, y1, 0.08);
     let mut svg = String::new();
@@ -63,6 +74,8 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], hl
             .configure_mesh()
             .x_desc(x_desc)
             .y_desc(y_desc)
+            .x_labels(x_ticks)
+            .x_label_formatter(&|x: &f64| if integral { integer_label(*x) } else { format!("{x}") })
             .label_style(("sans-serif", 12))
             .light_line_style(WHITE.mix(0.0))
             .draw()
@@ -86,7 +99,7 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], hl
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperRight)
+            .position(legend_at)
             .label_font(("sans-serif", 12))
             .background_style(WHITE.mix(0.85))
             .border_style(BLACK.mix(0.4))
@@ -97,8 +110,35 @@ pub fn line_chart(title: &str, x_desc: &str, y_desc: &str, series: &[Series], hl
     Ok(svg)
 }
 
+/// `x` as a whole number, or nothing for a tick between whole numbers.
+fn integer_label(x: f64) -> String {
+    if (x - x.round()).abs() < 1e-9 {
+        format!("{}", x.round() as i64)
+    } else {
+        String::new()
+    }
+}
+
+/// The right-hand corner with fewer points near it (the legend hides less data).
+fn legend_position(pts: &[(f64, f64)], (x0, x1): (f64, f64), (y0, y1): (f64, f64)) -> SeriesLabelPosition {
+    let (xm, ym) = (x0 + (x1 - x0) * 0.5, y0 + (y1 - y0) * 0.5);
+    let upper = pts.iter().filter(|p| p.0 >= xm && p.1 >= ym).count();
+    let lower = pts.iter().filter(|p| p.0 >= xm && p.1 < ym).count();
+    if upper > lower {
+        SeriesLabelPosition::LowerRight
+    } else {
+        SeriesLabelPosition::UpperRight
+    }
+}
+
 /// A bar chart of `values` over `labels` (one bar each); `hline` as in [`line_chart`].
-pub fn bar_chart(title: &str, y_desc: &str, labels: &[String], values: &[f64], hline: Option<(&str, f64)>) -> Result<String> {
+pub fn bar_chart(
+    title: &str,
+    y_desc: &str,
+    labels: &[String],
+    values: &[f64],
+    hline: Option<(&str, f64)>,
+) -> Result<String> {
     ensure!(!values.is_empty() && labels.len() == values.len(), "no bars to plot for {title}");
     ensure!(values.iter().all(|v| v.is_finite()), "non-finite bar in {title}");
     let mut top = values.iter().fold(0.0f64, |a, &v| a.max(v));
@@ -141,9 +181,10 @@ pub fn bar_chart(title: &str, y_desc: &str, labels: &[String], values: &[f64], h
         let color = Palette99::pick(0).to_rgba();
         chart
             .draw_series(
-                values.iter().enumerate().map(|(i, &v)| {
-                    Rectangle::new([(i as f64 - 0.38, 0.0), (i as f64 + 0.38, v)], color.filled())
-                }),
+                values
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &v)| Rectangle::new([(i as f64 - 0.38, 0.0), (i as f64 + 0.38, v)], color.filled())),
             )
             .map_err(err)?;
         if let Some((label, y)) = hline.filter(|(_, y)| y.is_finite()) {

@@ -58,7 +58,10 @@ pub fn loss(l: &RunLayout, rows: &[Map<String, Value>]) -> Section {
         return s;
     }
     let mut s = Section::new("loss", LOSS);
-    let series = vec![Series::new("train_loss", column(rows, "train_loss")), Series::new("valid_loss", column(rows, "valid_loss"))];
+    let series = vec![
+        Series::new("train_loss", column(rows, "train_loss")),
+        Series::new("valid_loss", column(rows, "valid_loss")),
+    ];
     push(
         &mut s,
         "Mean next-token NLL per code token: train (mean since the previous eval) and validation, at each eval row of metrics.jsonl.",
@@ -119,20 +122,25 @@ pub fn moe(l: &RunLayout) -> Section {
     let Some(pre) = &l.pretrain else {
         return Section::skipped("moe", MOE, "skipped: no pretrain checkpoint in this run directory");
     };
-    match moe_stats(pre) {
+    match moe_stats(pre, l.data.as_deref()) {
         Ok(s) => s,
         Err(e) => Section::skipped("moe", MOE, format!("skipped: {e:#}")),
     }
 }
 
-fn moe_stats(pre: &Path) -> Result<Section> {
+fn moe_stats(pre: &Path, run_data: Option<&Path>) -> Result<Section> {
     use crate::generate::users::align_dataset;
     let ckpt = crate::model::checkpoint::load(pre)?;
     let moes = ckpt.model.moe_layers();
     if moes.is_empty() {
         return Ok(Section::skipped("moe", MOE, "skipped: the model has no MoE layers (dense feed-forward)"));
     }
-    let data = crate::model::checkpoint::dataset_dir(None, &ckpt.dir, &ckpt.meta)?;
+    // The dataset the checkpoint records, else the run directory's `data/` (the
+    // quickstart trains on an in-memory copy of it, so its checkpoint records none).
+    let data = match crate::model::checkpoint::dataset_dir(None, &ckpt.dir, &ckpt.meta) {
+        Ok(d) => d,
+        Err(e) => run_data.map(Path::to_path_buf).ok_or(e)?,
+    };
     let ds = crate::data::Dataset::load(&data).with_context(|| format!("loading dataset {}", data.display()))?;
     let ds = align_dataset(&ds, &ckpt.semantic_ids)?;
     let ex = crate::train::data::valid_examples(&ds, MOE_EXAMPLES);
@@ -164,8 +172,16 @@ fn moe_stats(pre: &Path) -> Result<Section> {
         .collect();
     push(
         &mut s,
-        format!("Share of routed token slots each expert received, per MoE layer ({experts} experts; dashed: uniform)."),
-        line_chart("expert load per layer", "expert", "share of token slots", &series, Some(("uniform", 1.0 / experts as f64))),
+        format!(
+            "Share of routed token slots each expert received, per MoE layer ({experts} experts; dashed: uniform)."
+        ),
+        line_chart(
+            "expert load per layer",
+            "expert",
+            "share of token slots",
+            &series,
+            Some(("uniform", 1.0 / experts as f64)),
+        ),
     );
     let labels: Vec<String> = (0..stats.len()).map(|i| format!("layer {i}")).collect();
     let ent: Vec<f64> = stats.iter().map(|st| st.entropy_sum / st.tokens.max(1) as f64).collect();
@@ -177,7 +193,8 @@ fn moe_stats(pre: &Path) -> Result<Section> {
     for (li, (st, e)) in stats.iter().zip(&ent).enumerate() {
         let total = st.load.iter().sum::<u64>().max(1) as f64;
         let max = st.load.iter().copied().max().unwrap_or(0) as f64 / total;
-        s.table.push((format!("layer {li}"), format!("entropy {e:.3} nats, busiest expert {:.1}% of slots", max * 100.0)));
+        s.table
+            .push((format!("layer {li}"), format!("entropy {e:.3} nats, busiest expert {:.1}% of slots", max * 100.0)));
     }
     Ok(s)
 }
@@ -196,7 +213,11 @@ fn align_figures(dir: &Path) -> Result<Section> {
     let path = dir.join("state.json");
     let st: crate::align::iterate::AlignState = crate::util::io::read_json(&path)?;
     if st.iterations.is_empty() {
-        return Ok(Section::skipped("alignment", ALIGN, format!("skipped: {} has no finished iteration", path.display())));
+        return Ok(Section::skipped(
+            "alignment",
+            ALIGN,
+            format!("skipped: {} has no finished iteration", path.display()),
+        ));
     }
     let mut s = Section::new("alignment", ALIGN);
     let it = |f: &dyn Fn(&crate::align::iterate::IterationLog) -> f64| -> Vec<(f64, f64)> {
@@ -210,7 +231,10 @@ fn align_figures(dir: &Path) -> Result<Section> {
             "reward model score of generated candidates",
             "iteration",
             "reward",
-            &[Series::new("mean_reward", it(&|l| l.mean_reward)), Series::new("mean_best_reward", it(&|l| l.mean_best_reward))],
+            &[
+                Series::new("mean_reward", it(&|l| l.mean_reward)),
+                Series::new("mean_best_reward", it(&|l| l.mean_best_reward)),
+            ],
             None,
         ),
     );
@@ -218,10 +242,17 @@ fn align_figures(dir: &Path) -> Result<Section> {
         &mut s,
         "Preference accuracy (share of pairs where the policy's implicit reward ranks the chosen session first), \
          mean over each iteration's steps.",
-        line_chart("preference accuracy", "iteration", "accuracy", &[Series::new("accuracy", it(&|l| l.accuracy))], Some(("chance", 0.5))),
+        line_chart(
+            "preference accuracy",
+            "iteration",
+            "accuracy",
+            &[Series::new("accuracy", it(&|l| l.accuracy))],
+            Some(("chance", 0.5)),
+        ),
     );
     // Hook metrics (true reward on the world, validation ranking) from iteration 0.
-    let keys: BTreeSet<&String> = st.initial_eval.keys().chain(st.iterations.iter().flat_map(|l| l.eval.keys())).collect();
+    let keys: BTreeSet<&String> =
+        st.initial_eval.keys().chain(st.iterations.iter().flat_map(|l| l.eval.keys())).collect();
     if !keys.is_empty() {
         let series: Vec<Series> = keys
             .iter()
@@ -253,23 +284,26 @@ fn align_figures(dir: &Path) -> Result<Section> {
 }
 
 pub fn tokenizer(l: &RunLayout) -> Section {
+    use crate::tokenizer::SemanticIds;
     // The artifact, else the copy of its codes inside the pretrain checkpoint.
-    let source = match (&l.tokenizer, &l.pretrain) {
-        (Some(t), _) => Some((t.join("codes.tsv"), Some(t.join("manifest.json")))),
-        (None, Some(p)) => crate::model::checkpoint::resolve(p).ok().map(|d| (d.join("codes.tsv"), None)),
-        _ => None,
+    let ids = match (&l.tokenizer, &l.pretrain) {
+        (Some(t), _) => SemanticIds::load(t).map(|ids| (ids, t.join("codes.tsv"), Some(t.join("manifest.json")))),
+        (None, Some(p)) => crate::model::checkpoint::read_meta(p).and_then(|(d, meta)| {
+            let codes = d.join("codes.tsv");
+            SemanticIds::read_codes(&codes, Some(&meta.vocab.codebook_sizes)).map(|ids| (ids, codes, None))
+        }),
+        _ => {
+            let why = "skipped: no tokenizer artifact or checkpoint in this run directory";
+            return Section::skipped("tokenizer", TOK, why);
+        }
     };
-    let Some((codes, manifest)) = source else {
-        return Section::skipped("tokenizer", TOK, "skipped: no tokenizer artifact or checkpoint in this run directory");
-    };
-    match token_figures(&codes, manifest.as_deref()) {
+    match ids.and_then(|(ids, codes, manifest)| token_figures(&ids, &codes, manifest.as_deref())) {
         Ok(s) => s,
         Err(e) => Section::skipped("tokenizer", TOK, format!("skipped: {e:#}")),
     }
 }
 
-fn token_figures(codes: &Path, manifest: Option<&Path>) -> Result<Section> {
-    let ids = crate::tokenizer::SemanticIds::read_codes(codes, None)?;
+fn token_figures(ids: &crate::tokenizer::SemanticIds, codes: &Path, manifest: Option<&Path>) -> Result<Section> {
     let levels = ids.levels();
     let mut s = Section::new("tokenizer", TOK);
     let mut used = Vec::new();

@@ -149,7 +149,8 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
     }
     let missing: Vec<String> = (0..n).filter(|i| !by_index.contains_key(i)).map(|i| i.to_string()).collect();
     if !missing.is_empty() {
-        let example = super::shard_path(out, Shard { index: (0..n).find(|i| !by_index.contains_key(i)).unwrap_or(0), count: n });
+        let example =
+            super::shard_path(out, Shard { index: (0..n).find(|i| !by_index.contains_key(i)).unwrap_or(0), count: n });
         bail!(
             "missing shard(s) {} of {n} (e.g. {}): rerun those array tasks before merging",
             missing.join(", "),
@@ -200,5 +201,11 @@ pub fn merge(inputs: &[PathBuf], out: &Path) -> Result<MergeReport> {
         }
     }
     crate::util::io::write_json(&super::run_record_path(out), &rec)?;
-    Ok(MergeReport { out: out.to_path_buf(), shards: n, lines, bytes, inputs: parts.into_iter().map(|p| p.path).collect() })
+    Ok(MergeReport {
+        out: out.to_path_buf(),
+        shards: n,
+        lines,
+        bytes,
+        inputs: parts.into_iter().map(|p| p.path).collect(),
+    })
 }

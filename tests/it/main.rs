@@ -24,6 +24,7 @@ mod pretrain;
 mod pretrain_tiny_world;
 mod quickstart_cli;
 mod reliability;
+mod report;
 mod reward_model;
 mod reward_real;
 mod shard;

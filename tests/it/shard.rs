@@ -105,7 +105,10 @@ fn shard_from_scheduler_environment() {
     assert!(e.contains("JOB_COMPLETION_INDEX") && e.contains("--shard-count"), "{e}");
     assert!(shard_from_env(Some(2), &k8s).unwrap_err().to_string().contains("not below --shard-count 2"));
     let e = shard_from_env(Some(2), &env_of(&[])).unwrap_err().to_string();
-    assert!(e.contains("SLURM_ARRAY_TASK_ID") && e.contains("JOB_COMPLETION_INDEX") && e.contains("--shard i/n"), "{e}");
+    assert!(
+        e.contains("SLURM_ARRAY_TASK_ID") && e.contains("JOB_COMPLETION_INDEX") && e.contains("--shard i/n"),
+        "{e}"
+    );
 
     // Names: the extension stays last, and the name parses back.
     let s = Shard { index: 3, count: 8 };
