@@ -43,11 +43,12 @@ if [ ! -s "$shot" ] || [ "$(head -c 8 "$shot" | od -An -tx1 | tr -d ' \n')" != "
   exit 1
 fi
 
-# 2. The page's console (chromium logs each message as `...:CONSOLE(line)] "text"`),
+# 2. The page's console (chromium logs each message as `...:INFO:CONSOLE:line] "text"`;
+#    older builds `CONSOLE(line)`),
 #    and the DOM after rendering.
 run_chromium --enable-logging=stderr --v=0 --dump-dom "file://$report" >"$work/dom.html" 2>"$work/console.err" || true
 status=0
-if grep -E ':CONSOLE\(|Uncaught|Failed to load resource' "$work/console.err" >"$work/errors.txt"; then
+if grep -E ':CONSOLE[:(]|Uncaught|Failed to load resource' "$work/console.err" >"$work/errors.txt"; then
   echo "error: the page logged to the console:" >&2
   cat "$work/errors.txt" >&2
   status=1

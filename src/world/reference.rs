@@ -59,3 +59,44 @@ impl World {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::world::{synth, SynthOptions};
+
+    #[test]
+    fn oracle_beats_the_imitator_and_each_row_is_its_sessions_mean() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let opts = SynthOptions { users: 30, items: 80, topics: 4, seed: 3, ..SynthOptions::default() };
+        let w = synth(&opts, dir.path()).expect("synth").world;
+        let users: Vec<String> = w.user_ids.iter().take(12).cloned().collect();
+        let ids: Vec<&str> = users.iter().map(String::as_str).collect();
+        let r = w.reference_rewards(&ids, 4).expect("references");
+        assert_eq!((r.users, r.session_len), (12, 4));
+        // Recomputed one user at a time, and against the top-4 items by item reward.
+        let (mut oracle, mut imitator, mut top_items) = (0.0, 0.0, 0.0);
+        for u in &ids {
+            let mean = |items: Vec<String>| {
+                let v: Vec<&str> = items.iter().map(String::as_str).collect();
+                w.expected_session_reward(u, &v).expect("reward")
+            };
+            oracle += mean(w.best_session(u, 4).expect("oracle")) / 12.0;
+            imitator += mean(w.most_clicked_items(u, 4).expect("imitator")) / 12.0;
+            top_items += mean(w.best_items(u, 4).expect("top items")) / 12.0;
+        }
+        assert!((r.oracle_reward - oracle).abs() < 1e-9 && (r.imitator_reward - imitator).abs() < 1e-9);
+        assert!(r.oracle_reward > r.imitator_reward, "{r:?}");
+        assert!(r.oracle_reward >= top_items - 1e-9, "greedy on the session reward >= top items: {r:?} {top_items}");
+        assert_eq!(r.position(r.imitator_reward), Some(0.0));
+        assert!((r.position(r.oracle_reward).expect("gap") - 1.0).abs() < 1e-12);
+        assert!(w.reference_rewards(&["no-such-user"], 4).is_err());
+    }
+
+    #[test]
+    fn headroom_fraction() {
+        assert_eq!(headroom_closed(5.0, 6.0, 15.0), Some(0.1));
+        assert_eq!(headroom_closed(5.0, 4.0, 15.0), Some(-0.1));
+        assert_eq!(headroom_closed(5.0, 6.0, 5.0), None);
+    }
+}
