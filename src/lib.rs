@@ -9,7 +9,9 @@
 //! - [`train`]: next-token pretraining loop, checkpoints;
 //! - [`align`]: reward model and iterative DPO preference alignment;
 //! - [`generate`]: constrained beam search with a KV cache, batch scoring;
-//! - [`eval`]: Recall@K / NDCG@K, coverage, true reward.
+//! - [`eval`]: Recall@K / NDCG@K, coverage, true reward;
+//! - [`shard`]: scheduler-driven shards of batch jobs and their merge;
+//! - [`report`]: an HTML run report with SVG charts.
 //!
 //! [`cli`] is a thin layer over these; everything it does is callable from Rust.
 
@@ -23,7 +25,9 @@ pub mod eval;
 pub mod generate;
 pub mod model;
 pub mod pipeline;
+pub mod report;
 pub mod serve;
+pub mod shard;
 pub mod tokenizer;
 pub mod train;
 pub mod util;

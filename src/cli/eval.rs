@@ -67,15 +67,55 @@ pub fn run(a: EvalArgs) -> Result<()> {
     let (ckpt_dir, meta) = crate::model::checkpoint::read_meta(&a.checkpoint)?;
     let data = crate::model::checkpoint::dataset_dir(a.data.as_deref(), &ckpt_dir, &meta)?;
     let report = evaluate_checkpoint(&ckpt_dir, &data, a.split, &opts, a.world.as_deref(), a.reward.as_deref())?;
+    let mut json = serde_json::to_value(&report)?;
+    let refs = match (&a.world, report.true_reward) {
+        (Some(w), Some(_)) => Some(references(w, &data, a.split, &opts)?),
+        _ => None,
+    };
+    if let (Some(r), Some(o)) = (&refs, json.as_object_mut()) {
+        o.insert("oracle_reward".into(), r.oracle_reward.into());
+        o.insert("imitator_reward".into(), r.imitator_reward.into());
+    }
     if a.json {
-        println!("{}", serde_json::to_string(&report)?);
+        println!("{json}");
     } else {
         print!("{}", report.table());
+        if let (Some(r), Some(model)) = (&refs, report.true_reward) {
+            print!("{}", reference_table(r, model));
+        }
     }
     if let Some(out) = &a.out {
-        crate::util::io::write_json(out, &report)?;
+        crate::util::io::write_json(out, &json)?;
         tracing::info!("wrote {}", out.display());
         super::record::write(out, "eval", &a, &ckpt_dir, &meta, Some(&data), serde_json::json!({}))?;
     }
     Ok(())
+}
+
+/// The synthetic world's reference rows over the evaluated users.
+fn references(
+    world: &std::path::Path,
+    data: &std::path::Path,
+    split: SplitSel,
+    opts: &EvalOptions,
+) -> Result<crate::world::ReferenceRewards> {
+    let w = crate::world::World::load(world)?;
+    let ds = crate::data::Dataset::load(data)?;
+    crate::eval::world_references(&w, &ds, split, opts)
+}
+
+/// The model's true reward beside the oracle and imitator rows.
+fn reference_table(r: &crate::world::ReferenceRewards, model: f64) -> String {
+    let pos = r.position(model).map_or("n/a".to_string(), |p| format!("{p:.3}"));
+    format!(
+        "\ntrue reward of a {}-item session, mean over the same {} users:\n\
+         {:<32} {:.4}\n{:<32} {:.4}\n{:<32} {model:.4}  (imitator = 0, oracle = 1: {pos})\n",
+        r.session_len,
+        r.users,
+        "oracle (world best_session)",
+        r.oracle_reward,
+        "imitator (most_clicked_items)",
+        r.imitator_reward,
+        "this model"
+    )
 }

@@ -2,9 +2,10 @@
 //! histories file; one JSON line per user (see [`crate::generate::batch::generate_json`]).
 
 use crate::data::Dataset;
-use crate::generate::users::{align_dataset, users_from_histories_file, users_from_split, Shard, SplitSel};
+use crate::generate::users::{align_dataset, users_from_histories_file, users_from_split, SplitSel};
 use crate::generate::{generate_batched, write_generate_jsonl, BeamOptions, DecodeIndex};
 use crate::model::checkpoint::dataset_dir;
+use crate::shard::ShardSpec;
 use crate::tokenizer::Vocab;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -40,9 +41,15 @@ pub struct GenerateArgs {
     #[arg(long, default_value_t = 64)]
     pub batch_users: usize,
     /// Only shard i of n (contiguous whole batches of users; concatenated shards =
-    /// the unsharded output, byte for byte, at the same --batch-users).
+    /// the unsharded output, byte for byte, at the same --batch-users), or `auto`: i and n
+    /// from a Slurm job array or a Kubernetes Indexed Job, output named by shard
+    /// (`recs.jsonl` -> `recs.shard-0003-of-0008.jsonl`; `onerec merge` joins them).
     #[arg(long, default_value = "0/1")]
-    pub shard: Shard,
+    pub shard: ShardSpec,
+    /// The shard count with `--shard auto` in a Kubernetes Indexed Job (its
+    /// spec.completions; Kubernetes exports only the index).
+    #[arg(long)]
+    pub shard_count: Option<usize>,
     /// Output JSONL file (written atomically).
     #[arg(long)]
     pub out: PathBuf,
@@ -53,6 +60,7 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
+    let job = crate::shard::resolve(a.shard, a.shard_count, &a.out)?;
     let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
     let ids = &ckpt.semantic_ids;
     let vocab = Vocab::new(ids.codebook_sizes.clone());
@@ -70,12 +78,12 @@ pub fn run(a: GenerateArgs) -> Result<()> {
             (users_from_split(&align_dataset(&ds, ids)?, a.split), Some(d), 0)
         }
     };
-    let users = &users[a.shard.range_in_blocks(users.len(), a.batch_users)];
+    let users = &users[job.shard.range_in_blocks(users.len(), a.batch_users)];
     tracing::info!(
         "generating for {} users (shard {}/{}), beam {}, session {}",
         users.len(),
-        a.shard.index,
-        a.shard.count,
+        job.shard.index,
+        job.shard.count,
         a.beam,
         a.session_len
     );
@@ -88,17 +96,25 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     let index = DecodeIndex::new(ids)?;
     let hist: Vec<&[u32]> = users.iter().map(|u| &u.history[..]).collect();
     let (res, stats) = generate_batched(&ckpt.model, ids, &index, &vocab, &hist, &opts, a.batch_users)?;
-    write_generate_jsonl(&a.out, users, &res, ids, a.session_len)?;
-    let facts =
+    write_generate_jsonl(&job.out, users, &res, ids, a.session_len)?;
+    let mut facts =
         serde_json::json!({"users": users.len(), "skipped_lines": skipped, "invalid_paths": stats.invalid_items});
-    super::record::write(&a.out, "generate", &a, &ckpt.dir, &ckpt.meta, data.as_deref(), facts)?;
+    merge_facts(&mut facts, job.facts());
+    super::record::write(&job.out, "generate", &a, &ckpt.dir, &ckpt.meta, data.as_deref(), facts)?;
     tracing::info!(
         "wrote {} ({} users) in {:.1}s; invalid_paths {}, invalid_paths_before_masking {:.4}",
-        a.out.display(),
+        job.out.display(),
         users.len(),
         t0.elapsed().as_secs_f64(),
         stats.invalid_items,
         stats.invalid_fraction_before_masking()
     );
     Ok(())
+}
+
+/// Adds the object `extra`'s keys to the object `facts`.
+pub(super) fn merge_facts(facts: &mut serde_json::Value, extra: serde_json::Value) {
+    if let (Some(f), serde_json::Value::Object(e)) = (facts.as_object_mut(), extra) {
+        f.extend(e);
+    }
 }

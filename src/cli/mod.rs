@@ -10,10 +10,12 @@ pub mod data;
 pub mod embed;
 pub mod eval;
 pub mod generate;
+pub mod merge;
 pub mod pretrain;
 pub mod quickstart;
 pub mod recipe;
 pub mod record;
+pub mod report;
 pub mod reward;
 pub mod score;
 pub mod serve;
@@ -56,6 +58,10 @@ pub enum Command {
     Generate(generate::GenerateArgs),
     /// Score (user, candidate item) pairs with the model's log-probability.
     Score(score::ScoreArgs),
+    /// Join the shard outputs of one generate/score run into the unsharded file.
+    Merge(merge::MergeArgs),
+    /// A self-contained HTML report (SVG charts) of a run directory.
+    Report(report::ReportArgs),
     /// Offline evaluation: Recall@K, NDCG@K, coverage, reward.
     Eval(eval::EvalArgs),
     /// Online recommendation server (HTTP/JSON) with dynamic batching.
@@ -93,6 +99,8 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Align(a) => align::run(a),
         Command::Generate(a) => generate::run(a),
         Command::Score(a) => score::run(a),
+        Command::Merge(a) => merge::run(a),
+        Command::Report(a) => report::run(a),
         Command::Eval(a) => eval::run(a),
         Command::Serve(a) => serve::run(a),
         Command::ServeBench(a) => serve_bench::run(a),

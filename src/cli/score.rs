@@ -2,8 +2,9 @@
 
 use crate::data::Dataset;
 use crate::generate::score::{read_pairs, score_pairs, shard_pairs, write_scores};
-use crate::generate::users::{align_dataset, Shard, SplitSel};
+use crate::generate::users::{align_dataset, SplitSel};
 use crate::model::checkpoint::dataset_dir;
+use crate::shard::ShardSpec;
 use crate::tokenizer::Vocab;
 use anyhow::{Context, Result};
 use clap::Args;
@@ -27,9 +28,15 @@ pub struct ScoreArgs {
     /// Output: `.tsv` -> `user<TAB>item<TAB>logprob`, otherwise JSONL.
     #[arg(long)]
     pub out: PathBuf,
-    /// Only shard i of n (contiguous whole batches of the valid pairs, in file order).
+    /// Only shard i of n (contiguous whole batches of the valid pairs, in file order), or
+    /// `auto`: i and n from a Slurm job array or a Kubernetes Indexed Job, output named
+    /// by shard (`scores.tsv` -> `scores.shard-0003-of-0008.tsv`; `onerec merge` joins them).
     #[arg(long, default_value = "0/1")]
-    pub shard: Shard,
+    pub shard: ShardSpec,
+    /// The shard count with `--shard auto` in a Kubernetes Indexed Job (its
+    /// spec.completions; Kubernetes exports only the index).
+    #[arg(long)]
+    pub shard_count: Option<usize>,
     /// Pairs scored together in one batch.
     #[arg(long, default_value_t = 256)]
     pub batch: usize,
@@ -40,6 +47,7 @@ pub struct ScoreArgs {
 }
 
 pub fn run(a: ScoreArgs) -> Result<()> {
+    let job = crate::shard::resolve(a.shard, a.shard_count, &a.out)?;
     let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
     let data = dataset_dir(a.data.as_deref(), &ckpt.dir, &ckpt.meta)?;
     let ids = &ckpt.semantic_ids;
@@ -47,19 +55,20 @@ pub fn run(a: ScoreArgs) -> Result<()> {
     let ds = Dataset::load(&data).with_context(|| format!("loading dataset {}", data.display()))?;
     let ds = align_dataset(&ds, ids)?;
     let pairs = read_pairs(&a.pairs, &ds, ids, a.split, a.skip_bad_lines)?;
-    let mine = shard_pairs(&pairs.pairs, a.shard, a.batch);
+    let mine = shard_pairs(&pairs.pairs, job.shard, a.batch);
     let scores = score_pairs(&ckpt.model, &vocab, ids, &ds, a.split, mine, a.batch)?;
-    write_scores(&a.out, mine, &scores)?;
-    let facts =
+    write_scores(&job.out, mine, &scores)?;
+    let mut facts =
         serde_json::json!({"pairs_scored": mine.len(), "skipped_lines": pairs.skipped, "header_line": pairs.header});
-    super::record::write(&a.out, "score", &a, &ckpt.dir, &ckpt.meta, Some(&data), facts)?;
+    super::generate::merge_facts(&mut facts, job.facts());
+    super::record::write(&job.out, "score", &a, &ckpt.dir, &ckpt.meta, Some(&data), facts)?;
     tracing::info!(
         "scored {} pairs (shard {}/{}), skipped {} bad lines; wrote {}",
         mine.len(),
-        a.shard.index,
-        a.shard.count,
+        job.shard.index,
+        job.shard.count,
         pairs.skipped,
-        a.out.display()
+        job.out.display()
     );
     if pairs.skipped > 0 {
         eprintln!("skipped {} bad lines of {}", pairs.skipped, a.pairs.display());

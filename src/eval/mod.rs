@@ -108,6 +108,26 @@ pub fn subsample(n: usize, max: Option<usize>) -> Vec<usize> {
     }
 }
 
+/// The users [`evaluate`] scores: those with a `split` target, subsampled to `max_users`.
+pub fn eval_users(ds: &Dataset, split: SplitSel, max_users: Option<usize>) -> Vec<UserQuery> {
+    let all = users_from_split(ds, split);
+    subsample(all.len(), max_users).into_iter().map(|i| all[i].clone()).collect()
+}
+
+/// The world's reference rows (oracle and imitator sessions of `opts.session_len`
+/// items) over the same users [`evaluate`] scores, so they sit beside its `true_reward`.
+pub fn world_references(
+    world: &crate::world::World,
+    ds: &Dataset,
+    split: SplitSel,
+    opts: &EvalOptions,
+) -> Result<crate::world::ReferenceRewards> {
+    ensure!(opts.session_len > 0, "reference rows need sessions: --session-len must be > 0");
+    let users = eval_users(ds, split, opts.max_users);
+    let ids: Vec<&str> = users.iter().map(|u| u.user_id.as_str()).collect();
+    world.reference_rewards(&ids, opts.session_len)
+}
+
 /// Mean Recall@K / NDCG@K (`recall@K`, `ndcg@K`) of ranked lists against each user's
 /// held-out target: the one place every model (generative or baseline) is scored.
 pub fn ranking_metrics(users: &[UserQuery], lists: &[Vec<u32>], ks: &[usize]) -> BTreeMap<String, f64> {
@@ -139,8 +159,7 @@ pub fn evaluate<M: StepModel + Sync>(
     ensure!(!opts.ks.is_empty() && opts.ks.iter().all(|&k| k > 0), "cut-offs K must be positive");
     ensure!(ds.n_items() == ids.n_items(), "dataset has {} items, semantic ids {}", ds.n_items(), ids.n_items());
     let t0 = std::time::Instant::now();
-    let all = users_from_split(ds, split);
-    let users: Vec<_> = subsample(all.len(), opts.max_users).into_iter().map(|i| all[i].clone()).collect();
+    let users = eval_users(ds, split, opts.max_users);
     ensure!(!users.is_empty(), "no user has a {split:?} target");
     let index = DecodeIndex::new(ids)?;
     let max_k = *opts.ks.iter().max().unwrap_or(&10);

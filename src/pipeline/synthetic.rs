@@ -23,7 +23,7 @@ pub struct SyntheticRun<'a> {
     pub world: SynthOptions,
     pub config: &'a Config,
     /// `OUT/`: world/, data/, tokenizer/, pretrain/, reward/, aligned/, config.toml,
-    /// summary.json.
+    /// summary.json, report.html.
     pub out: &'a Path,
     /// How the config was named on the command line, for summary.json.
     pub config_label: String,
@@ -140,6 +140,8 @@ pub fn run(run: &SyntheticRun) -> Result<SyntheticOutcome> {
     summary.insert("overrides".into(), json!(run.overrides));
     summary.insert("total_secs".into(), json!(started.elapsed().as_secs_f64()));
     crate::util::io::write_json(&out.join("summary.json"), &Value::Object(summary))?;
+    let report = crate::report::write_report(out, &out.join("report.html"))?;
+    tracing::info!("wrote {} ({} charts)", report.out.display(), report.figures);
     Ok(SyntheticOutcome { dataset: ds, pretrain, reward, align, pretrained, aligned, dirs })
 }
 

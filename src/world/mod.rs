@@ -44,8 +44,10 @@
 //!   diminishing returns for near-duplicate items, so diverse good sessions win and a
 //!   repeated item is worth much less.
 
+mod reference;
 mod synth;
 
+pub use reference::{headroom_closed, ReferenceRewards};
 pub use synth::{synth, SynthOptions, SynthOutput, SESSION_GAP_S};
 
 use anyhow::{bail, Context, Result};
