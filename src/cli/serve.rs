@@ -32,7 +32,7 @@ pub struct ServeArgs {
     /// Requests that may wait for the model; beyond that the server answers 503.
     #[arg(long, default_value_t = 1024)]
     pub queue: usize,
-    /// Largest request body in bytes (larger: 413).
+    /// Largest request body in bytes (larger: 400).
     #[arg(long, default_value_t = 65536)]
     pub body_limit: usize,
     /// Largest `beam` a request may ask for.

@@ -5,7 +5,7 @@
 //! runs on a dedicated worker thread ([`batcher`]) through the same library calls as
 //! `onerec generate` and `onerec score`. [`Server::shutdown`] (or SIGTERM / Ctrl-C with
 //! [`ServeOptions::handle_signals`]) stops accepting, finishes in-flight requests and
-//! drains the queue. See docs/serve.md for the API and design.
+//! drains the queue. See docs/usage.md (serve) for the API.
 
 pub mod batcher;
 pub mod bench;
@@ -40,7 +40,7 @@ pub struct ServeOptions {
     pub max_wait: Duration,
     /// Requests that may wait for the model; more get 503.
     pub queue: usize,
-    /// Largest request body, bytes (larger: 413).
+    /// Largest request body, bytes (larger: 400).
     pub body_limit: usize,
     /// Largest `beam` a request may ask for.
     pub max_beam: usize,

@@ -26,5 +26,6 @@ mod quickstart_cli;
 mod reliability;
 mod reward_model;
 mod reward_real;
+mod serve;
 mod tokenizer;
 mod world;
