@@ -304,11 +304,12 @@ fn metric(m: &str, series: &str) -> f64 {
 }
 
 /// Many clients at once each get their own answer, equal to the one it gets alone, and
-/// the server did form batches of more than one request.
+/// the server did form batches of more than one request (two workers share the queue).
 #[test]
 fn concurrent_clients_get_their_own_answers_in_batches() {
     let server =
-        Server::start(ServeOptions { max_batch: 16, max_wait: Duration::from_millis(30), ..options() }).unwrap();
+        Server::start(ServeOptions { max_batch: 16, max_wait: Duration::from_millis(30), workers: 2, ..options() })
+            .unwrap();
     let addr = server.addr();
     let mut users: Vec<String> = histories().into_keys().collect();
     users.sort();
