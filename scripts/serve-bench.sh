@@ -7,7 +7,8 @@
 # are recorded too: on a shared machine wall-clock rates depend on the other load.
 # Usage: scripts/serve-bench.sh CHECKPOINT DATA OUT_DIR
 # Env: ONEREC (binary), BEAM (20), K (10), SHARD (offline users, 0/20), REQ (1000),
-#      CONC (64 clients), SERVE_FLAGS (extra `onerec serve` flags), PORT (18080).
+#      CONC (64 clients), SERVE_FLAGS (extra `onerec serve` flags, e.g. `--threads 1`),
+#      PORT (18080), SKIP_MIXED (set: no mixed run).
 set -euo pipefail
 B="${ONEREC:-target/release/onerec}"
 CKPT="$1"; DATA="$2"; OUT="$3"
@@ -71,6 +72,7 @@ served() {
 }
 
 offline A1; served B1; offline A2; served B2
+[ -n "${SKIP_MIXED:-}" ] && { note "uptime: $(uptime)"; exit 0; }
 start_server mixed
 bench mixed --concurrency "$CONC" --requests 10000 --malformed 0.05
 stop_server mixed
