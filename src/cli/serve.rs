@@ -32,7 +32,12 @@ pub struct ServeArgs {
     /// Requests that may wait for the model; beyond that the server answers 503.
     #[arg(long, default_value_t = 1024)]
     pub queue: usize,
-    /// Largest request body in bytes (larger: 413).
+    /// Threads gathering and decoding batches; with more than one, a batch gathers while
+    /// another decodes (0: one per rayon thread, see --threads). A single worker's matmuls
+    /// still use every rayon thread.
+    #[arg(long, default_value_t = 1)]
+    pub workers: usize,
+    /// Largest request body in bytes (larger: 400).
     #[arg(long, default_value_t = 65536)]
     pub body_limit: usize,
     /// Largest `beam` a request may ask for.
@@ -52,6 +57,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     o.max_batch = a.max_batch;
     o.max_wait = Duration::from_millis(a.max_wait_ms);
     o.queue = a.queue;
+    o.workers = a.workers;
     o.body_limit = a.body_limit;
     o.max_beam = a.max_beam;
     o.max_score_items = a.max_score_items;

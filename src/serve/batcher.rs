@@ -1,6 +1,8 @@
-//! Dynamic batching: handlers put jobs on a bounded queue; one worker thread (off the
-//! async runtime) takes the first job, gathers more until `max_batch` jobs or
-//! `max_wait` has passed, and runs them through the same library calls as
+//! Dynamic batching: handlers put jobs on a bounded queue; `workers` threads (off the
+//! async runtime) take turns at it: a worker takes the first job, gathers more until
+//! `max_batch` jobs or `max_wait` has passed, then releases the queue to the next worker
+//! and decodes its batch, so one batch gathers while another decodes (as `onerec
+//! generate` decodes a batch per thread). Batches run through the same library calls as
 //! `onerec generate` ([`generate_batched`]) and `onerec score`
 //! ([`teacher_forced_logprob`]). Jobs of one batch may differ in beam settings: they
 //! are grouped by [`BeamOptions`] and each group is one batched beam search.
@@ -11,7 +13,7 @@ use crate::generate::{generate_batched, teacher_forced_logprob, BeamOptions, Hyp
 use anyhow::{anyhow, Result};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
@@ -30,6 +32,8 @@ pub struct BatchConfig {
     pub max_wait: Duration,
     /// Jobs that may wait in the queue; more are refused (503).
     pub queue: usize,
+    /// Threads that gather and decode batches (at least 1).
+    pub workers: usize,
 }
 
 /// The handlers' side of the queue.
@@ -48,18 +52,24 @@ pub enum Refused {
 }
 
 impl Batcher {
-    /// Starts the worker thread; it runs until every [`Batcher`] clone is dropped and
+    /// Starts the worker threads; they run until every [`Batcher`] clone is dropped and
     /// the queue is drained.
     pub fn start(
         state: Arc<ModelState>,
         cfg: BatchConfig,
         metrics: Arc<Metrics>,
-    ) -> Result<(Batcher, std::thread::JoinHandle<()>)> {
+    ) -> Result<(Batcher, Vec<std::thread::JoinHandle<()>>)> {
         let (tx, rx) = std::sync::mpsc::sync_channel(cfg.queue.max(1));
-        let m = metrics.clone();
-        let worker =
-            std::thread::Builder::new().name("onerec-batcher".into()).spawn(move || worker(&state, cfg, &rx, &m))?;
-        Ok((Batcher { tx, metrics }, worker))
+        let rx = Arc::new(Mutex::new(rx));
+        let workers = (0..cfg.workers.max(1))
+            .map(|i| {
+                let (state, rx, m) = (state.clone(), rx.clone(), metrics.clone());
+                std::thread::Builder::new()
+                    .name(format!("onerec-batcher-{i}"))
+                    .spawn(move || worker(&state, cfg, &rx, &m))
+            })
+            .collect::<std::io::Result<Vec<_>>>()?;
+        Ok((Batcher { tx, metrics }, workers))
     }
 
     /// Queues a job without waiting.
@@ -79,23 +89,33 @@ impl Batcher {
     }
 }
 
-fn worker(state: &ModelState, cfg: BatchConfig, rx: &Receiver<Job>, metrics: &Metrics) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        let deadline = Instant::now() + cfg.max_wait;
-        while batch.len() < cfg.max_batch {
-            match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
-                Ok(j) => batch.push(j),
-                Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
-            }
-        }
+fn worker(state: &ModelState, cfg: BatchConfig, rx: &Mutex<Receiver<Job>>, metrics: &Metrics) {
+    while let Some(batch) = gather(cfg, rx) {
         metrics.queue_depth.fetch_sub(batch.len() as i64, Ordering::Relaxed);
         metrics.observe_batch(batch.len());
         let t0 = Instant::now();
+        let n = batch.len();
         run_batch(state, batch);
-        tracing::debug!("batch done in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
+        tracing::debug!("batch of {n} done in {:.1} ms", t0.elapsed().as_secs_f64() * 1e3);
     }
     tracing::info!("batcher: queue closed and drained, worker stops");
+}
+
+/// The next batch, holding the queue while gathering it; None once the queue is closed
+/// and empty.
+fn gather(cfg: BatchConfig, rx: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
+    // A poisoned lock only means another worker panicked while gathering: the queue
+    // itself is intact.
+    let rx = rx.lock().unwrap_or_else(|p| p.into_inner());
+    let mut batch = vec![rx.recv().ok()?];
+    let deadline = Instant::now() + cfg.max_wait;
+    while batch.len() < cfg.max_batch {
+        match rx.recv_timeout(deadline.saturating_duration_since(Instant::now())) {
+            Ok(j) => batch.push(j),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    Some(batch)
 }
 
 /// Recommend jobs that share beam settings: (history, reply channel) each.

@@ -64,18 +64,15 @@ fn finish(app: &App, endpoint: &'static str, t0: Instant, r: Result<Value, ApiEr
     json_response(status, &body)
 }
 
-/// The body bytes, or the JSON error for a body that could not be read (too large: 413).
+/// The body bytes, or a 400 JSON error naming `body` when it cannot be read: too large
+/// (axum's limit answers 413; the API answers every bad body 400 with the field at fault,
+/// as for malformed JSON), or cut off.
 fn body_bytes(app: &App, body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|e| {
-        let status = e.status().as_u16();
-        if status == 413 {
-            ApiError {
-                status,
-                field: Some("body".into()),
-                message: format!("request body is larger than {} bytes (--body-limit)", app.body_limit),
-            }
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::bad("body", format!("request body is larger than {} bytes (--body-limit)", app.body_limit))
         } else {
-            ApiError { status, field: Some("body".into()), message: format!("cannot read the request body: {e}") }
+            ApiError::bad("body", format!("cannot read the request body: {e}"))
         }
     })
 }
@@ -100,7 +97,7 @@ async fn recommend(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejecti
     let t0 = Instant::now();
     let r = async {
         let body = body_bytes(&app, body)?;
-        let req = parse_recommend(&body, &app.state, &app.limits)?;
+        let req = parse_recommend(&body, &app.state.catalogue(), &app.limits)?;
         let (reply, rx) = oneshot::channel();
         let session_len = req.opts.session_len;
         let hyps = run_job(&app, Job::Recommend { history: req.who.history, opts: req.opts, reply }, rx).await?;
@@ -120,7 +117,7 @@ async fn score(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejection>)
     let t0 = Instant::now();
     let r = async {
         let body = body_bytes(&app, body)?;
-        let req = parse_score(&body, &app.state, &app.limits)?;
+        let req = parse_score(&body, &app.state.catalogue(), &app.limits)?;
         let (reply, rx) = oneshot::channel();
         let lp = run_job(&app, Job::Score { history: req.who.history, items: req.items, reply }, rx).await?;
         let mut v = json!({"items": req.item_ids, "logprobs": lp});

@@ -2,10 +2,10 @@
 //!
 //! [`Server::start`] loads the model once, binds the address (port 0 picks a free one;
 //! [`Server::addr`] says which) and serves on its own tokio runtime thread; model work
-//! runs on a dedicated worker thread ([`batcher`]) through the same library calls as
+//! runs on worker threads ([`batcher`]) through the same library calls as
 //! `onerec generate` and `onerec score`. [`Server::shutdown`] (or SIGTERM / Ctrl-C with
 //! [`ServeOptions::handle_signals`]) stops accepting, finishes in-flight requests and
-//! drains the queue. See docs/serve.md for the API and design.
+//! drains the queue. See docs/usage.md (serve) for the API.
 
 pub mod batcher;
 pub mod bench;
@@ -40,7 +40,11 @@ pub struct ServeOptions {
     pub max_wait: Duration,
     /// Requests that may wait for the model; more get 503.
     pub queue: usize,
-    /// Largest request body, bytes (larger: 413).
+    /// Threads gathering and decoding batches (0: one per rayon thread). One by default:
+    /// on 2 shared cores a second worker cost more CPU per request and doubled the tail
+    /// latency at half load (docs/performance.md, "Serving").
+    pub workers: usize,
+    /// Largest request body, bytes (larger: 400).
     pub body_limit: usize,
     /// Largest `beam` a request may ask for.
     pub max_beam: usize,
@@ -61,6 +65,7 @@ impl ServeOptions {
             max_batch: 64,
             max_wait: Duration::from_millis(5),
             queue: 1024,
+            workers: 1,
             body_limit: 64 * 1024,
             max_beam: 256,
             max_score_items: 1000,
@@ -159,8 +164,15 @@ fn serve(
         .enable_all()
         .build()?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let cfg = BatchConfig { max_batch: opts.max_batch, max_wait: opts.max_wait, queue: opts.queue };
-    let (batcher, worker) = Batcher::start(state.clone(), cfg, metrics.clone())?;
+    let workers = if opts.workers == 0 { rayon::current_num_threads() } else { opts.workers };
+    let cfg = BatchConfig { max_batch: opts.max_batch, max_wait: opts.max_wait, queue: opts.queue, workers };
+    let (batcher, workers) = Batcher::start(state.clone(), cfg, metrics.clone())?;
+    tracing::info!(
+        "{} batch workers, batches of <= {} gathered for <= {:?}",
+        workers.len(),
+        cfg.max_batch,
+        cfg.max_wait
+    );
     let limits = RequestLimits { max_beam: opts.max_beam, max_items: opts.max_score_items };
     let app = Arc::new(App { state, batcher, metrics, limits, body_limit: opts.body_limit });
     let signals = opts.handle_signals;
@@ -181,8 +193,11 @@ fn serve(
             .await
             .context("HTTP server failed")
     });
-    // The router (and with it the last queue sender) is gone: the worker drains and stops.
-    let joined = worker.join().map_err(|_| anyhow::anyhow!("the batch worker panicked"));
+    // The router (and with it the last queue sender) is gone: the workers drain and stop.
+    let joined = workers
+        .into_iter()
+        .map(|w| w.join().map_err(|_| anyhow::anyhow!("a batch worker panicked")))
+        .collect::<Result<Vec<()>>>();
     rt.shutdown_timeout(Duration::from_secs(1));
     res?;
     joined?;

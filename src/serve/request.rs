@@ -1,9 +1,10 @@
 //! Request bodies: parsed by hand from JSON so every error names its field, checked
 //! against the model (known items, k <= beam, session length the model allows).
 
-use super::state::ModelState;
 use crate::generate::BeamOptions;
+use crate::tokenizer::SemanticIds;
 use serde_json::{Map, Value};
+use std::collections::HashMap;
 
 /// An error answered to the client: HTTP status, the field at fault, a message.
 #[derive(Debug, Clone, PartialEq)]
@@ -33,6 +34,16 @@ pub struct RequestLimits {
     pub max_items: usize,
 }
 
+/// What a request is checked against: the catalogue, the known users and the model's
+/// session limit (a view of the served model, so the parser can be fuzzed without one).
+#[derive(Clone, Copy)]
+pub struct Catalogue<'a> {
+    pub ids: &'a SemanticIds,
+    /// Known users: original id -> dense item ids, oldest first.
+    pub users: &'a HashMap<String, Vec<u32>>,
+    pub max_session_items: usize,
+}
+
 /// Whose recommendations: a known user, or an explicit history (dense item ids).
 pub struct Who {
     /// The user id given, if any (echoed back).
@@ -55,9 +66,9 @@ const RECOMMEND_FIELDS: &[&str] = &["user_id", "history", "k", "beam", "session_
 const SCORE_FIELDS: &[&str] = &["user_id", "history", "items"];
 
 /// Parses and checks a `POST /v1/recommend` body.
-pub fn parse_recommend(body: &[u8], state: &ModelState, limits: &RequestLimits) -> Result<RecommendRequest, ApiError> {
+pub fn parse_recommend(body: &[u8], cat: &Catalogue, limits: &RequestLimits) -> Result<RecommendRequest, ApiError> {
     let obj = object(body, RECOMMEND_FIELDS)?;
-    let who = who(&obj, state)?;
+    let who = who(&obj, cat)?;
     let k = uint(&obj, "k", 10)?;
     let beam = uint(&obj, "beam", 20)?;
     let session_len = uint(&obj, "session_len", 1)?;
@@ -78,7 +89,7 @@ pub fn parse_recommend(body: &[u8], state: &ModelState, limits: &RequestLimits) 
             format!("`k` {k} exceeds `beam` {beam}: at most `beam` results exist; raise `beam` or lower `k`"),
         ));
     }
-    let max_session = state.ckpt.meta.model.max_session_items;
+    let max_session = cat.max_session_items;
     if session_len > max_session {
         return Err(ApiError::bad(
             "session_len",
@@ -89,9 +100,9 @@ pub fn parse_recommend(body: &[u8], state: &ModelState, limits: &RequestLimits) 
 }
 
 /// Parses and checks a `POST /v1/score` body.
-pub fn parse_score(body: &[u8], state: &ModelState, limits: &RequestLimits) -> Result<ScoreRequest, ApiError> {
+pub fn parse_score(body: &[u8], cat: &Catalogue, limits: &RequestLimits) -> Result<ScoreRequest, ApiError> {
     let obj = object(body, SCORE_FIELDS)?;
-    let who = who(&obj, state)?;
+    let who = who(&obj, cat)?;
     let item_ids = strings(&obj, "items")?
         .ok_or_else(|| ApiError::bad("items", "`items` is required: the candidate item ids to score"))?;
     if item_ids.is_empty() {
@@ -103,7 +114,7 @@ pub fn parse_score(body: &[u8], state: &ModelState, limits: &RequestLimits) -> R
             format!("{} items exceed this server's limit of {} per request", item_ids.len(), limits.max_items),
         ));
     }
-    let items = known_items(&item_ids, state, "items")?;
+    let items = known_items(&item_ids, cat, "items")?;
     Ok(ScoreRequest { who, item_ids, items })
 }
 
@@ -120,7 +131,7 @@ fn object(body: &[u8], allowed: &[&str]) -> Result<Map<String, Value>, ApiError>
 }
 
 /// Exactly one of `user_id` (a known user: else 404) and `history` (known items).
-fn who(obj: &Map<String, Value>, state: &ModelState) -> Result<Who, ApiError> {
+fn who(obj: &Map<String, Value>, cat: &Catalogue) -> Result<Who, ApiError> {
     let user = match obj.get("user_id") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) => Some(s.clone()),
@@ -132,7 +143,7 @@ fn who(obj: &Map<String, Value>, state: &ModelState) -> Result<Who, ApiError> {
         (None, None) => {
             Err(ApiError::bad("user_id", "give `user_id` (a known user) or `history` (item ids, oldest first)"))
         }
-        (Some(u), None) => match state.users.get(&u) {
+        (Some(u), None) => match cat.users.get(&u) {
             Some(h) => Ok(Who { user_id: Some(u), history: h.clone() }),
             None => Err(ApiError {
                 status: 404,
@@ -144,15 +155,15 @@ fn who(obj: &Map<String, Value>, state: &ModelState) -> Result<Who, ApiError> {
             if h.is_empty() {
                 return Err(ApiError::bad("history", "`history` is empty: give at least one item id"));
             }
-            Ok(Who { user_id: None, history: known_items(&h, state, "history")? })
+            Ok(Who { user_id: None, history: known_items(&h, cat, "history")? })
         }
     }
 }
 
-fn known_items(ids: &[String], state: &ModelState, field: &str) -> Result<Vec<u32>, ApiError> {
+fn known_items(ids: &[String], cat: &Catalogue, field: &str) -> Result<Vec<u32>, ApiError> {
     ids.iter()
         .map(|it| {
-            state.ckpt.semantic_ids.row_of(it).ok_or_else(|| {
+            cat.ids.row_of(it).ok_or_else(|| {
                 ApiError::bad(field, format!("unknown item `{it}` in `{field}` (not in the model's catalogue)"))
             })
         })

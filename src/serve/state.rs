@@ -1,6 +1,7 @@
 //! What the server loads once at start: the model, its semantic ids and decode index,
 //! and the known users' histories (from the checkpoint's dataset).
 
+use super::request::Catalogue;
 use crate::data::Dataset;
 use crate::generate::users::{align_dataset, users_from_split, SplitSel};
 use crate::generate::DecodeIndex;
@@ -38,6 +39,15 @@ impl ModelState {
         let vocab = Vocab::new(ckpt.semantic_ids.codebook_sizes.clone());
         let index = DecodeIndex::new(&ckpt.semantic_ids)?;
         Ok(ModelState { ckpt, vocab, index, users, data_dir, split })
+    }
+
+    /// What requests are checked against.
+    pub fn catalogue(&self) -> Catalogue<'_> {
+        Catalogue {
+            ids: &self.ckpt.semantic_ids,
+            users: &self.users,
+            max_session_items: self.ckpt.meta.model.max_session_items,
+        }
     }
 
     /// `GET /v1/model`: what is being served.

@@ -27,7 +27,7 @@ fn run_record(out: &std::path::Path) -> serde_json::Value {
 }
 
 /// A tiny trained checkpoint on a small synthetic world: (tempdir, checkpoint, data).
-fn tiny_checkpoint() -> (tempfile::TempDir, String, String) {
+pub(crate) fn tiny_checkpoint() -> (tempfile::TempDir, String, String) {
     use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
     use onerec::tokenizer::{tokenize_files, Collisions, TokenizeOptions};
     use onerec::world::{synth, SynthOptions};

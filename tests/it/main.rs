@@ -28,6 +28,7 @@ mod reliability;
 mod report;
 mod reward_model;
 mod reward_real;
+mod serve;
 mod shard;
 mod tokenizer;
 mod world;
