@@ -12,10 +12,10 @@
 //! On disk: `reward.safetensors` (weights + `meta.codes`), `reward.json`
 //! ([`RewardMeta`]), `report.json` ([`RewardReport`]) and `config.toml`.
 
-use super::params;
 use super::RewardConfig;
 use crate::config::Config;
 use crate::data::Dataset;
+use crate::nn::{init, params};
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
@@ -513,7 +513,7 @@ pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out:
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let code_idx = sids.as_ref().map(code_index).transpose()?;
     let net = RewardNet::new(vb, ds.n_items(), rc.dim, code_idx.clone(), towers.len())?;
-    params::reinit_seeded(&vm, cfg.seed, "reward.init")?;
+    init::one_stream(&vm, cfg.seed, "reward.init")?;
     let vars: Vec<_> = params::sorted_vars(&vm).into_iter().map(|(_, v)| v).collect();
     let mut opt = candle_nn::AdamW::new(
         vars,
@@ -623,7 +623,7 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let net = RewardNet::new(vb, 12, 8, Some(code_index(&sids).unwrap()), 2).unwrap();
-        params::reinit_seeded(&vm, 1, "t").unwrap();
+        init::one_stream(&vm, 1, "t").unwrap();
         let b = net.batch(&[&[1, 2, 3], &[4]], &[&[5, 6], &[7, 8, 9]], 10).unwrap();
         let labels = Tensor::new(&[[1f32, 0.5], [0.0, 0.2]], &Device::Cpu).unwrap();
         let loss = bce(&net.forward(&b).unwrap(), &labels).unwrap().mean_all().unwrap();

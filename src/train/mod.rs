@@ -5,12 +5,13 @@
 //! checkpoint plus optimizer state, for `--resume`).
 
 pub mod data;
-pub mod optim;
 
 use crate::config::Config;
 use crate::data::Dataset;
 use crate::model::checkpoint::{self, CheckpointMeta};
-use crate::model::{sorted_vars, OneRecModel, Vocab};
+use crate::model::moe::MoeStats;
+use crate::model::{Loss, OneRecModel, Vocab};
+use crate::nn::{optim, params::sorted_vars};
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::Tensor;
@@ -316,9 +317,7 @@ pub fn pretrain_with(
     let mut step = start;
     while step < total {
         let ts = Instant::now();
-        for m in &moes {
-            m.take_stats(); // drop routing stats of eval passes
-        }
+        let mut step_moe: Vec<MoeStats> = moes.iter().map(|m| MoeStats::empty(m.n_experts())).collect();
         let lr = optim::lr_at(step, total, tc.lr, tc.warmup_steps, tc.min_lr_ratio);
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         for a in 0..tc.grad_accum {
@@ -337,10 +336,11 @@ pub fn pretrain_with(
             let exs: Vec<data::Example> = idx.iter().map(|&i| examples[i as usize]).collect();
             let batch = data::train_batch(&model, ds, &exs, tc.session_len)?;
             // Dropout masks from a per-micro-batch stream: a resumed run draws the same ones.
-            let (ce, aux) = {
+            let Loss { ce, aux, moe_stats } = {
                 let _train = model.training(crate::util::rng::stream(cfg.seed, &format!("train/dropout/{j}")));
                 model.loss(&batch)?
             };
+            step_moe.iter_mut().zip(&moe_stats).for_each(|(acc, s)| acc.add(s));
             let ce_v = ce.to_scalar::<f32>()? as f64;
             ensure!(
                 ce_v.is_finite(),
@@ -373,7 +373,7 @@ pub fn pretrain_with(
         optim::clip_global_norm(&mut grads, tc.grad_clip)?;
         opt.step(&grads, lr)?;
         for (i, m) in moes.iter().enumerate() {
-            let st = m.take_stats();
+            let st = &step_moe[i];
             m.update_bias(&st.load);
             for (a, b) in log_load[i].iter_mut().zip(&st.load) {
                 *a += b;
