@@ -18,7 +18,7 @@ use super::{AlignConfig, Objective};
 use crate::util::rng::Rng;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Tensor, Var};
-use candle_nn::Optimizer;
+use crate::nn::optim::AdamW;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -252,27 +252,9 @@ fn logprobs_detached<P: Policy>(model: &P, rows: &[(&[u32], &[u32])], batch: usi
 }
 
 /// Backward, optional global-norm clipping, optimizer step.
-fn step<P: Policy>(policy: &P, opt: &mut candle_nn::AdamW, loss: &Tensor, clip: f64) -> Result<()> {
-    let mut grads = loss.backward()?;
-    if clip > 0.0 {
-        let mut sq = 0f64;
-        for (_, v) in policy.vars() {
-            if let Some(g) = grads.get(&v) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            }
-        }
-        let norm = sq.sqrt();
-        ensure!(norm.is_finite(), "alignment gradient is not finite; lower align.lr or align.beta");
-        if norm > clip {
-            for (_, v) in policy.vars() {
-                if let Some(g) = grads.get(&v) {
-                    let g = (g * (clip / norm))?;
-                    grads.insert(&v, g);
-                }
-            }
-        }
-    }
-    opt.step(&grads)?;
+fn step(opt: &mut AdamW, loss: &Tensor, lr: f64, clip: f64) -> Result<()> {
+    let norm = opt.backward_step(loss, lr, clip)?;
+    ensure!(norm.is_finite(), "alignment gradient is not finite; lower align.lr or align.beta");
     Ok(())
 }
 
@@ -371,11 +353,7 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         return Ok(log);
     }
 
-    let vars: Vec<Var> = policy.vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
-    )?;
+    let mut opt = AdamW::with_default_betas(policy.vars(), cfg.weight_decay)?;
     let mut brng = crate::util::rng::stream(seed, &format!("align.batches.{it}"));
     let n_units = match cfg.objective {
         Objective::Dpo => pairs.len(),
@@ -462,7 +440,7 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         }
         last = vals[2] as f64;
         tracing::debug!(step = s, loss = vals[0], ntp = vals[1], pref = vals[2], acc, margin, "align step");
-        step(policy, &mut opt, &loss, cfg.grad_clip)?;
+        step(&mut opt, &loss, cfg.lr, cfg.grad_clip)?;
     }
     let n = cfg.steps as f64;
     log.loss = sums[0] / n;

@@ -19,7 +19,9 @@ use crate::nn::{init, params};
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, Optimizer, VarBuilder, VarMap};
+use crate::nn::optim::AdamW;
+use crate::nn::Linear;
+use candle_nn::{Embedding, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -130,7 +132,7 @@ impl RewardNet {
             Some((n_codes, idx)) => Some((candle_nn::embedding(n_codes + 1, dim, vb.pp("code_emb"))?, idx)),
             None => None,
         };
-        let l = |i, o, name: &str| candle_nn::linear(i, o, vb.pp(name));
+        let l = |i, o, name: &str| Linear::with_bias(i, o, vb.pp(name));
         let towers = (0..n_towers)
             .map(|t| Ok((l(dim, dim, &format!("tower{t}.l1"))?, l(dim, 1, &format!("tower{t}.l2"))?)))
             .collect::<Result<Vec<_>>>()?;
@@ -514,11 +516,7 @@ pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out:
     let code_idx = sids.as_ref().map(code_index).transpose()?;
     let net = RewardNet::new(vb, ds.n_items(), rc.dim, code_idx.clone(), towers.len())?;
     init::one_stream(&vm, cfg.seed, "reward.init")?;
-    let vars: Vec<_> = params::sorted_vars(&vm).into_iter().map(|(_, v)| v).collect();
-    let mut opt = candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW { lr: rc.lr, weight_decay: rc.weight_decay, ..Default::default() },
-    )?;
+    let mut opt = AdamW::with_default_betas(params::sorted_vars(&vm), rc.weight_decay)?;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut shuf = crate::util::rng::stream(cfg.seed, "reward.shuffle");
     let mut epoch_losses = Vec::new();
@@ -530,7 +528,7 @@ pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out:
             let ex: Vec<&Example> = chunk.iter().map(|&i| train[i]).collect();
             let (batch, labels) = examples_batch(&net, ds, &ex, rc.history_len)?;
             let loss = bce(&net.forward(&batch)?, &labels)?.mean_all()?;
-            opt.backward_step(&loss)?;
+            opt.backward_step(&loss, rc.lr, 0.0)?;
             sum += loss.to_scalar::<f32>()? as f64 * ex.len() as f64;
             cnt += ex.len();
             pb.inc(1);
