@@ -15,10 +15,10 @@
 
 use super::dpo::{dpo_loss, ecpo_loss, group_advantages};
 use super::{AlignConfig, Objective};
+use crate::nn::optim::AdamW;
 use crate::util::rng::Rng;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Tensor, Var};
-use crate::nn::optim::AdamW;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;

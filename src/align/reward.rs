@@ -15,12 +15,12 @@
 use super::RewardConfig;
 use crate::config::Config;
 use crate::data::Dataset;
+use crate::nn::optim::AdamW;
+use crate::nn::Linear;
 use crate::nn::{init, params};
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use crate::nn::optim::AdamW;
-use crate::nn::Linear;
 use candle_nn::{Embedding, VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::Rng;
@@ -515,7 +515,7 @@ pub fn train_reward_model(cfg: &Config, ds: &Dataset, tokenizer_dir: &Path, out:
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let code_idx = sids.as_ref().map(code_index).transpose()?;
     let net = RewardNet::new(vb, ds.n_items(), rc.dim, code_idx.clone(), towers.len())?;
-    init::one_stream(&vm, cfg.seed, "reward.init")?;
+    init::seeded(&vm, cfg.seed, "reward.init")?;
     let mut opt = AdamW::with_default_betas(params::sorted_vars(&vm), rc.weight_decay)?;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut shuf = crate::util::rng::stream(cfg.seed, "reward.shuffle");
@@ -621,7 +621,7 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let net = RewardNet::new(vb, 12, 8, Some(code_index(&sids).unwrap()), 2).unwrap();
-        init::one_stream(&vm, 1, "t").unwrap();
+        init::seeded(&vm, 1, "t").unwrap();
         let b = net.batch(&[&[1, 2, 3], &[4]], &[&[5, 6], &[7, 8, 9]], 10).unwrap();
         let labels = Tensor::new(&[[1f32, 0.5], [0.0, 0.2]], &Device::Cpu).unwrap();
         let loss = bce(&net.forward(&b).unwrap(), &labels).unwrap().mean_all().unwrap();

@@ -23,7 +23,7 @@ impl BigramPolicy {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         vb.get_with_hints((n_items + 1, n_items), "bigram.table", candle_nn::Init::Const(0.0))?;
-        init::one_stream(&vm, seed, "toy.bigram")?;
+        init::seeded(&vm, seed, "toy.bigram")?;
         Self::from_varmap(vm, n_items)
     }
 

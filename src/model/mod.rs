@@ -228,7 +228,7 @@ impl OneRecModel {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let model = OneRecModel::new(cfg, vocab, item_codes, vb)?;
-        crate::nn::init::transformer(&varmap, seed)?;
+        crate::nn::init::seeded(&varmap, seed, "init")?;
         Ok((model, varmap))
     }
 

@@ -4,12 +4,12 @@
 
 use super::rows::{gather_rows, l2n};
 use crate::data::Dataset;
+use crate::nn::optim::AdamW;
 use crate::nn::params::sorted_vars;
 use crate::nn::Linear;
 use crate::util::rng::stream;
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Module, Tensor};
-use crate::nn::optim::AdamW;
 use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};

@@ -5,16 +5,15 @@
 use super::kernel::nearest;
 use super::kmeans::{rq_kmeans, Residual};
 use super::rows::gather_rows;
+use crate::nn::optim::AdamW;
 use crate::nn::params::sorted_vars;
 use crate::nn::Linear;
-use crate::util::rng::{stream, Rng};
+use crate::util::rng::stream;
 use anyhow::{bail, Result};
 use candle_core::{DType, Device, Module, Tensor, Var, D};
-use crate::nn::optim::AdamW;
 use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::Rng as _;
-use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -84,17 +83,6 @@ impl Net {
     }
 }
 
-/// He-normal init (std sqrt(2 / d_in)) of the weight `name` [d_out, d_in], drawn from
-/// `rng` in [d_in, d_out] order; biases stay zero.
-fn he_init(varmap: &VarMap, name: &str, d_in: usize, d_out: usize, rng: &mut Rng) -> Result<()> {
-    let normal = Normal::new(0.0f32, (2.0 / d_in as f32).sqrt())?;
-    let w: Vec<f32> = (0..d_in * d_out).map(|_| normal.sample(rng)).collect();
-    let w = Tensor::from_vec(w, (d_in, d_out), &Device::Cpu)?.t()?.contiguous()?;
-    let var = sorted_vars(varmap).into_iter().find(|(n, _)| n == name).map(|(_, v)| v);
-    var.ok_or_else(|| anyhow::anyhow!("rq-vae: no variable {name}"))?.set(&w)?;
-    Ok(())
-}
-
 /// Residual quantization of latent rows with fixed codebooks (host kernel).
 fn quantize(z: &[f32], e: usize, cbs: &[Vec<f32>], sizes: &[usize]) -> (Vec<u32>, Vec<Vec<f32>>) {
     let n = z.len() / e;
@@ -127,15 +115,7 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
     let e = opts.latent;
     let varmap = VarMap::new();
     let net = Net::new(d, opts.hidden, e, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
-    let mut rng = stream(seed, "tokenizer.rqvae.init");
-    for (layer, (d_in, d_out)) in ["encoder.0", "encoder.1", "decoder.0", "decoder.1"].iter().zip([
-        (d, opts.hidden),
-        (opts.hidden, e),
-        (e, opts.hidden),
-        (opts.hidden, d),
-    ]) {
-        he_init(&varmap, &format!("rqvae.{layer}.weight"), d_in, d_out, &mut rng)?;
-    }
+    crate::nn::init::seeded(&varmap, seed, "tokenizer.rqvae.init")?;
     // k-means initialisation of the codebooks on the initial encoder outputs.
     let z0 = net.host(x, d, |m, t| m.encode(t))?;
     let init = rq_kmeans(&z0, e, sizes, 10, false, seed ^ 0x5eed)?;
