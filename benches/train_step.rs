@@ -6,8 +6,9 @@
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, Criterion};
 use onerec::config::Config;
-use onerec::model::{sorted_vars, Batch, ModelConfig, OneRecModel, Vocab};
-use onerec::train::optim::{clip_global_norm, AdamW};
+use onerec::model::{Batch, Loss, ModelConfig, OneRecModel, Vocab};
+use onerec::nn::optim::{clip_global_norm, AdamW};
+use onerec::nn::params::sorted_vars;
 use rand::Rng;
 use std::collections::HashMap;
 use std::time::Instant;
@@ -40,7 +41,7 @@ fn setup(mc: &ModelConfig, bs: usize) -> Setup {
 }
 
 fn step(s: &mut Setup) {
-    let (ce, aux) = s.model.loss(&s.batch).unwrap();
+    let Loss { ce, aux, .. } = s.model.loss(&s.batch).unwrap();
     let loss = match aux {
         Some(a) => (ce + a).unwrap(),
         None => ce,

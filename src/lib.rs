@@ -6,6 +6,7 @@
 //! - [`embed`]: item texts -> sentence embeddings with a local BERT model;
 //! - [`tokenizer`]: multimodal item embeddings -> unique semantic-ID paths;
 //! - [`model`]: encoder + sparse-MoE decoder over semantic-ID tokens;
+//! - [`nn`]: the layers, kernels, seeded init, parameter files and optimizer they share;
 //! - [`train`]: next-token pretraining loop, checkpoints;
 //! - [`align`]: reward model and iterative DPO preference alignment;
 //! - [`generate`]: constrained beam search with a KV cache, batch scoring;
@@ -24,6 +25,7 @@ pub mod embed;
 pub mod eval;
 pub mod generate;
 pub mod model;
+pub mod nn;
 pub mod pipeline;
 pub mod report;
 pub mod serve;

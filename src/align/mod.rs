@@ -13,7 +13,6 @@
 pub mod dpo;
 pub mod iterate;
 pub mod onerec;
-mod params;
 pub mod preferences;
 pub mod reward;
 /// A toy world and bigram policy for alignment tests: `testkit` feature only.

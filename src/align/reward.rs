@@ -12,12 +12,12 @@
 //! On disk: `reward.safetensors` (weights + `meta.codes`), `reward.json`
 //! ([`RewardMeta`]), `report.json` ([`RewardReport`]) and `config.toml`.
 
-use super::params;
 use super::RewardConfig;
+use crate::nn::{params, Linear};
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Module, Tensor, D};
-use candle_nn::{Embedding, Linear, VarBuilder, VarMap};
+use candle_nn::{Embedding, VarBuilder, VarMap};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -129,7 +129,7 @@ impl RewardNet {
             Some((n_codes, idx)) => Some((candle_nn::embedding(n_codes + 1, dim, vb.pp("code_emb"))?, idx)),
             None => None,
         };
-        let l = |i, o, name: &str| candle_nn::linear(i, o, vb.pp(name));
+        let l = |i, o, name: &str| Linear::with_bias(i, o, vb.pp(name));
         let towers = (0..n_towers)
             .map(|t| Ok((l(dim, dim, &format!("tower{t}.l1"))?, l(dim, 1, &format!("tower{t}.l2"))?)))
             .collect::<Result<Vec<_>>>()?;
@@ -392,7 +392,7 @@ mod tests {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         let net = RewardNet::new(vb, 12, 8, Some(code_index(&sids).unwrap()), 2).unwrap();
-        params::reinit_seeded(&vm, 1, "t").unwrap();
+        crate::nn::init::seeded(&vm, 1, "t").unwrap();
         let b = net.batch(&[&[1, 2, 3], &[4]], &[&[5, 6], &[7, 8, 9]], 10).unwrap();
         let labels = Tensor::new(&[[1f32, 0.5], [0.0, 0.2]], &Device::Cpu).unwrap();
         let loss = bce(&net.forward(&b).unwrap(), &labels).unwrap().mean_all().unwrap();

@@ -3,7 +3,7 @@
 //! conditioned on the last history item, each later item on the one before it.
 
 use super::iterate::Policy;
-use super::params;
+use crate::nn::{init, params};
 use crate::util::rng::Rng;
 use anyhow::{ensure, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
@@ -23,7 +23,7 @@ impl BigramPolicy {
         let vm = VarMap::new();
         let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
         vb.get_with_hints((n_items + 1, n_items), "bigram.table", candle_nn::Init::Const(0.0))?;
-        params::reinit_seeded(&vm, seed, "toy.bigram")?;
+        init::seeded(&vm, seed, "toy.bigram")?;
         Self::from_varmap(vm, n_items)
     }
 

@@ -6,10 +6,10 @@ use super::dpo::{dpo_loss, ecpo_loss, group_advantages};
 use super::iterate::Policy;
 use super::preferences::{Group, Pair, Preferences};
 use super::{AlignConfig, Objective};
+use crate::nn::optim::AdamW;
 use crate::util::rng::Rng;
 use anyhow::{ensure, Result};
-use candle_core::{Device, Tensor, Var};
-use candle_nn::Optimizer;
+use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 
 /// Means over an iteration's steps, and the preference loss of its first and last step.
@@ -173,11 +173,7 @@ pub fn train_on_preferences<P: Policy>(
     seed: u64,
     it: usize,
 ) -> Result<TrainStats> {
-    let vars: Vec<Var> = policy.vars().into_iter().map(|(_, v)| v).collect();
-    let mut opt = candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW { lr: cfg.lr, weight_decay: cfg.weight_decay, ..Default::default() },
-    )?;
+    let mut opt = AdamW::with_default_betas(policy.vars(), cfg.weight_decay)?;
     let units = match cfg.objective {
         Objective::Dpo => prefs.pairs.len(),
         Objective::Grpo => prefs.groups.len(),
@@ -209,7 +205,7 @@ pub fn train_on_preferences<P: Policy>(
         }
         sums.pref_loss_last = vals[2] as f64;
         tracing::debug!(step = s, loss = vals[0], ntp = vals[1], pref = vals[2], acc, margin, "align step");
-        update(policy, &mut opt, &loss, cfg.grad_clip)?;
+        update(&mut opt, &loss, cfg.lr, cfg.grad_clip)?;
     }
     let n = cfg.steps as f64;
     Ok(TrainStats {
@@ -222,27 +218,9 @@ pub fn train_on_preferences<P: Policy>(
     })
 }
 
-/// Backward, optional global-norm clipping, optimizer step.
-fn update<P: Policy>(policy: &P, opt: &mut candle_nn::AdamW, loss: &Tensor, clip: f64) -> Result<()> {
-    let mut grads = loss.backward()?;
-    if clip > 0.0 {
-        let mut sq = 0f64;
-        for (_, v) in policy.vars() {
-            if let Some(g) = grads.get(&v) {
-                sq += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
-            }
-        }
-        let norm = sq.sqrt();
-        ensure!(norm.is_finite(), "alignment gradient is not finite; lower align.lr or align.beta");
-        if norm > clip {
-            for (_, v) in policy.vars() {
-                if let Some(g) = grads.get(&v) {
-                    let g = (g * (clip / norm))?;
-                    grads.insert(&v, g);
-                }
-            }
-        }
-    }
-    opt.step(&grads)?;
+/// Backward, optional global-norm clipping, optimizer step at learning rate `lr`.
+fn update(opt: &mut AdamW, loss: &Tensor, lr: f64, clip: f64) -> Result<()> {
+    let norm = opt.backward_step(loss, lr, clip)?;
+    ensure!(norm.is_finite(), "alignment gradient is not finite; lower align.lr or align.beta");
     Ok(())
 }

@@ -3,7 +3,8 @@
 //! (`codes.tsv`, re-indexed to the dataset's dense item ids) so a checkpoint is
 //! self-contained. Training checkpoints add optimizer state (written by `train`).
 
-use super::{sorted_vars, ModelConfig, OneRecModel, Vocab};
+use super::{ModelConfig, OneRecModel, Vocab};
+use crate::nn::params::sorted_vars;
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Device, Tensor};

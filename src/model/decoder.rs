@@ -1,77 +1,134 @@
 //! The session decoder: pre-norm causal self-attention -> cross-attention over the
 //! encoder output -> FFN (dense SwiGLU or sparse MoE), then an output head over the
-//! vocabulary. `forward` is teacher-forced; `step` feeds one token with a KV cache.
+//! vocabulary. `forward` is teacher-forced; `step` feeds one token with a KV cache;
+//! both run the same [`DecLayer::forward`].
 
-use super::layers::{causal_mask, Attention, Dropout, Lin, RmsNorm, SwiGlu};
-use super::moe::{Ffn, Moe};
+use super::encoder::Encoded;
+use super::moe::{Ffn, Moe, MoeStats};
 use super::{ModelConfig, Vocab};
+use crate::nn::{causal_mask, Attention, Dropout, Linear, RmsNorm, SwiGlu};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
 
+/// Keys and values split into heads, [B,H,T,dh] each.
+pub type KeyValue = (Tensor, Tensor);
+
 pub struct DecLayer {
-    n1: RmsNorm,
+    self_attn_norm: RmsNorm,
     self_attn: Attention,
-    n2: RmsNorm,
-    cross: Attention,
-    n3: RmsNorm,
+    cross_attn_norm: RmsNorm,
+    cross_attn: Attention,
+    ffn_norm: RmsNorm,
     pub ffn: Ffn,
 }
 
+/// What one decoder layer returns besides its output.
+struct LayerOutput {
+    x: Tensor,
+    /// Self-attention keys/values of every position so far (the cache's next value).
+    self_kv: KeyValue,
+    aux_loss: Option<Tensor>,
+    moe_stats: Option<MoeStats>,
+}
+
+impl DecLayer {
+    fn new(cfg: &ModelConfig, vb: VarBuilder) -> Result<DecLayer> {
+        let d = cfg.d_model;
+        let ffn = if cfg.moe.experts > 0 {
+            Ffn::Moe(Moe::new(d, &cfg.moe, vb.pp("moe"))?)
+        } else {
+            Ffn::Dense(SwiGlu::new(d, cfg.ffn_hidden, vb.pp("ffn"))?)
+        };
+        Ok(DecLayer {
+            self_attn_norm: RmsNorm::new(d, vb.pp("norm1"))?,
+            self_attn: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("self_attn"))?,
+            cross_attn_norm: RmsNorm::new(d, vb.pp("norm2"))?,
+            cross_attn: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("cross_attn"))?,
+            ffn_norm: RmsNorm::new(d, vb.pp("norm3"))?,
+            ffn,
+        })
+    }
+
+    /// The layer over new positions `x` [B,S,d]. `past`: self-attention keys/values of
+    /// earlier positions (KV-cached decoding, S = 1); `causal`: the mask among the S
+    /// new positions (teacher forcing). `cross` holds the encoder's keys/values for
+    /// this layer and `enc_mask` its padding mask.
+    fn forward(
+        &self,
+        x: &Tensor,
+        past: Option<&KeyValue>,
+        causal: Option<&Tensor>,
+        cross: &KeyValue,
+        enc_mask: &Tensor,
+        drop: &Dropout,
+    ) -> Result<LayerOutput> {
+        let h = self.self_attn_norm.forward(x)?;
+        let (k, v) = self.self_attn.kv(&h)?;
+        let (k, v) = match past {
+            Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
+            None => (k, v),
+        };
+        let x = (x + drop.forward(&self.self_attn.attend(&h, &k, &v, causal)?)?)?;
+        let h = self.cross_attn_norm.forward(&x)?;
+        let x = (&x + drop.forward(&self.cross_attn.attend(&h, &cross.0, &cross.1, Some(enc_mask))?)?)?;
+        let (f, aux_loss, moe_stats) = self.ffn.forward(&self.ffn_norm.forward(&x)?)?;
+        let x = (&x + drop.forward(&f)?)?;
+        Ok(LayerOutput { x, self_kv: (k, v), aux_loss, moe_stats })
+    }
+}
+
 pub struct Decoder {
-    tok: Tensor,
-    pos: Tensor,
+    tok_emb: Tensor,
+    pos_emb: Tensor,
     pub layers: Vec<DecLayer>,
-    norm: RmsNorm,
-    head: Lin,
+    final_norm: RmsNorm,
+    head: Linear,
     drop: Arc<Dropout>,
+}
+
+/// Teacher-forced decoder output.
+pub struct DecoderOutput {
+    /// [B,S,V].
+    pub logits: Tensor,
+    /// Sum of the MoE aux losses (when that balancing mode is on).
+    pub aux_loss: Option<Tensor>,
+    /// Routing statistics of each MoE layer, in layer order.
+    pub moe_stats: Vec<MoeStats>,
 }
 
 /// Per-layer caches of a batch of decoding rows.
 #[derive(Clone)]
 pub struct Cache {
-    pub cross: Vec<(Tensor, Tensor)>,
-    pub selfkv: Vec<Option<(Tensor, Tensor)>>,
+    /// Cross-attention keys/values of the encoder output (fixed while decoding).
+    pub cross: Vec<KeyValue>,
+    /// Self-attention keys/values of the tokens fed so far.
+    pub self_kv: Vec<Option<KeyValue>>,
 }
 
 impl Decoder {
     pub fn new(cfg: &ModelConfig, vocab: &Vocab, drop: Arc<Dropout>, vb: VarBuilder) -> Result<Decoder> {
         let d = cfg.d_model;
         let init = Init::Randn { mean: 0.0, stdev: 0.02 };
-        let layers = (0..cfg.dec_layers)
-            .map(|i| {
-                let vb = vb.pp(format!("layer{i}"));
-                let ffn = if cfg.moe.experts > 0 {
-                    Ffn::Moe(Moe::new(d, &cfg.moe, vb.pp("moe"))?)
-                } else {
-                    Ffn::Dense(SwiGlu::new(d, cfg.ffn_hidden, vb.pp("ffn"))?)
-                };
-                Ok(DecLayer {
-                    n1: RmsNorm::new(d, vb.pp("norm1"))?,
-                    self_attn: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("self_attn"))?,
-                    n2: RmsNorm::new(d, vb.pp("norm2"))?,
-                    cross: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("cross_attn"))?,
-                    n3: RmsNorm::new(d, vb.pp("norm3"))?,
-                    ffn,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let layers =
+            (0..cfg.dec_layers).map(|i| DecLayer::new(cfg, vb.pp(format!("layer{i}")))).collect::<Result<Vec<_>>>()?;
         Ok(Decoder {
-            tok: vb.get_with_hints((vocab.size(), d), "tok_emb", init)?,
-            pos: vb.get_with_hints((cfg.max_decoder_len(vocab.levels()), d), "pos_emb", init)?,
+            tok_emb: vb.get_with_hints((vocab.size(), d), "tok_emb", init)?,
+            pos_emb: vb.get_with_hints((cfg.max_decoder_len(vocab.levels()), d), "pos_emb", init)?,
             layers,
-            norm: RmsNorm::new(d, vb.pp("final_norm"))?,
-            head: Lin::new(d, vocab.size(), vb.pp("head"))?,
+            final_norm: RmsNorm::new(d, vb.pp("final_norm"))?,
+            head: Linear::new(d, vocab.size(), vb.pp("head"))?,
             drop,
         })
     }
 
     pub fn max_len(&self) -> usize {
-        self.pos.dim(0).unwrap_or(0)
+        self.pos_emb.dim(0).unwrap_or(0)
     }
 
+    /// Token + position embeddings of `tokens` (row-major [B,S]) at positions start.. .
     fn embed(&self, tokens: &[u32], b: usize, s: usize, start: usize) -> Result<Tensor> {
-        let dev = self.tok.device();
+        let dev = self.tok_emb.device();
         if start + s > self.max_len() {
             candle_core::bail!(
                 "decoder input of {} positions exceeds the model's {} (raise model.max_session_items)",
@@ -79,68 +136,46 @@ impl Decoder {
                 self.max_len()
             );
         }
-        let tok = self.tok.index_select(&Tensor::from_vec(tokens.to_vec(), b * s, dev)?, 0)?;
-        let pos = self.pos.narrow(0, start, s)?;
+        let tok = self.tok_emb.index_select(&Tensor::from_vec(tokens.to_vec(), b * s, dev)?, 0)?;
+        let pos = self.pos_emb.narrow(0, start, s)?;
         tok.reshape((b, s, ()))?.broadcast_add(&pos)
     }
 
-    /// Teacher-forced logits [B,S,V] for decoder inputs `tokens` (row-major [B,S]),
-    /// plus the sum of the MoE aux losses.
-    pub fn forward(
-        &self,
-        tokens: &[u32],
-        b: usize,
-        s: usize,
-        enc: &super::encoder::Encoded,
-    ) -> Result<(Tensor, Option<Tensor>)> {
-        let drop = &self.drop;
-        let mut x = drop.forward(&self.embed(tokens, b, s, 0)?)?;
+    /// Teacher-forced logits for decoder inputs `tokens` (row-major [B,S]).
+    pub fn forward(&self, tokens: &[u32], b: usize, s: usize, enc: &Encoded) -> Result<DecoderOutput> {
+        let mut x = self.drop.forward(&self.embed(tokens, b, s, 0)?)?;
         let causal = causal_mask(s, x.device())?;
-        let mut aux: Option<Tensor> = None;
-        for l in &self.layers {
-            let h = l.n1.forward(&x)?;
-            let (k, v) = l.self_attn.kv(&h)?;
-            x = (&x + drop.forward(&l.self_attn.attend(&h, &k, &v, Some(&causal))?)?)?;
-            let h = l.n2.forward(&x)?;
-            let (ck, cv) = l.cross.kv(&enc.out)?;
-            x = (&x + drop.forward(&l.cross.attend(&h, &ck, &cv, Some(&enc.mask))?)?)?;
-            let (f, a) = l.ffn.forward(&l.n3.forward(&x)?)?;
-            x = (&x + drop.forward(&f)?)?;
-            if let Some(a) = a {
-                aux = Some(match aux {
+        let (mut aux_loss, mut moe_stats) = (None::<Tensor>, Vec::new());
+        for layer in &self.layers {
+            let cross = layer.cross_attn.kv(&enc.out)?;
+            let out = layer.forward(&x, None, Some(&causal), &cross, &enc.mask, &self.drop)?;
+            x = out.x;
+            if let Some(a) = out.aux_loss {
+                aux_loss = Some(match aux_loss {
                     Some(p) => (p + a)?,
                     None => a,
                 });
             }
+            moe_stats.extend(out.moe_stats);
         }
-        Ok((self.head.forward(&self.norm.forward(&x)?)?, aux))
+        let logits = self.head.forward(&self.final_norm.forward(&x)?)?;
+        Ok(DecoderOutput { logits, aux_loss, moe_stats })
     }
 
     /// Cross-attention K/V of every layer and empty self caches.
-    pub fn start(&self, enc: &super::encoder::Encoded) -> Result<Cache> {
-        let cross = self.layers.iter().map(|l| l.cross.kv(&enc.out)).collect::<Result<Vec<_>>>()?;
-        Ok(Cache { cross, selfkv: vec![None; self.layers.len()] })
+    pub fn start(&self, enc: &Encoded) -> Result<Cache> {
+        let cross = self.layers.iter().map(|l| l.cross_attn.kv(&enc.out)).collect::<Result<Vec<_>>>()?;
+        Ok(Cache { cross, self_kv: vec![None; self.layers.len()] })
     }
 
     /// One token per row at position `pos`: logits [R,V].
     pub fn step(&self, tokens: &[u32], pos: usize, cache: &mut Cache, enc_mask: &Tensor) -> Result<Tensor> {
-        let r = tokens.len();
-        let mut x = self.embed(tokens, r, 1, pos)?;
-        for (i, l) in self.layers.iter().enumerate() {
-            let h = l.n1.forward(&x)?;
-            let (k, v) = l.self_attn.kv(&h)?;
-            let (k, v) = match &cache.selfkv[i] {
-                Some((pk, pv)) => (Tensor::cat(&[pk, &k], 2)?, Tensor::cat(&[pv, &v], 2)?),
-                None => (k, v),
-            };
-            x = (&x + l.self_attn.attend(&h, &k, &v, None)?)?;
-            cache.selfkv[i] = Some((k, v));
-            let h = l.n2.forward(&x)?;
-            let (ck, cv) = &cache.cross[i];
-            x = (&x + l.cross.attend(&h, ck, cv, Some(enc_mask))?)?;
-            let (f, _) = l.ffn.forward(&l.n3.forward(&x)?)?;
-            x = (&x + f)?;
+        let mut x = self.embed(tokens, tokens.len(), 1, pos)?;
+        for (i, layer) in self.layers.iter().enumerate() {
+            let out = layer.forward(&x, cache.self_kv[i].as_ref(), None, &cache.cross[i], enc_mask, &self.drop)?;
+            x = out.x;
+            cache.self_kv[i] = Some(out.self_kv);
         }
-        self.head.forward(&self.norm.forward(&x)?)?.squeeze(1)
+        self.head.forward(&self.final_norm.forward(&x)?)?.squeeze(1)
     }
 }

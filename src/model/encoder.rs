@@ -2,24 +2,34 @@
 //! code-token embeddings) after a leading summary slot, learned recency-aligned
 //! positions, pre-norm bidirectional self-attention with a padding mask, SwiGLU FFN.
 
-use super::layers::{key_mask, Attention, Dropout, RmsNorm, SwiGlu};
 use super::{ModelConfig, Vocab};
+use crate::nn::{key_mask, Attention, Dropout, RmsNorm, SwiGlu};
 use candle_core::{Module, Result, Tensor};
 use candle_nn::{Init, VarBuilder};
 use std::sync::Arc;
 
 struct EncLayer {
-    n1: RmsNorm,
+    attn_norm: RmsNorm,
     attn: Attention,
-    n2: RmsNorm,
+    ffn_norm: RmsNorm,
     ffn: SwiGlu,
 }
 
+impl EncLayer {
+    /// Bidirectional self-attention under the padding `mask`, then the FFN.
+    fn forward(&self, x: &Tensor, mask: &Tensor, drop: &Dropout) -> Result<Tensor> {
+        let h = self.attn_norm.forward(x)?;
+        let (k, v) = self.attn.kv(&h)?;
+        let x = (x + drop.forward(&self.attn.attend(&h, &k, &v, Some(mask))?)?)?;
+        &x + drop.forward(&self.ffn.forward(&self.ffn_norm.forward(&x)?)?)?
+    }
+}
+
 pub struct Encoder {
-    tok: Tensor,
-    pos: Tensor,
+    tok_emb: Tensor,
+    pos_emb: Tensor,
     layers: Vec<EncLayer>,
-    norm: RmsNorm,
+    final_norm: RmsNorm,
     history_len: usize,
     drop: Arc<Dropout>,
 }
@@ -38,18 +48,18 @@ impl Encoder {
             .map(|i| {
                 let vb = vb.pp(format!("layer{i}"));
                 Ok(EncLayer {
-                    n1: RmsNorm::new(d, vb.pp("norm1"))?,
+                    attn_norm: RmsNorm::new(d, vb.pp("norm1"))?,
                     attn: Attention::new(d, cfg.heads, cfg.fused_attention, vb.pp("attn"))?,
-                    n2: RmsNorm::new(d, vb.pp("norm2"))?,
+                    ffn_norm: RmsNorm::new(d, vb.pp("norm2"))?,
                     ffn: SwiGlu::new(d, cfg.ffn_hidden, vb.pp("ffn"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         Ok(Encoder {
-            tok: vb.get_with_hints((vocab.size(), d), "tok_emb", init)?,
-            pos: vb.get_with_hints((cfg.history_len + 1, d), "pos_emb", init)?,
+            tok_emb: vb.get_with_hints((vocab.size(), d), "tok_emb", init)?,
+            pos_emb: vb.get_with_hints((cfg.history_len + 1, d), "pos_emb", init)?,
             layers,
-            norm: RmsNorm::new(d, vb.pp("final_norm"))?,
+            final_norm: RmsNorm::new(d, vb.pp("final_norm"))?,
             history_len: cfg.history_len,
             drop,
         })
@@ -59,7 +69,7 @@ impl Encoder {
     /// (so an empty history is fine); items are left-padded so the most recent item
     /// always sits at the last position and gets the same position embedding.
     pub fn forward(&self, histories: &[&[u32]], item_codes: &[u32], vocab: &Vocab) -> Result<Encoded> {
-        let dev = self.tok.device();
+        let dev = self.tok_emb.device();
         let levels = vocab.levels();
         let n = self.history_len;
         let b = histories.len();
@@ -76,8 +86,7 @@ impl Encoder {
                 level.push(Vocab::PAD);
             }
             pos.push(0u32);
-            for (j, r) in row.iter_mut().enumerate().skip(1).take(pad) {
-                let _ = j;
+            for r in row.iter_mut().skip(1).take(pad) {
                 *r = false;
                 for lv in ids.iter_mut() {
                     lv.push(Vocab::PAD);
@@ -98,19 +107,15 @@ impl Encoder {
             }
             valid.push(row);
         }
-        let mut x = self.pos.index_select(&Tensor::from_vec(pos, b * t, dev)?, 0)?;
+        let mut x = self.pos_emb.index_select(&Tensor::from_vec(pos, b * t, dev)?, 0)?;
         for lv in ids {
-            x = (x + self.tok.index_select(&Tensor::from_vec(lv, b * t, dev)?, 0)?)?;
+            x = (x + self.tok_emb.index_select(&Tensor::from_vec(lv, b * t, dev)?, 0)?)?;
         }
-        let drop = &self.drop;
-        let mut x = drop.forward(&x.reshape((b, t, self.tok.dim(1)?))?)?;
+        let mut x = self.drop.forward(&x.reshape((b, t, self.tok_emb.dim(1)?))?)?;
         let mask = key_mask(&valid, dev)?;
-        for l in &self.layers {
-            let h = l.n1.forward(&x)?;
-            let (k, v) = l.attn.kv(&h)?;
-            x = (&x + drop.forward(&l.attn.attend(&h, &k, &v, Some(&mask))?)?)?;
-            x = (&x + drop.forward(&l.ffn.forward(&l.n2.forward(&x)?)?)?)?;
+        for layer in &self.layers {
+            x = layer.forward(&x, &mask, &self.drop)?;
         }
-        Ok(Encoded { out: self.norm.forward(&x)?, mask })
+        Ok(Encoded { out: self.final_norm.forward(&x)?, mask })
     }
 }

@@ -2,12 +2,9 @@
 //! semantic-ID token embeddings) and a decoder with sparse Mixture-of-Experts
 //! feed-forward layers that generates a session token by token.
 
-pub mod attention_op;
 pub mod checkpoint;
 pub mod decoder;
 pub mod encoder;
-pub mod fused;
-pub mod layers;
 pub mod moe;
 pub mod uncached;
 
@@ -15,11 +12,25 @@ pub mod uncached;
 pub use crate::tokenizer::Vocab;
 
 use crate::generate::StepModel;
+use crate::nn::{Dropout, DropoutGuard};
 use anyhow::{bail, ensure, Context, Result};
-use candle_core::{DType, Device, Tensor, Var, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{VarBuilder, VarMap};
-use rand_distr::{Distribution, Normal};
+use moe::MoeStats;
 use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// How the MoE router's load is balanced (`moe.balance`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Balance {
+    /// Switch-style auxiliary loss, weighted by `aux_coef`.
+    Aux,
+    /// DeepSeek-style loss-free bias on the selection scores, moved by `bias_rate`.
+    Bias,
+    /// No balancing.
+    None,
+}
 
 /// Sparse MoE settings (the `[model.moe]` config section).
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -34,7 +45,7 @@ pub struct MoeConfig {
     /// Add an always-on shared expert.
     pub shared_expert: bool,
     /// "aux" (Switch-style loss), "bias" (DeepSeek-style loss-free bias) or "none".
-    pub balance: String,
+    pub balance: Balance,
     /// Coefficient of the aux loss.
     pub aux_coef: f64,
     /// Step size of the loss-free bias update.
@@ -48,7 +59,7 @@ impl Default for MoeConfig {
             top_k: 2,
             expert_hidden: 128,
             shared_expert: false,
-            balance: "aux".into(),
+            balance: Balance::Aux,
             aux_coef: 0.01,
             bias_rate: 0.001,
         }
@@ -119,11 +130,6 @@ impl ModelConfig {
                 m.experts
             );
             ensure!(m.expert_hidden > 0, "moe.expert_hidden must be > 0");
-            ensure!(
-                ["aux", "bias", "none"].contains(&m.balance.as_str()),
-                "moe.balance = {:?}: expected \"aux\", \"bias\" or \"none\"",
-                m.balance
-            );
             ensure!(m.aux_coef >= 0.0 && m.bias_rate >= 0.0, "moe.aux_coef and moe.bias_rate must be >= 0");
         }
         Ok(())
@@ -157,11 +163,16 @@ impl Batch {
 }
 
 /// Output of a teacher-forced forward pass.
-pub struct Output {
-    /// [B,S,V].
-    pub logits: Tensor,
+pub type Output = decoder::DecoderOutput;
+
+/// The training objective of a batch.
+pub struct Loss {
+    /// Mean token cross-entropy over the unmasked targets.
+    pub ce: Tensor,
     /// Sum of the MoE aux losses (when that balancing mode is on).
-    pub aux_loss: Option<Tensor>,
+    pub aux: Option<Tensor>,
+    /// Routing statistics of each MoE layer, in layer order.
+    pub moe_stats: Vec<MoeStats>,
 }
 
 /// The encoder / sparse-MoE decoder model.
@@ -174,7 +185,7 @@ pub struct OneRecModel {
     pub decoder: decoder::Decoder,
     pub device: Device,
     /// Shared by the encoder and decoder; off unless [`OneRecModel::training`] is held.
-    pub dropout: std::sync::Arc<layers::Dropout>,
+    pub dropout: Arc<Dropout>,
 }
 
 /// Decoding state for a batch of rows: encoder mask, cross K/V and self KV caches.
@@ -200,14 +211,14 @@ impl OneRecModel {
             }
         }
         let device = vb.device().clone();
-        let dropout = std::sync::Arc::new(layers::Dropout::new(cfg.dropout));
+        let dropout = Arc::new(Dropout::new(cfg.dropout));
         let encoder = encoder::Encoder::new(cfg, &vocab, dropout.clone(), vb.pp("enc"))?;
         let decoder = decoder::Decoder::new(cfg, &vocab, dropout.clone(), vb.pp("dec"))?;
         Ok(OneRecModel { cfg: cfg.clone(), vocab, item_codes, encoder, decoder, device, dropout })
     }
 
     /// Training mode (dropout on, masks drawn from `rng`) until the guard is dropped.
-    pub fn training(&self, rng: crate::util::rng::Rng) -> layers::DropoutGuard<'_> {
+    pub fn training(&self, rng: crate::util::rng::Rng) -> DropoutGuard<'_> {
         self.dropout.training(rng)
     }
 
@@ -217,7 +228,7 @@ impl OneRecModel {
         let varmap = VarMap::new();
         let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
         let model = OneRecModel::new(cfg, vocab, item_codes, vb)?;
-        init_params(&varmap, seed)?;
+        crate::nn::init::seeded(&varmap, seed, "init")?;
         Ok((model, varmap))
     }
 
@@ -243,8 +254,7 @@ impl OneRecModel {
     pub fn forward(&self, batch: &Batch) -> Result<Output> {
         let h: Vec<&[u32]> = batch.histories.iter().map(|h| h.as_slice()).collect();
         let enc = self.encode_histories(&h)?;
-        let (logits, aux_loss) = self.decoder.forward(&batch.inputs, batch.rows(), batch.len, &enc)?;
-        Ok(Output { logits, aux_loss })
+        Ok(self.decoder.forward(&batch.inputs, batch.rows(), batch.len, &enc)?)
     }
 
     /// Log-probability of each target token, [B,S] (masked positions hold 0).
@@ -256,12 +266,13 @@ impl OneRecModel {
         Ok((logp.gather(&t, 1)?.reshape((b, s))? * m)?)
     }
 
-    /// Mean token cross-entropy over the unmasked targets, and the aux loss.
-    pub fn loss(&self, batch: &Batch) -> Result<(Tensor, Option<Tensor>)> {
+    /// Mean token cross-entropy over the unmasked targets, the aux loss and the
+    /// routing statistics.
+    pub fn loss(&self, batch: &Batch) -> Result<Loss> {
         let out = self.forward(batch)?;
         let lp = self.target_logprobs(&out.logits, batch)?;
         let n = batch.tokens().max(1.0) as f64;
-        Ok(((lp.sum_all()? * (-1.0 / n))?, out.aux_loss))
+        Ok(Loss { ce: (lp.sum_all()? * (-1.0 / n))?, aux: out.aux_loss, moe_stats: out.moe_stats })
     }
 
     /// Teacher-forced batch scoring `sessions` (item ids) after `histories`; when
@@ -344,47 +355,6 @@ impl OneRecModel {
     }
 }
 
-/// Deterministic re-initialisation of every variable, sorted by name: norms 1,
-/// embeddings N(0, 0.02), linear weights N(0, 1/fan_in) (outputs of residual
-/// branches scaled down by sqrt(2 * layers)).
-pub fn init_params(varmap: &VarMap, seed: u64) -> Result<()> {
-    for (name, var) in sorted_vars(varmap) {
-        let dims = var.dims().to_vec();
-        let n: usize = dims.iter().product();
-        let data: Vec<f32> = if name.ends_with("norm1.weight")
-            || name.ends_with("norm2.weight")
-            || name.ends_with("norm3.weight")
-            || name.ends_with("final_norm.weight")
-        {
-            vec![1.0; n]
-        } else {
-            let std = if name.ends_with("_emb") {
-                0.02
-            } else {
-                let fan_in = *dims.last().unwrap_or(&1) as f64;
-                let mut s = (1.0 / fan_in).sqrt();
-                if name.ends_with(".o.weight") || name.ends_with(".down.weight") {
-                    s /= 2.0;
-                }
-                s
-            };
-            let mut rng = crate::util::rng::stream(seed, &format!("init/{name}"));
-            let normal = Normal::new(0.0f64, std).context("init distribution")?;
-            (0..n).map(|_| normal.sample(&mut rng) as f32).collect()
-        };
-        var.set(&Tensor::from_vec(data, dims, &Device::Cpu)?)?;
-    }
-    Ok(())
-}
-
-/// All variables sorted by name (VarMap's own order is not stable).
-pub fn sorted_vars(varmap: &VarMap) -> Vec<(String, Var)> {
-    let data = varmap.data().lock().map(|d| d.iter().map(|(k, v)| (k.clone(), v.clone())).collect::<Vec<_>>());
-    let mut v = data.unwrap_or_default();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
 impl OneRecModel {
     /// Encodes histories for decoding (same as [`StepModel::encode`]).
     pub fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
@@ -413,7 +383,7 @@ impl OneRecModel {
             *k = sel(k)?;
             *v = sel(v)?;
         }
-        for kv in state.cache.selfkv.iter_mut().flatten() {
+        for kv in state.cache.self_kv.iter_mut().flatten() {
             kv.0 = sel(&kv.0)?;
             kv.1 = sel(&kv.1)?;
         }

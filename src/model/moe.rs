@@ -4,14 +4,14 @@
 //! router is trained. Load balancing: Switch-style aux loss, or DeepSeek-style
 //! loss-free bias (added to the scores for selection only, nudged after each step).
 
-use super::layers::{Lin, SwiGlu};
-use super::MoeConfig;
+use super::{Balance, MoeConfig};
+use crate::nn::{Linear, SwiGlu};
 use candle_core::{Module, Result, Tensor, D};
 use candle_nn::VarBuilder;
 use std::sync::Mutex;
 
-/// Routing statistics accumulated since the last [`Moe::take_stats`].
-#[derive(Clone, Debug, Default)]
+/// Routing statistics of one or more forward passes of an MoE layer.
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct MoeStats {
     /// Token-slots dispatched to each expert.
     pub load: Vec<u64>,
@@ -20,14 +20,39 @@ pub struct MoeStats {
     pub tokens: u64,
 }
 
+impl MoeStats {
+    /// No tokens routed yet, over `experts` experts.
+    pub fn empty(experts: usize) -> MoeStats {
+        MoeStats { load: vec![0; experts], ..Default::default() }
+    }
+
+    /// Adds the statistics of another pass.
+    pub fn add(&mut self, other: &MoeStats) {
+        for (a, b) in self.load.iter_mut().zip(&other.load) {
+            *a += b;
+        }
+        self.entropy_sum += other.entropy_sum;
+        self.tokens += other.tokens;
+    }
+}
+
+/// What one MoE forward pass returns.
+pub struct MoeOutput {
+    /// Same shape as the input.
+    pub out: Tensor,
+    /// The Switch aux loss (scalar) when that balancing mode is on.
+    pub aux_loss: Option<Tensor>,
+    pub stats: MoeStats,
+}
+
 pub struct Moe {
-    router: Lin,
+    router: Linear,
     experts: Vec<SwiGlu>,
     shared: Option<SwiGlu>,
     top_k: usize,
-    /// Selection bias per expert (loss-free balancing); all zero otherwise.
+    /// Selection bias per expert (loss-free balancing); all zero otherwise. A buffer
+    /// saved with checkpoints, nudged by [`Moe::update_bias`] after each training step.
     pub bias: Mutex<Vec<f32>>,
-    stats: Mutex<MoeStats>,
     cfg: MoeConfig,
 }
 
@@ -53,19 +78,17 @@ impl Moe {
             .collect::<Result<Vec<_>>>()?;
         let shared = if cfg.shared_expert { Some(SwiGlu::new(d, cfg.expert_hidden, vb.pp("shared"))?) } else { None };
         Ok(Moe {
-            router: Lin::new(d, cfg.experts, vb.pp("router"))?,
+            router: Linear::new(d, cfg.experts, vb.pp("router"))?,
             experts,
             shared,
             top_k: cfg.top_k,
             bias: Mutex::new(vec![0.0; cfg.experts]),
-            stats: Mutex::new(MoeStats { load: vec![0; cfg.experts], ..Default::default() }),
             cfg: cfg.clone(),
         })
     }
 
-    /// Returns the output (same shape as `x`) and the Switch aux loss (scalar) when
-    /// that balancing mode is on.
-    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    /// Routes every token of `x` ([..., d]) to its top-k experts.
+    pub fn forward(&self, x: &Tensor) -> Result<MoeOutput> {
         let dims = x.dims().to_vec();
         let d = dims[dims.len() - 1];
         let n = x.elem_count() / d;
@@ -102,8 +125,8 @@ impl Moe {
             let y = expert.forward(&x2.index_select(&toks, 0)?)?.broadcast_mul(&g)?;
             out = out.index_add(&toks, &y, 0)?;
         }
-        self.record(&host, &per_tok);
-        let aux = if self.cfg.balance == "aux" && self.cfg.aux_coef > 0.0 && n > 0 {
+        let stats = self.stats(&host, &per_tok);
+        let aux_loss = if self.cfg.balance == Balance::Aux && self.cfg.aux_coef > 0.0 && n > 0 {
             // E * sum_e f_e * P_e with f_e the dispatch fraction (constant) and P_e the
             // mean router probability, written as a matmul to keep reductions last-dim.
             let f: Vec<f32> = per_tok.iter().map(|t| t.len() as f32 / (n * k) as f32).collect();
@@ -113,39 +136,26 @@ impl Moe {
         } else {
             None
         };
-        Ok((out.reshape(dims)?, aux))
+        Ok(MoeOutput { out: out.reshape(dims)?, aux_loss, stats })
     }
 
-    fn record(&self, probs: &[f32], per_tok: &[Vec<u32>]) {
+    /// Load and router entropy of one pass (router probabilities `probs` [n, E]).
+    fn stats(&self, probs: &[f32], per_tok: &[Vec<u32>]) -> MoeStats {
         let e_n = self.experts.len();
-        let ent: f64 = probs
+        let entropy_sum: f64 = probs
             .chunks_exact(e_n)
             .map(|r| r.iter().map(|&p| if p > 0.0 { -(p as f64) * (p as f64).ln() } else { 0.0 }).sum::<f64>())
             .sum();
-        if let Ok(mut s) = self.stats.lock() {
-            for (e, t) in per_tok.iter().enumerate() {
-                s.load[e] += t.len() as u64;
-            }
-            s.entropy_sum += ent;
-            s.tokens += (probs.len() / e_n) as u64;
-        }
-    }
-
-    /// Returns and resets the routing statistics.
-    pub fn take_stats(&self) -> MoeStats {
-        match self.stats.lock() {
-            Ok(mut s) => {
-                let out = s.clone();
-                *s = MoeStats { load: vec![0; self.experts.len()], ..Default::default() };
-                out
-            }
-            Err(_) => MoeStats::default(),
+        MoeStats {
+            load: per_tok.iter().map(|t| t.len() as u64).collect(),
+            entropy_sum,
+            tokens: (probs.len() / e_n) as u64,
         }
     }
 
     /// Loss-free balancing: raise the bias of under-loaded experts, lower overloaded.
     pub fn update_bias(&self, load: &[u64]) {
-        if self.cfg.balance != "bias" || load.is_empty() {
+        if self.cfg.balance != Balance::Bias || load.is_empty() {
             return;
         }
         let mean = load.iter().sum::<u64>() as f64 / load.len() as f64;
@@ -175,10 +185,14 @@ pub enum Ffn {
 }
 
 impl Ffn {
-    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Option<Tensor>)> {
+    /// The output, plus the aux loss and routing statistics when sparse.
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Option<Tensor>, Option<MoeStats>)> {
         match self {
-            Ffn::Dense(f) => Ok((f.forward(x)?, None)),
-            Ffn::Moe(m) => m.forward(x),
+            Ffn::Dense(f) => Ok((f.forward(x)?, None, None)),
+            Ffn::Moe(m) => {
+                let o = m.forward(x)?;
+                Ok((o.out, o.aux_loss, Some(o.stats)))
+            }
         }
     }
 }

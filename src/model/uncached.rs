@@ -33,7 +33,7 @@ impl StepModel for Uncached<'_> {
         let rows = state.tokens.len();
         let len = state.tokens.first().map_or(0, |r| r.len());
         let flat: Vec<u32> = state.tokens.concat();
-        let (logits, _) = self.0.decoder.forward(&flat, rows, len, &state.enc)?;
+        let logits = self.0.decoder.forward(&flat, rows, len, &state.enc)?.logits;
         let last = logits.narrow(1, len - 1, 1)?.squeeze(1)?;
         let lp = candle_nn::ops::log_softmax(&last, D::Minus1)?;
         Ok(lp.flatten_all()?.to_vec1()?)

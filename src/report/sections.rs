@@ -145,11 +145,7 @@ fn moe_stats(pre: &Path, run_data: Option<&Path>) -> Result<Section> {
     let ds = align_dataset(&ds, &ckpt.semantic_ids)?;
     let ex = crate::train::data::valid_examples(&ds, MOE_EXAMPLES);
     anyhow::ensure!(!ex.is_empty(), "the dataset {} has no validation examples to route", data.display());
-    for m in &moes {
-        m.take_stats();
-    }
-    crate::train::data::valid_loss(&ckpt.model, &ds, &ex, 64)?;
-    let stats: Vec<_> = moes.iter().map(|m| m.take_stats()).collect();
+    let stats = crate::train::data::valid_routing(&ckpt.model, &ds, &ex, 64)?;
     let experts = stats[0].load.len();
     let mut s = Section::new("moe", MOE);
     s.notes.push(format!(

@@ -2,12 +2,15 @@
 //! in-batch-negatives InfoNCE loss over item pairs that co-occur (within a window)
 //! in users' TRAINING histories, so codes reflect content and collaborative signal.
 
-use super::nn::{gather_rows, l2n, Linear};
+use super::rows::{gather_rows, l2n};
 use crate::data::Dataset;
+use crate::nn::optim::AdamW;
+use crate::nn::params::sorted_vars;
+use crate::nn::Linear;
 use crate::util::rng::stream;
 use anyhow::{bail, Context, Result};
-use candle_core::{Device, Tensor};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 use std::collections::HashMap;
@@ -87,8 +90,16 @@ pub fn align(
     }
     let total_pairs = all.len();
     tracing::info!("alignment: {total_pairs} training co-occurrence pairs, {missing} dataset items without embedding");
-    let proj = Linear::identity(d)?;
-    let mut opt = AdamW::new(proj.vars(), ParamsAdamW { lr: opts.lr, weight_decay: 0.0, ..Default::default() })?;
+    // A projection that starts as the identity (a no-op).
+    let varmap = VarMap::new();
+    let proj = Linear::with_bias(d, d, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    let vars = sorted_vars(&varmap);
+    for (_, v) in &vars {
+        if v.rank() == 2 {
+            v.set(&Tensor::eye(d, DType::F32, &Device::Cpu)?)?;
+        }
+    }
+    let mut opt = AdamW::with_default_betas(vars, 0.0)?;
     let mut rng = stream(seed, "tokenizer.align");
     let (mut first, mut last, mut steps) = (f64::NAN, f64::NAN, 0);
     let inv_t = 1.0 / opts.temperature;
@@ -108,7 +119,7 @@ pub fn align(
             let loss = ((candle_nn::loss::cross_entropy(&logits, &tgt)?
                 + candle_nn::loss::cross_entropy(&logits.t()?, &tgt)?)?
                 * 0.5)?;
-            opt.backward_step(&loss)?;
+            opt.backward_step(&loss, opts.lr, 0.0)?;
             let v = loss.to_scalar::<f32>()? as f64;
             if steps == 0 {
                 first = v;

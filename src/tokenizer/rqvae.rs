@@ -4,11 +4,14 @@
 
 use super::kernel::nearest;
 use super::kmeans::{rq_kmeans, Residual};
-use super::nn::{gather_rows, Linear};
+use super::rows::gather_rows;
+use crate::nn::optim::AdamW;
+use crate::nn::params::sorted_vars;
+use crate::nn::Linear;
 use crate::util::rng::stream;
 use anyhow::{bail, Result};
-use candle_core::{Device, Tensor, Var, D};
-use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use candle_core::{DType, Device, Module, Tensor, Var, D};
+use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::Rng as _;
 use serde::{Deserialize, Serialize};
@@ -36,13 +39,14 @@ pub struct VaeFit {
     pub residual: Residual,
     /// Decoder output for each item's quantized path [n, d].
     pub recon: Vec<f32>,
-    /// Encoder/decoder weights (name, shape, data) for the artifact.
+    /// Encoder/decoder weights (name, shape, data) for the artifact; weights [out, in].
     pub weights: Vec<(String, Vec<usize>, Vec<f32>)>,
     pub loss_first: f64,
     pub loss_last: f64,
     pub reseeded: usize,
 }
 
+/// The encoder and decoder MLPs (`rqvae.encoder.{0,1}`, `rqvae.decoder.{0,1}`).
 struct Net {
     enc1: Linear,
     enc2: Linear,
@@ -51,6 +55,16 @@ struct Net {
 }
 
 impl Net {
+    /// Layers of widths d -> hidden -> latent -> hidden -> d with parameters from `vb`.
+    fn new(d: usize, hidden: usize, latent: usize, vb: VarBuilder) -> candle_core::Result<Net> {
+        Ok(Net {
+            enc1: Linear::with_bias(d, hidden, vb.pp("rqvae.encoder.0"))?,
+            enc2: Linear::with_bias(hidden, latent, vb.pp("rqvae.encoder.1"))?,
+            dec1: Linear::with_bias(latent, hidden, vb.pp("rqvae.decoder.0"))?,
+            dec2: Linear::with_bias(hidden, d, vb.pp("rqvae.decoder.1"))?,
+        })
+    }
+
     fn encode(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         self.enc2.forward(&self.enc1.forward(x)?.relu()?)
     }
@@ -99,13 +113,9 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
         bail!("codebook size {k} exceeds the number of items {n}; use a smaller --codebook-size");
     }
     let e = opts.latent;
-    let mut rng = stream(seed, "tokenizer.rqvae.init");
-    let net = Net {
-        enc1: Linear::new(d, opts.hidden, &mut rng)?,
-        enc2: Linear::new(opts.hidden, e, &mut rng)?,
-        dec1: Linear::new(e, opts.hidden, &mut rng)?,
-        dec2: Linear::new(opts.hidden, d, &mut rng)?,
-    };
+    let varmap = VarMap::new();
+    let net = Net::new(d, opts.hidden, e, VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu))?;
+    crate::nn::init::seeded(&varmap, seed, "tokenizer.rqvae.init")?;
     // k-means initialisation of the codebooks on the initial encoder outputs.
     let z0 = net.host(x, d, |m, t| m.encode(t))?;
     let init = rq_kmeans(&z0, e, sizes, 10, false, seed ^ 0x5eed)?;
@@ -115,12 +125,9 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
         .zip(sizes)
         .map(|(c, &k)| Var::from_tensor(&Tensor::from_vec(c.clone(), (k, e), &Device::Cpu)?))
         .collect::<candle_core::Result<_>>()?;
-    let mut vars = Vec::new();
-    for l in [&net.enc1, &net.enc2, &net.dec1, &net.dec2] {
-        vars.extend(l.vars());
-    }
-    vars.extend(cbs.iter().cloned());
-    let mut opt = AdamW::new(vars, ParamsAdamW { lr: opts.lr, weight_decay: 0.0, ..Default::default() })?;
+    let mut vars = sorted_vars(&varmap);
+    vars.extend(cbs.iter().enumerate().map(|(l, c)| (format!("rqvae.codebook.{l}"), c.clone())));
+    let mut opt = AdamW::with_default_betas(vars, 0.0)?;
     let mut order: Vec<usize> = (0..n).collect();
     let mut srng = stream(seed, "tokenizer.rqvae.train");
     let (mut first, mut last, mut reseeded) = (f64::NAN, f64::NAN, 0usize);
@@ -159,7 +166,7 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
             let zst = (&z + (zq - &z)?.detach())?;
             let xh = net.decode(&zst)?;
             let loss = ((candle_nn::loss::mse(&xh, &xb)? + cb_loss)? + (commit * opts.beta)?)?;
-            opt.backward_step(&loss)?;
+            opt.backward_step(&loss, opts.lr, 0.0)?;
             let v = loss.to_scalar::<f32>()? as f64;
             if first.is_nan() {
                 first = v;
@@ -202,13 +209,9 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
     let residual = Residual { codes, codebooks: host, last_input };
     let recon = decode_codes(&net, &residual.codes, levels, &residual.codebooks, e)?;
     let mut weights = Vec::new();
-    for (name, l) in
-        [("encoder.0", &net.enc1), ("encoder.1", &net.enc2), ("decoder.0", &net.dec1), ("decoder.1", &net.dec2)]
-    {
-        for (suffix, v) in [("weight", &l.w), ("bias", &l.b)] {
-            let t = v.as_tensor();
-            weights.push((format!("rqvae.{name}.{suffix}"), t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?));
-        }
+    for (name, v) in sorted_vars(&varmap) {
+        let t = v.as_tensor();
+        weights.push((name, t.dims().to_vec(), t.flatten_all()?.to_vec1::<f32>()?));
     }
     Ok(VaeFit { residual, recon, weights, loss_first: first, loss_last: last, reseeded })
 }
@@ -228,17 +231,17 @@ pub struct Decoder {
 impl VaeFit {
     /// Rebuilds a decoder from the stored weights (for re-scoring reassigned codes).
     pub fn decoder(&self) -> Result<Decoder> {
-        let get = |name: &str| -> Result<Var> {
-            let (_, shape, data) =
-                self.weights.iter().find(|w| w.0 == name).ok_or_else(|| anyhow::anyhow!("missing {name}"))?;
-            Ok(Var::from_tensor(&Tensor::from_vec(data.clone(), shape.as_slice(), &Device::Cpu)?)?)
+        let mut tensors = std::collections::HashMap::new();
+        for (name, shape, data) in &self.weights {
+            tensors.insert(name.clone(), Tensor::from_vec(data.clone(), shape.as_slice(), &Device::Cpu)?);
+        }
+        let dims = |name: &str| -> Result<Vec<usize>> {
+            Ok(tensors.get(name).ok_or_else(|| anyhow::anyhow!("rq-vae weights: missing {name}"))?.dims().to_vec())
         };
-        let lin = |p: &str| -> Result<Linear> {
-            Ok(Linear { w: get(&format!("rqvae.{p}.weight"))?, b: get(&format!("rqvae.{p}.bias"))? })
-        };
-        let net =
-            Net { enc1: lin("encoder.0")?, enc2: lin("encoder.1")?, dec1: lin("decoder.0")?, dec2: lin("decoder.1")? };
-        let e = net.dec1.w.as_tensor().dims()[0];
+        // Weights are [out, in]: encoder.0 maps d -> hidden, encoder.1 hidden -> latent.
+        let (enc1, enc2) = (dims("rqvae.encoder.0.weight")?, dims("rqvae.encoder.1.weight")?);
+        let (d, hidden, e) = (enc1[1], enc1[0], enc2[0]);
+        let net = Net::new(d, hidden, e, VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu))?;
         Ok(Decoder { net, e })
     }
 }

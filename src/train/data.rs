@@ -3,6 +3,7 @@
 //! never used for training.
 
 use crate::data::Dataset;
+use crate::model::moe::MoeStats;
 use crate::model::{Batch, OneRecModel};
 use anyhow::Result;
 use rand::seq::SliceRandom;
@@ -173,6 +174,27 @@ pub fn valid_examples(ds: &Dataset, max_users: usize) -> Vec<(u32, u32)> {
 
 /// Mean per-token NLL of the validation items' L code tokens.
 pub fn valid_loss(model: &OneRecModel, ds: &Dataset, ex: &[(u32, u32)], batch: usize) -> Result<f64> {
+    let (sum, toks) = valid_passes(model, ds, ex, batch, |_| ())?;
+    Ok(if toks > 0.0 { sum / toks } else { f64::NAN })
+}
+
+/// Routing statistics (expert load, router entropy) of each MoE layer over the
+/// validation examples `ex`, summed over batches of `batch`.
+pub fn valid_routing(model: &OneRecModel, ds: &Dataset, ex: &[(u32, u32)], batch: usize) -> Result<Vec<MoeStats>> {
+    let mut acc: Vec<MoeStats> = model.moe_layers().iter().map(|m| MoeStats::empty(m.n_experts())).collect();
+    valid_passes(model, ds, ex, batch, |stats| acc.iter_mut().zip(stats).for_each(|(a, s)| a.add(s)))?;
+    Ok(acc)
+}
+
+/// Teacher-forced passes over `ex` in batches: (summed target NLL, target tokens), with
+/// each pass's MoE routing statistics handed to `on_routing`.
+fn valid_passes(
+    model: &OneRecModel,
+    ds: &Dataset,
+    ex: &[(u32, u32)],
+    batch: usize,
+    mut on_routing: impl FnMut(&[MoeStats]),
+) -> Result<(f64, f64)> {
     let n = model.cfg.history_len;
     let (mut sum, mut toks) = (0.0f64, 0.0f64);
     for chunk in ex.chunks(batch.max(1)) {
@@ -186,9 +208,10 @@ pub fn valid_loss(model: &OneRecModel, ds: &Dataset, ex: &[(u32, u32)], batch: u
         }
         let b = model.session_batch(&hs, &ss, false)?;
         let out = model.forward(&b)?;
+        on_routing(&out.moe_stats);
         let lp = model.target_logprobs(&out.logits, &b)?;
         sum -= lp.sum_all()?.to_scalar::<f32>()? as f64;
         toks += b.tokens() as f64;
     }
-    Ok(if toks > 0.0 { sum / toks } else { f64::NAN })
+    Ok((sum, toks))
 }

@@ -13,13 +13,13 @@
 mod config;
 pub mod data;
 mod log;
-pub mod optim;
 mod run;
 
 pub use config::{SelectMetric, TrainConfig};
 
 use crate::data::Dataset;
 use crate::model::{ModelConfig, OneRecModel, Vocab};
+use crate::nn::optim;
 use crate::tokenizer::SemanticIds;
 use anyhow::{ensure, Context, Result};
 use log::{LogWindow, Mean};

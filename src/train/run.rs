@@ -2,11 +2,12 @@
 //! time, evaluated and checkpointed (`best/`, `last/`, `metrics.jsonl`) on schedule.
 
 use super::data::{self, Batches};
-use super::{optim, Hooks, PretrainSpec};
+use super::{Hooks, PretrainSpec};
 use crate::data::Dataset;
 use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::moe::MoeStats;
-use crate::model::{sorted_vars, OneRecModel, Vocab};
+use crate::model::{Loss, OneRecModel, Vocab};
+use crate::nn::{optim, params::sorted_vars};
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Tensor, Var};
@@ -145,20 +146,19 @@ impl<'a> Run<'a> {
     pub fn step(&mut self, batches: &mut Batches, lr: f64) -> Result<StepStats> {
         let tc = self.spec.train;
         let moes = self.model.moe_layers();
-        for m in &moes {
-            m.take_stats(); // drop routing stats of eval passes
-        }
+        let mut routing: Vec<MoeStats> = moes.iter().map(|m| MoeStats::empty(m.n_experts())).collect();
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         let mut micro_batches = Vec::with_capacity(tc.grad_accum);
         for _ in 0..tc.grad_accum {
             let mb = batches.next().context("no training batches")?;
             let batch = data::train_batch(&self.model, self.ds, &mb.examples, tc.session_len)?;
             // Dropout masks from a per-micro-batch stream: a resumed run draws the same ones.
-            let (ce, aux) = {
+            let Loss { ce, aux, moe_stats } = {
                 let stream = crate::util::rng::stream(self.spec.seed, &format!("train/dropout/{}", mb.index));
                 let _train = self.model.training(stream);
                 self.model.loss(&batch)?
             };
+            routing.iter_mut().zip(&moe_stats).for_each(|(acc, s)| acc.add(s));
             let ce_v = ce.to_scalar::<f32>()? as f64;
             ensure!(
                 ce_v.is_finite(),
@@ -191,14 +191,9 @@ impl<'a> Run<'a> {
         }
         optim::clip_global_norm(&mut grads, tc.grad_clip)?;
         self.opt.step(&grads, lr)?;
-        let routing: Vec<MoeStats> = moes
-            .iter()
-            .map(|m| {
-                let st = m.take_stats();
-                m.update_bias(&st.load);
-                st
-            })
-            .collect();
+        for (m, st) in moes.iter().zip(&routing) {
+            m.update_bias(&st.load);
+        }
         self.state.step += 1;
         Ok(StepStats { micro_batches, routing })
     }

@@ -94,13 +94,13 @@ fn gradients_reach_every_parameter() {
         let h: Vec<&[u32]> = hs.iter().map(|v| v.as_slice()).collect();
         let s: Vec<&[u32]> = ss.iter().map(|v| v.as_slice()).collect();
         let b = m.session_batch(&h, &s, true).unwrap();
-        let (ce, aux) = m.loss(&b).unwrap();
+        let onerec::model::Loss { ce, aux, .. } = m.loss(&b).unwrap();
         let loss = match aux {
             Some(a) => (ce + a).unwrap(),
             None => ce,
         };
         let grads = loss.backward().unwrap();
-        let vars = onerec::model::sorted_vars(&vm);
+        let vars = onerec::nn::params::sorted_vars(&vm);
         assert!(vars.len() > 20);
         for (name, v) in vars {
             let g = grads.get(v.as_tensor()).unwrap_or_else(|| panic!("experts={experts}: no gradient for {name}"));
@@ -128,11 +128,15 @@ fn expert_without_tokens_is_fine() {
         *l.bias.lock().unwrap() = vec![10.0, 0.0, 0.0, 0.0];
     }
     let b = m.session_batch(&[&[1, 2]], &[&[3]], true).unwrap();
-    let (ce, _) = m.loss(&b).unwrap();
-    assert!(ce.to_scalar::<f32>().unwrap().is_finite());
-    let st = m.moe_layers()[0].take_stats();
-    assert_eq!(st.load[1..], [0, 0, 0]);
-    assert_eq!(st.load[0], 4);
+    let loss = m.loss(&b).unwrap();
+    assert!(loss.ce.to_scalar::<f32>().unwrap().is_finite());
+    // One stats entry per MoE layer, each counting this batch's 4 target tokens.
+    assert_eq!(loss.moe_stats.len(), 2);
+    for st in &loss.moe_stats {
+        assert_eq!(st.load[1..], [0, 0, 0]);
+        assert_eq!(st.load[0], 4);
+        assert_eq!(st.tokens, 4);
+    }
 }
 
 #[test]
@@ -208,7 +212,7 @@ fn bad_configs_are_clear_errors() {
 #[test]
 fn loss_free_bias_moves_toward_balance_and_aux_loss_is_switch_style() {
     let mut cfg = small_cfg(4);
-    cfg.moe.balance = "bias".into();
+    cfg.moe.balance = onerec::model::Balance::Bias;
     cfg.moe.bias_rate = 0.01;
     let (m, _) = OneRecModel::build(&cfg, Vocab::new(vec![4, 4, 3]), codes(), 5).unwrap();
     let l = m.moe_layers()[0];
@@ -229,7 +233,7 @@ fn loss_free_bias_moves_toward_balance_and_aux_loss_is_switch_style() {
 #[test]
 fn fused_attention_matches_reference_values_and_gradients() {
     use candle_core::{Device, Var};
-    use onerec::model::attention_op::{sdpa, sdpa_reference};
+    use onerec::nn::attention_op::{sdpa, sdpa_reference};
     let dev = Device::Cpu;
     let (b, h, tq, tk, dh) = (3, 2, 5, 7, 4);
     let q = Var::from_tensor(&Tensor::randn(0f32, 1.0, (b, h, tq, dh), &dev).unwrap()).unwrap();
@@ -323,7 +327,7 @@ fn dropout_acts_only_in_training_mode_and_is_seeded() {
     // The guard switched it off again.
     assert!(max_abs_diff(&logits(&m), &logits(&plain)) < 1e-6);
     // Inverted dropout: about p of the elements zeroed, the mean kept.
-    let d = onerec::model::layers::Dropout::new(0.3);
+    let d = onerec::nn::Dropout::new(0.3);
     let x = Tensor::ones(100_000, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
     let _g = d.training(stream(3, "mask"));
     let y: Vec<f32> = d.forward(&x).unwrap().to_vec1().unwrap();
@@ -360,7 +364,7 @@ fn fused_matches(
 
 #[test]
 fn fused_rms_norm_and_swiglu_match_composed_ops_in_values_and_gradients() {
-    use onerec::model::fused::{rms_norm, rms_norm_reference, swiglu, swiglu_reference};
+    use onerec::nn::kernels::{rms_norm, rms_norm_reference, swiglu, swiglu_reference};
     // 2 x 100 rows: more than one 64-row chunk, and a partial last chunk.
     fused_matches(
         &|x, w| rms_norm(x, w, 1e-6).unwrap(),

@@ -70,7 +70,7 @@ fn train_loss_of(out: &Path, ds: &Dataset) -> f32 {
     let ck = checkpoint::load(&out.join("last")).unwrap();
     let ex = data::train_examples(ds, 1);
     let b = data::train_batch(&ck.model, ds, &ex, 1).unwrap();
-    ck.model.loss(&b).unwrap().0.to_scalar::<f32>().unwrap()
+    ck.model.loss(&b).unwrap().ce.to_scalar::<f32>().unwrap()
 }
 
 #[test]

@@ -2,14 +2,16 @@
 //! labelled per tower, plus sampled negatives), a held-out user split, the epoch loop,
 //! the held-out evaluation, and the saved directory.
 
-use super::{auc, bce, code_index, params, towers_for, RewardMeta, RewardNet, RewardReport, TowerMetrics};
+use super::{auc, bce, code_index, towers_for, RewardMeta, RewardNet, RewardReport, TowerMetrics};
 use super::{Batch, FORMAT, META_FILE, WEIGHTS_FILE};
 use crate::align::RewardConfig;
 use crate::data::Dataset;
+use crate::nn::optim::AdamW;
+use crate::nn::{init, params};
 use crate::tokenizer::SemanticIds;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Optimizer, VarBuilder, VarMap};
+use candle_nn::{VarBuilder, VarMap};
 use rand::seq::SliceRandom;
 use rand::Rng;
 use std::path::Path;
@@ -55,7 +57,7 @@ pub fn train_reward_model(spec: &RewardSpec, ds: &Dataset, tokenizer_dir: &Path,
     let vb = VarBuilder::from_varmap(&vm, DType::F32, &Device::Cpu);
     let code_idx = sids.as_ref().map(code_index).transpose()?;
     let net = RewardNet::new(vb, ds.n_items(), rc.dim, code_idx.clone(), towers.len())?;
-    params::reinit_seeded(&vm, seed, "reward.init")?;
+    init::seeded(&vm, seed, "reward.init")?;
     let epoch_losses = fit(&net, &vm, ds, &train, rc, seed)?;
     let (tower_metrics, reward_auc) = evaluate_heldout(&net, ds, &test, &towers, &weights, rc.history_len)?;
     let report = RewardReport {
@@ -158,11 +160,7 @@ fn fit(
     rc: &RewardConfig,
     seed: u64,
 ) -> Result<Vec<f64>> {
-    let vars: Vec<_> = params::sorted_vars(vm).into_iter().map(|(_, v)| v).collect();
-    let mut opt = candle_nn::AdamW::new(
-        vars,
-        candle_nn::ParamsAdamW { lr: rc.lr, weight_decay: rc.weight_decay, ..Default::default() },
-    )?;
+    let mut opt = AdamW::with_default_betas(params::sorted_vars(vm), rc.weight_decay)?;
     let mut order: Vec<usize> = (0..train.len()).collect();
     let mut shuf = crate::util::rng::stream(seed, "reward.shuffle");
     let mut epoch_losses = Vec::new();
@@ -174,7 +172,7 @@ fn fit(
             let ex: Vec<&Example> = chunk.iter().map(|&i| train[i]).collect();
             let (batch, labels) = examples_batch(net, ds, &ex, rc.history_len)?;
             let loss = bce(&net.forward(&batch)?, &labels)?.mean_all()?;
-            opt.backward_step(&loss)?;
+            opt.backward_step(&loss, rc.lr, 0.0)?;
             sum += loss.to_scalar::<f32>()? as f64 * ex.len() as f64;
             cnt += ex.len();
             pb.inc(1);

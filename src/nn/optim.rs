@@ -1,5 +1,8 @@
-//! AdamW with per-parameter decay flags and saveable state, global-norm gradient
-//! clipping, and a warmup + cosine learning-rate schedule.
+//! The one optimizer (pretraining, reward model, alignment, the tokenizer's RQ-VAE and
+//! projection): AdamW with per-parameter decay flags and saveable state, global-norm
+//! gradient clipping, and a warmup + cosine learning-rate schedule. Unlike
+//! candle_nn's AdamW it does not decay norms, biases or embeddings, and it updates
+//! every parameter each step (a parameter without a gradient gets a zero one).
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Tensor, Var};
@@ -17,9 +20,9 @@ pub fn lr_at(step: usize, total: usize, lr: f64, warmup: usize, min_ratio: f64) 
 }
 
 /// Whether a parameter gets weight decay: matrices of linear layers only (not norms,
-/// not embeddings).
+/// not embeddings, not biases or codebooks).
 pub fn decays(name: &str) -> bool {
-    name.ends_with(".weight") && !name.contains("norm")
+    name.ends_with(".weight") && !name.contains("norm") && !name.contains("emb")
 }
 
 pub struct AdamW {
@@ -47,6 +50,26 @@ impl AdamW {
             (n, p, d)
         });
         Ok(AdamW { params: params.collect(), m, v, t: 0, beta1, beta2, eps, weight_decay })
+    }
+
+    /// candle_nn's (and PyTorch's) default moments: betas (0.9, 0.999), eps 1e-8.
+    pub fn with_default_betas(params: Vec<(String, Var)>, weight_decay: f64) -> Result<AdamW> {
+        AdamW::new(params, 0.9, 0.999, 1e-8, weight_decay)
+    }
+
+    /// Backpropagates `loss`, clips the gradients to global norm `clip` (0 = no
+    /// clipping) and updates at `lr`; returns the gradient norm before clipping.
+    pub fn backward_step(&mut self, loss: &Tensor, lr: f64, clip: f64) -> Result<f64> {
+        let grads = loss.backward()?;
+        let mut by_name = HashMap::new();
+        for (name, var, _) in &self.params {
+            if let Some(g) = grads.get(var.as_tensor()) {
+                by_name.insert(name.clone(), g.clone());
+            }
+        }
+        let norm = clip_global_norm(&mut by_name, clip)?;
+        self.step(&by_name, lr)?;
+        Ok(norm)
     }
 
     pub fn names(&self) -> impl Iterator<Item = &str> {
@@ -220,5 +243,7 @@ mod tests {
         assert!(decays("dec.layer0.moe.expert1.up.weight"));
         assert!(!decays("dec.layer0.norm1.weight"));
         assert!(!decays("enc.tok_emb"));
+        assert!(!decays("item_emb.weight"));
+        assert!(!decays("tower.bias"));
     }
 }

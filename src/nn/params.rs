@@ -1,39 +1,11 @@
-//! Seeded parameter initialisation and byte-exact weight files for small candle models.
-//!
-//! candle's CPU RNG cannot be seeded, so every model here is built through a `VarMap`
-//! and then re-initialised from a named `util::rng` stream, in sorted name order.
+//! Variables in a stable order and byte-exact weight files: sorted names, deterministic
+//! safetensors bytes, atomic saves, strict loads and deep copies of a `VarMap`.
 
 use anyhow::{Context, Result};
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::VarMap;
-use rand_distr::{Distribution, Normal};
 use std::collections::HashMap;
 use std::path::Path;
-
-/// Re-initialises every variable of `vm` from `stream(seed, stream_name)`: biases zero,
-/// embeddings N(0, 0.1), other matrices N(0, 1/sqrt(fan_in)).
-pub fn reinit_seeded(vm: &VarMap, seed: u64, stream_name: &str) -> Result<()> {
-    let mut rng = crate::util::rng::stream(seed, stream_name);
-    for (name, var) in sorted_vars(vm) {
-        let shape = var.shape().clone();
-        let n = shape.elem_count();
-        let std = if name.ends_with("bias") {
-            0.0
-        } else if name.contains("emb") || shape.rank() < 2 {
-            0.1
-        } else {
-            1.0 / (shape.dims()[shape.rank() - 1] as f64).sqrt()
-        };
-        let vals: Vec<f32> = if std == 0.0 {
-            vec![0.0; n]
-        } else {
-            let d = Normal::new(0.0, std).context("normal distribution")?;
-            (0..n).map(|_| d.sample(&mut rng) as f32).collect()
-        };
-        var.set(&Tensor::from_vec(vals, shape, var.device())?)?;
-    }
-    Ok(())
-}
 
 /// The variables of `vm`, sorted by name (VarMap order is not stable).
 pub fn sorted_vars(vm: &VarMap) -> Vec<(String, Var)> {
