@@ -107,23 +107,14 @@ impl Config {
         self.check_limits()
     }
 
-    /// Bounds every size that drives an allocation (see [`LIMITS`] and
-    /// [`MAX_MODEL_PARAMS`]), so a typo such as `ffn_hidden = 4000000000` is a clear
-    /// error instead of an allocation failure that aborts the process.
+    /// Bounds every size that drives an allocation (see [`LIMITS`], and
+    /// `model::limits` for the `[model]` keys), so a typo such as `ffn_hidden =
+    /// 4000000000` is a clear error instead of an allocation failure that aborts.
     pub fn check_limits(&self) -> Result<()> {
-        let (m, t, r, a) = (&self.model, &self.train, &self.reward, &self.align);
+        self.model.check_limits()?;
+        let (t, r, a) = (&self.train, &self.reward, &self.align);
         let (tk, ev, em) = (&self.tokenizer, &self.eval, &self.embed);
-        let values: [usize; 28] = [
-            m.d_model,
-            m.heads,
-            m.enc_layers,
-            m.dec_layers,
-            m.ffn_hidden,
-            m.history_len,
-            m.max_session_items,
-            m.moe.experts,
-            m.moe.top_k,
-            m.moe.expert_hidden,
+        let values: [usize; 18] = [
             t.batch_size,
             t.session_len,
             t.valid_batch,
@@ -147,13 +138,6 @@ impl Config {
             if v > *max {
                 bail!("{key} = {v} is above the limit {max} (see LIMITS in src/config.rs); use a smaller value");
             }
-        }
-        let params = model_params_estimate(m);
-        if params > MAX_MODEL_PARAMS {
-            bail!(
-                "[model] has about {params} parameters (d_model, ffn_hidden, layers, moe), above the limit \
-                 {MAX_MODEL_PARAMS}; shrink d_model, ffn_hidden, the layer counts or moe.experts/expert_hidden"
-            );
         }
         Ok(())
     }
@@ -185,20 +169,11 @@ impl Config {
     }
 }
 
-/// Documented upper bounds of the config's size keys, in [`Config::check_limits`] order.
+/// Documented upper bounds of the config's size keys outside `[model]` (those are in
+/// `model::limits`), in [`Config::check_limits`] order.
 /// Far above any sensible run on this project's hardware, low enough that one value
 /// cannot make a single buffer exceed memory.
-pub const LIMITS: [(&str, usize); 28] = [
-    ("model.d_model", 16_384),
-    ("model.heads", 1_024),
-    ("model.enc_layers", 256),
-    ("model.dec_layers", 256),
-    ("model.ffn_hidden", 262_144),
-    ("model.history_len", 65_536),
-    ("model.max_session_items", 4_096),
-    ("model.moe.experts", 1_024),
-    ("model.moe.top_k", 1_024),
-    ("model.moe.expert_hidden", 262_144),
+pub const LIMITS: [(&str, usize); 18] = [
     ("train.batch_size", 1 << 20),
     ("train.session_len", 4_096),
     ("train.valid_batch", 1 << 20),
@@ -218,21 +193,6 @@ pub const LIMITS: [(&str, usize); 28] = [
     ("eval.session_len", 4_096),
     ("embed.batch_size", 1 << 16),
 ];
-
-/// Upper bound on the model's (estimated) parameter count: 2^31 f32 values = 8 GiB.
-pub const MAX_MODEL_PARAMS: u128 = 1 << 31;
-
-/// Rough parameter count of the transformer blocks and position tables, in u128 so no
-/// product of config values overflows.
-fn model_params_estimate(m: &crate::model::ModelConfig) -> u128 {
-    let (d, f) = (m.d_model as u128, m.ffn_hidden as u128);
-    let layers = (m.enc_layers + m.dec_layers) as u128;
-    let attn = 4 * d * d * (layers + m.dec_layers as u128);
-    let ffn = 3 * d * f * layers;
-    let moe = 3 * d * m.moe.expert_hidden as u128 * (m.moe.experts as u128 + 1) * m.dec_layers as u128;
-    let positions = d * (m.history_len as u128 + 1 + m.max_session_items as u128 * 64);
-    attn + ffn + moe + positions
-}
 
 fn apply_override(root: &mut toml::Value, ov: &str) -> Result<()> {
     let (key, raw) = ov.split_once('=').with_context(|| format!("--set {ov}: expected key=value"))?;

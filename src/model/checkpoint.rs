@@ -125,19 +125,18 @@ pub fn read_meta(dir: &Path) -> Result<(PathBuf, CheckpointMeta)> {
 
 /// Bounds the sizes in `checkpoint.json` (vocabulary, architecture, item count) before
 /// any of them sizes an allocation: the same limits as a run config
-/// ([`crate::config::LIMITS`]) and tokenizer ([`crate::tokenizer::artifact::check_codebook_sizes`]).
+/// ([`super::limits`]) and tokenizer ([`crate::tokenizer::artifact::check_codebook_sizes`]).
 pub fn validate_meta(meta: &CheckpointMeta) -> Result<()> {
     crate::tokenizer::artifact::check_codebook_sizes(&meta.vocab.codebook_sizes).context("vocab")?;
     meta.model.validate().context("model")?;
-    let cfg = crate::config::Config { seed: meta.seed, model: meta.model.clone(), ..Default::default() };
-    cfg.check_limits()?;
+    meta.model.check_limits()?;
     let table = meta.vocab.size() as u128 * meta.model.d_model as u128;
     ensure!(
-        table <= crate::config::MAX_MODEL_PARAMS,
+        table <= super::limits::MAX_MODEL_PARAMS,
         "vocabulary of {} tokens x d_model {} = {table} embedding values, above the limit {}",
         meta.vocab.size(),
         meta.model.d_model,
-        crate::config::MAX_MODEL_PARAMS
+        super::limits::MAX_MODEL_PARAMS
     );
     ensure!(meta.n_items <= MAX_ITEMS, "n_items = {} is above the limit {MAX_ITEMS}", meta.n_items);
     Ok(())

@@ -5,6 +5,7 @@
 pub mod checkpoint;
 pub mod decoder;
 pub mod encoder;
+pub mod limits;
 pub mod moe;
 pub mod uncached;
 
