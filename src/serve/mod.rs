@@ -241,6 +241,9 @@ fn keep_freed_memory() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
         return;
     }
+    // Links mimalloc into every binary of the crate (tests too), not only `onerec`'s.
+    #[allow(unused_extern_crates)]
+    extern crate mimalloc;
     extern "C" {
         fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
     }
