@@ -171,7 +171,7 @@ fn model_params_estimate(m: &crate::model::ModelConfig) -> u128 {
     attn + ffn + moe + positions
 }
 
-fn apply_override(root: &mut toml::Value, ov: &str) -> Result<()> {
+pub(crate) fn apply_override(root: &mut toml::Value, ov: &str) -> Result<()> {
     let (key, raw) = ov.split_once('=').with_context(|| format!("--set {ov}: expected key=value"))?;
     let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()

@@ -63,7 +63,7 @@ pub enum Command {
     ServeBench(serve_bench::ServeBenchArgs),
     /// Run the whole pipeline on a fresh synthetic world with the tiny config.
     Quickstart(quickstart::QuickstartArgs),
-    /// ID-only baselines (popularity; SASRec pending) in the same eval harness.
+    /// ID-only baselines (popularity, CE-SASRec) in the same eval harness.
     Baseline(baseline::BaselineArgs),
 }
 
