@@ -110,9 +110,9 @@ pub struct SasrecTrainConfig {
 impl Default for SasrecTrainConfig {
     fn default() -> Self {
         SasrecTrainConfig {
-            batch_size: 128,
+            batch_size: 64,
             epochs: 200,
-            lr: 1e-3,
+            lr: 2e-3,
             weight_decay: 0.0,
             beta1: 0.9,
             beta2: 0.98,

@@ -146,7 +146,7 @@ pub fn train_sasrec_with(
             epoch: 0,
             optimizer_steps: 0,
             best_epoch: 0,
-            best_ndcg10: f64::NEG_INFINITY,
+            best_ndcg10: -1.0, // below any NDCG (and JSON has no -inf): the first validation is best
             best_recall10: 0.0,
             evals_since_best: 0,
             stopped_early: false,
