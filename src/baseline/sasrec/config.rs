@@ -148,7 +148,7 @@ impl SasrecModelConfig {
             ensure!(v <= *max, "{key} = {v} is above the limit {max}");
         }
         ensure!(
-            self.d_model % self.heads == 0,
+            self.d_model.is_multiple_of(self.heads),
             "model.d_model = {} must be divisible by model.heads = {}",
             self.d_model,
             self.heads

@@ -3,8 +3,8 @@
 //! validation users after every `eval_every` epochs, early stopping with `patience`.
 //!
 //! `OUT/` holds `config.toml` (resolved config + seed), `metrics.jsonl` (one row per
-//! epoch), `best/` (best validation NDCG@10), `last/` (latest epoch + optimizer state
-//! + `train_state.json`, for `--resume`) and `summary.json`. Random draws come from
+//! epoch), `best/` (best validation NDCG@10), `last/` (latest epoch, optimizer state and
+//! `train_state.json`, for `--resume`) and `summary.json`. Random draws come from
 //! per-epoch streams of the seed (shuffle) and per-batch streams (dropout), so a run
 //! resumed from `last/` continues exactly as if never stopped.
 
