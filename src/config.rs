@@ -194,7 +194,7 @@ pub const LIMITS: [(&str, usize); 18] = [
     ("embed.batch_size", 1 << 16),
 ];
 
-fn apply_override(root: &mut toml::Value, ov: &str) -> Result<()> {
+pub(crate) fn apply_override(root: &mut toml::Value, ov: &str) -> Result<()> {
     let (key, raw) = ov.split_once('=').with_context(|| format!("--set {ov}: expected key=value"))?;
     let parsed: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()

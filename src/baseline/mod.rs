@@ -4,3 +4,4 @@
 //! [`crate::eval::ranking_metrics`], the same code `evaluate` uses.
 
 pub mod popularity;
+pub mod sasrec;

@@ -1,9 +1,9 @@
 //! `onerec eval`: leave-one-out Recall@K / NDCG@K and friends (see [`crate::eval`]).
 
-use crate::eval::checkpoint::evaluate_checkpoint;
+use crate::eval::checkpoint::{evaluate_checkpoint, evaluate_sasrec_checkpoint};
 use crate::eval::EvalOptions;
 use crate::generate::users::SplitSel;
-use anyhow::Result;
+use anyhow::{bail, Result};
 use clap::Args;
 use std::path::PathBuf;
 
@@ -54,6 +54,9 @@ pub struct EvalArgs {
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
+    if let Some(dir) = crate::baseline::sasrec::checkpoint::find(&a.checkpoint) {
+        return run_sasrec(&a, &dir);
+    }
     let opts = EvalOptions {
         ks: a.k.clone(),
         beam: a.beam,
@@ -118,4 +121,52 @@ fn reference_table(r: &crate::world::ReferenceRewards, model: f64) -> String {
         r.imitator_reward,
         "this model"
     )
+}
+
+/// `onerec eval` of a SASRec checkpoint (recognised by its `sasrec.json`): the same
+/// metric code, keys and protocol flags; beam and session options do not apply.
+fn run_sasrec(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {
+    if a.world.is_some() || a.reward.is_some() {
+        bail!(
+            "--world and --reward score generated sessions; a SASRec checkpoint ({}) only ranks items",
+            dir.display()
+        );
+    }
+    let meta = crate::baseline::sasrec::checkpoint::read_meta(dir)?;
+    let data = match (&a.data, &meta.data_dir) {
+        (Some(d), _) => d.clone(),
+        (None, Some(d)) if d.join("dataset.json").exists() => d.clone(),
+        (None, Some(d)) => bail!(
+            "checkpoint {} was trained on dataset {}, which no longer exists; pass --data DIR",
+            dir.display(),
+            d.display()
+        ),
+        (None, None) => bail!("checkpoint {} does not record its dataset; pass --data DIR", dir.display()),
+    };
+    let opts = EvalOptions {
+        ks: a.k.clone(),
+        exclude_history: a.exclude_history,
+        batch_users: a.batch_users,
+        max_users: a.max_users,
+        ..EvalOptions::default()
+    };
+    let report = evaluate_sasrec_checkpoint(dir, &data, a.split, &opts)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        print!("{}", report.table());
+    }
+    if let Some(out) = &a.out {
+        crate::util::io::write_json(out, &report)?;
+        tracing::info!("wrote {}", out.display());
+        crate::util::record::RunRecord::new("eval")
+            .set("args", a)?
+            .set("checkpoint", dir)?
+            .set("model", "sasrec")?
+            .set("checkpoint_epoch", meta.epoch)?
+            .set("seed", meta.seed)?
+            .set("data", &data)?
+            .write_beside(out)?;
+    }
+    Ok(())
 }

@@ -72,7 +72,7 @@ pub enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Run a whole recipe (prepare, embed, tokenize, pretrain, eval) on a data directory.
     Recipe(recipe::RecipeArgs),
-    /// ID-only baselines (popularity; SASRec pending) in the same eval harness.
+    /// ID-only baselines (popularity, CE-SASRec) in the same eval harness.
     Baseline(baseline::BaselineArgs),
 }
 

@@ -53,3 +53,29 @@ pub fn evaluate_checkpoint(
     };
     evaluate(&ckpt.model, ids, &vocab, &ds, split, &opts)
 }
+
+/// Evaluates a SASRec checkpoint (`checkpoint`, or its `best/`) on the prepared dataset
+/// `data` with the protocol flags of `base` (cut-offs, `exclude_history`, `max_users`,
+/// `batch_users`); every item is scored, so there is no beam and no session pass.
+pub fn evaluate_sasrec_checkpoint(
+    checkpoint: &Path,
+    data: &Path,
+    split: SplitSel,
+    base: &EvalOptions,
+) -> Result<EvalReport> {
+    let ck = crate::baseline::sasrec::load(checkpoint)?;
+    let ds = Dataset::load(data).with_context(|| format!("loading dataset {}", data.display()))?;
+    crate::baseline::sasrec::checkpoint::check_dataset(&ck.meta, &ck.dir, &ds)?;
+    let t0 = std::time::Instant::now();
+    let r = crate::baseline::sasrec::evaluate_sasrec(
+        &ck.model,
+        &ds,
+        split,
+        &base.ks,
+        base.exclude_history,
+        base.max_users,
+        base.batch_users,
+    )?;
+    tracing::info!("evaluated SASRec on {} users ({split}) in {:.1}s", r.users, t0.elapsed().as_secs_f64());
+    Ok(r)
+}

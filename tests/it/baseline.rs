@@ -39,3 +39,244 @@ fn popularity_reproduces_data_stats() {
         assert!((got.metrics["ndcg@10"] - m.ndcg_at_10).abs() < 1e-12, "{split:?}");
     }
 }
+
+// ---- CE-SASRec ----------------------------------------------------------------------
+
+use onerec::baseline::sasrec::checkpoint::{self as sasrec_ckpt, SasrecMeta};
+use onerec::baseline::sasrec::train::{train_batch, train_sequences, Hooks};
+use onerec::baseline::sasrec::{evaluate_sasrec, train_sasrec, train_sasrec_with, Sasrec, SasrecConfig};
+use std::path::Path;
+use std::process::Command;
+
+fn onerec_cli(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_onerec")).args(args).env("RAYON_NUM_THREADS", "1").output().unwrap()
+}
+
+/// A small synthetic world, prepared as a dataset.
+fn synthetic_dataset(root: &Path, users: usize, items: usize, seed: u64) -> Dataset {
+    use onerec::data::prepare::{prepare_interactions, PrepareOptions};
+    use onerec::world::{synth, SynthOptions};
+    let world = root.join("world");
+    synth(&SynthOptions { users, items, topics: 5, seed, ..SynthOptions::default() }, &world).unwrap();
+    prepare_interactions(&world.join("interactions.csv"), &PrepareOptions::default()).unwrap()
+}
+
+fn small_config(extra: &[&str]) -> SasrecConfig {
+    let mut ov: Vec<String> = [
+        "model.d_model=32",
+        "model.heads=2",
+        "model.max_len=20",
+        "model.ffn_hidden=32",
+        "model.dropout=0.2",
+        "train.batch_size=64",
+        "train.lr=3e-3",
+        "train.eval_every=1",
+        "train.patience=100",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    ov.extend(extra.iter().map(|s| s.to_string()));
+    SasrecConfig::load("sasrec", &ov).unwrap()
+}
+
+#[test]
+fn sasrec_every_parameter_gets_a_gradient() {
+    let hs: Vec<Vec<u32>> = (0..8u32).map(|u| (0..7).map(|j| (u + 3 * j) % 11).collect()).collect();
+    let ds = Dataset::from_histories(&hs, 11);
+    for norm in ["pre", "post"] {
+        for act in ["relu", "gelu", "swiglu"] {
+            let cfg = small_config(&[&format!("model.norm=\"{norm}\""), &format!("model.activation=\"{act}\"")]);
+            let (model, varmap) = Sasrec::build(&cfg.model, ds.n_items(), 1).unwrap();
+            let seqs = train_sequences(&ds, cfg.model.max_len);
+            let tb = train_batch(&seqs, cfg.model.max_len).unwrap();
+            let loss = {
+                let _t = model.training(onerec::util::rng::stream(1, "test"));
+                model.loss(&tb.seqs, &tb.rows, &tb.targets).unwrap()
+            };
+            let grads = loss.backward().unwrap();
+            for (name, var) in onerec::nn::params::sorted_vars(&varmap) {
+                let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("{norm}/{act}: no gradient for {name}"));
+                let mag = g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                assert!(mag > 0.0, "{norm}/{act}: zero gradient for {name}");
+            }
+        }
+    }
+}
+
+#[test]
+fn sasrec_learns_the_synthetic_world_and_beats_popularity() {
+    let t = tempfile::tempdir().unwrap();
+    let ds = synthetic_dataset(t.path(), 500, 120, 11);
+    let cfg = small_config(&["train.epochs=12"]);
+    let s = train_sasrec(&cfg, &ds, &t.path().join("run"), false).unwrap();
+    let ck = onerec::baseline::sasrec::load(&t.path().join("run")).unwrap();
+    assert_eq!(ck.meta.epoch, s.best_epoch);
+    for split in [SplitSel::Valid, SplitSel::Test] {
+        let pop = evaluate_popularity(&ds, split, &[10], true, None).unwrap();
+        let sas = evaluate_sasrec(&ck.model, &ds, split, &[10], true, None, 64).unwrap();
+        let (p, q) = (pop.metrics["ndcg@10"], sas.metrics["ndcg@10"]);
+        eprintln!("{split}: SASRec NDCG@10 {q:.4} vs popularity {p:.4}; best epoch {}", s.best_epoch);
+        assert!(q > 1.2 * p && q > p + 0.01, "{split}: SASRec NDCG@10 {q} does not beat popularity {p}");
+        assert!(sas.metrics["recall@10"] > pop.metrics["recall@10"], "{split}: recall");
+    }
+    // Training lowered the loss.
+    let rows: Vec<serde_json::Value> = std::fs::read_to_string(t.path().join("run/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(rows.len(), s.epochs);
+    assert!(rows.last().unwrap()["train_loss"].as_f64().unwrap() < rows[0]["train_loss"].as_f64().unwrap() - 0.1);
+}
+
+#[test]
+fn sasrec_resume_is_exact() {
+    let hs = crate::common::random_histories(120, 30, 15, 4);
+    let ds = Dataset::from_histories(&hs, 30);
+    let cfg = small_config(&["train.epochs=4", "train.eval_every=2", "model.d_model=16", "model.heads=1"]);
+    let t = tempfile::tempdir().unwrap();
+    let (full, cut) = (t.path().join("full"), t.path().join("cut"));
+    train_sasrec(&cfg, &ds, &full, false).unwrap();
+    let hooks = Hooks { stop_after_epoch: Some(1) };
+    let s = train_sasrec_with(&cfg, &ds, &cut, false, &hooks).unwrap();
+    assert_eq!(s.epochs, 1);
+    let again = train_sasrec(&cfg, &ds, &cut, false).unwrap_err();
+    assert!(format!("{again:#}").contains("--resume"), "{again:#}");
+    let s = train_sasrec(&cfg, &ds, &cut, true).unwrap();
+    assert_eq!(s.epochs, 4);
+    for f in ["best/model.safetensors", "best/sasrec.json", "last/model.safetensors", "last/optimizer.safetensors"] {
+        let (a, b) = (std::fs::read(full.join(f)).unwrap(), std::fs::read(cut.join(f)).unwrap());
+        assert!(a == b, "{f} differs between the uninterrupted and the resumed run");
+    }
+    let rows = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines().count();
+    assert_eq!(rows(&cut), 4);
+    // A different architecture cannot resume that run.
+    let other = small_config(&["train.epochs=5", "model.d_model=24", "model.heads=1"]);
+    let err = train_sasrec(&other, &ds, &cut, true).err().unwrap();
+    assert!(format!("{err:#}").contains("[model]"), "{err:#}");
+}
+
+/// Items on a circle in a 4-dim space, each embedding zero-mean with unit variance so
+/// the final LayerNorm keeps it; attention and feed-forward outputs zeroed: the score of
+/// item j after item i is 4 cos(theta_i - theta_j), so the ranking follows the angles.
+#[test]
+fn sasrec_checkpoint_eval_matches_hand_computed_metrics() {
+    let t = tempfile::tempdir().unwrap();
+    let hs = vec![vec![0, 1, 2, 3], vec![4, 3, 0, 1], vec![1, 2, 4, 0]];
+    let ds = Dataset::from_histories(&hs, 5);
+    let data = t.path().join("data");
+    ds.save(&data).unwrap();
+    let cfg = SasrecConfig::load(
+        "sasrec",
+        &["model.d_model=4".into(), "model.layers=1".into(), "model.ffn_hidden=4".into(), "model.max_len=8".into()],
+    )
+    .unwrap();
+    let (_, varmap) = Sasrec::build(&cfg.model, 5, 0).unwrap();
+    let theta = [0.0f32, 0.3, 1.0, 2.1, 3.0];
+    let r = 2f32.sqrt();
+    let mut table = vec![0f32; 4]; // padding row
+    for th in theta {
+        table.extend([r * th.cos(), -r * th.cos(), r * th.sin(), -r * th.sin()]);
+    }
+    let dev = candle_core::Device::Cpu;
+    for (name, var) in onerec::nn::params::sorted_vars(&varmap) {
+        if name == "item_emb" {
+            var.set(&candle_core::Tensor::from_vec(table.clone(), (6, 4), &dev).unwrap()).unwrap();
+        } else if name == "pos_emb" || name.ends_with("attn.o.weight") || name.ends_with("ffn.down.weight") {
+            var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
+        }
+    }
+    let meta = SasrecMeta {
+        format: sasrec_ckpt::FORMAT,
+        kind: "sasrec".into(),
+        model: cfg.model.clone(),
+        n_items: 5,
+        items_sha256: sasrec_ckpt::items_sha256(&ds),
+        epoch: 1,
+        seed: 0,
+        data_dir: None,
+        extra: serde_json::Value::Null,
+    };
+    let ck = t.path().join("ck");
+    std::fs::create_dir_all(&ck).unwrap();
+    sasrec_ckpt::write_model(&ck, &varmap, &meta).unwrap();
+    // Last items 2, 0, 4 rank (2,1,0,3,4), (0,1,2,3,4), (4,3,2,1,0): test targets 3, 1, 0
+    // at ranks 3, 1, 4; history excluded: (3,4), (1,2), (3,0) -> ranks 0, 0, 1.
+    let l = |r: usize| 1.0 / ((r + 2) as f64).log2();
+    let eval = |exclude: bool| -> serde_json::Value {
+        let mut args = vec!["eval", "--checkpoint", ck.to_str().unwrap(), "--data", data.to_str().unwrap()];
+        args.extend(["--split", "test", "--k", "1,3,5", "--json"]);
+        if exclude {
+            args.push("--exclude-history");
+        }
+        let out = onerec_cli(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let close = |v: &serde_json::Value, k: &str, want: f64| {
+        let got = v[k].as_f64().unwrap_or_else(|| panic!("no {k} in {v}"));
+        assert!((got - want).abs() < 1e-9, "{k}: {got} vs {want}");
+    };
+    let v = eval(false);
+    close(&v, "recall@1", 0.0);
+    close(&v, "recall@3", 1.0 / 3.0);
+    close(&v, "recall@5", 1.0);
+    close(&v, "ndcg@3", l(1) / 3.0);
+    close(&v, "ndcg@5", (l(3) + l(1) + l(4)) / 3.0);
+    assert_eq!(v["users"], 3);
+    let v = eval(true);
+    close(&v, "recall@1", 2.0 / 3.0);
+    close(&v, "recall@3", 1.0);
+    close(&v, "ndcg@3", (2.0 + l(1)) / 3.0);
+    // The library path gives the same numbers.
+    let ck = onerec::baseline::sasrec::load(&ck).unwrap();
+    let r = evaluate_sasrec(&ck.model, &ds, SplitSel::Test, &[3], true, None, 2).unwrap();
+    assert!((r.metrics["ndcg@3"] - (2.0 + l(1)) / 3.0).abs() < 1e-9);
+    // Another catalogue is refused.
+    let other = t.path().join("other");
+    Dataset::from_histories(&hs, 6).save(&other).unwrap();
+    let out =
+        onerec_cli(&["eval", "--checkpoint", t.path().join("ck").to_str().unwrap(), "--data", other.to_str().unwrap()]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("catalogue"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[test]
+fn sasrec_cli_errors_are_clear() {
+    let t = tempfile::tempdir().unwrap();
+    let out_dir = t.path().join("run");
+    let missing = t.path().join("no-such-data");
+    let out =
+        onerec_cli(&["baseline", "sasrec", "--data", missing.to_str().unwrap(), "--out", out_dir.to_str().unwrap()]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("no-such-data"), "{err}");
+    let data = t.path().join("data");
+    tiny().save(&data).unwrap();
+    for (set, key) in [("model.heads=3", "model.heads"), ("train.lr=-1", "train.lr"), ("model.bogus=1", "bogus")] {
+        let out = onerec_cli(&[
+            "baseline",
+            "sasrec",
+            "--data",
+            data.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--set",
+            set,
+        ]);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success() && err.contains(key), "--set {set}: {err}");
+    }
+    let out = onerec_cli(&[
+        "baseline",
+        "sasrec",
+        "--data",
+        data.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--config",
+        "nope",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+    assert!(!out_dir.join("last").exists());
+}
