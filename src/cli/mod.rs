@@ -109,8 +109,3 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Baseline(a) => baseline::run(a),
     }
 }
-
-/// The error of a stage that has not landed yet: never a fake result.
-pub fn not_implemented(what: &str) -> anyhow::Error {
-    anyhow::anyhow!("`onerec {what}` is not implemented yet")
-}
