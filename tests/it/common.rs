@@ -47,3 +47,35 @@ pub fn random_histories(n_users: usize, n_items: usize, max_len: usize, seed: u6
         })
         .collect()
 }
+
+/// A tiny trained checkpoint (4 steps) on a small synthetic world made with `seed`:
+/// (tempdir, checkpoint dir, dataset dir). The dataset is loaded from disk first, so the
+/// checkpoint records where it is.
+pub fn tiny_checkpoint(seed: u64) -> (tempfile::TempDir, String, String) {
+    use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
+    use onerec::tokenizer::{tokenize_files, Collisions, TokenizeOptions};
+    use onerec::world::{synth, SynthOptions};
+    let t = tempfile::tempdir().unwrap();
+    let root = t.path();
+    let (world, data, tok, pre) = (root.join("world"), root.join("data"), root.join("tok"), root.join("pre"));
+    synth(&SynthOptions { users: 60, items: 80, topics: 4, seed, ..SynthOptions::default() }, &world).unwrap();
+    let ds = prepare_interactions(&world.join("interactions.csv"), &PrepareOptions::default()).unwrap();
+    write_dataset(&ds, &data).unwrap();
+    let ds = onerec::data::Dataset::load(&data).unwrap();
+    let topts = TokenizeOptions {
+        codebook_sizes: vec![4, 4, 8],
+        collisions: Collisions::Reassign,
+        seed,
+        ..TokenizeOptions::default()
+    };
+    tokenize_files(&topts, &[("text".to_string(), world.join("text.safetensors"))], None, &tok).unwrap();
+    let sids = onerec::tokenizer::SemanticIds::load(&tok).unwrap();
+    let ov: Vec<String> =
+        ["train.max_steps=4", "train.eval_every=4", "train.rank_users=0", "train.select_metric=\"valid_loss\""]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+    let cfg = onerec::config::Config::load("tiny", &ov).unwrap();
+    onerec::train::pretrain(&cfg.pretrain_spec().unwrap(), &ds, &sids, &pre, false).unwrap();
+    (t, pre.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
+}

@@ -26,42 +26,11 @@ fn run_record(out: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))).unwrap()
 }
 
-/// A tiny trained checkpoint on a small synthetic world: (tempdir, checkpoint, data).
-pub(crate) fn tiny_checkpoint() -> (tempfile::TempDir, String, String) {
-    use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
-    use onerec::tokenizer::{tokenize_files, Collisions, TokenizeOptions};
-    use onerec::world::{synth, SynthOptions};
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path();
-    let (world, data, tok, pre) = (root.join("world"), root.join("data"), root.join("tok"), root.join("pre"));
-    synth(&SynthOptions { users: 60, items: 80, topics: 4, seed: 5, ..SynthOptions::default() }, &world).unwrap();
-    let ds = prepare_interactions(&world.join("interactions.csv"), &PrepareOptions::default()).unwrap();
-    write_dataset(&ds, &data).unwrap();
-    // Loaded from disk, so the checkpoint records where its dataset is.
-    let ds = onerec::data::Dataset::load(&data).unwrap();
-    let topts = TokenizeOptions {
-        codebook_sizes: vec![4, 4, 8],
-        collisions: Collisions::Reassign,
-        seed: 5,
-        ..TokenizeOptions::default()
-    };
-    tokenize_files(&topts, &[("text".to_string(), world.join("text.safetensors"))], None, &tok).unwrap();
-    let sids = onerec::tokenizer::SemanticIds::load(&tok).unwrap();
-    let ov: Vec<String> =
-        ["train.max_steps=4", "train.eval_every=4", "train.rank_users=0", "train.select_metric=\"valid_loss\""]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    let cfg = onerec::config::Config::load("tiny", &ov).unwrap();
-    onerec::train::pretrain(&cfg.pretrain_spec().unwrap(), &ds, &sids, &pre, false).unwrap();
-    (t, pre.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
-}
-
 /// Shards of `onerec generate` (and `--batch-users`) concatenate to the unsharded
 /// output, byte for byte, on a real trained checkpoint.
 #[test]
 fn cli_shards_concatenate_to_unsharded() {
-    let (dir, ckpt, data) = tiny_checkpoint();
+    let (dir, ckpt, data) = crate::common::tiny_checkpoint(5);
     let run = |extra: &[&str], name: &str| {
         let out = dir.path().join(name);
         let o = out.to_str().unwrap();
@@ -142,7 +111,7 @@ fn cli_shards_concatenate_to_unsharded() {
 /// and counted with --skip-bad-lines.
 #[test]
 fn cli_score_contract_header_and_bad_lines() {
-    let (dir, ckpt, data) = tiny_checkpoint();
+    let (dir, ckpt, data) = crate::common::tiny_checkpoint(5);
     let ds = onerec::data::Dataset::load(std::path::Path::new(&data)).unwrap();
     let users: Vec<&str> =
         (0..ds.n_users()).filter(|&u| ds.split(u).test.is_some()).map(|u| ds.user_ids[u].as_str()).take(5).collect();
@@ -213,7 +182,7 @@ fn cli_score_contract_header_and_bad_lines() {
 #[test]
 fn cli_mismatched_or_missing_inputs_give_clear_errors() {
     use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
-    let (dir, ckpt, data) = tiny_checkpoint();
+    let (dir, ckpt, data) = crate::common::tiny_checkpoint(5);
     let root = dir.path();
     let ds = onerec::data::Dataset::load(std::path::Path::new(&data)).unwrap();
     let pairs = root.join("p.tsv");
@@ -316,7 +285,7 @@ fn cli_mismatched_or_missing_inputs_give_clear_errors() {
 /// `onerec eval --json` prints the contract's keys with invalid_paths == 0.
 #[test]
 fn cli_eval_json_has_the_contract_keys() {
-    let (dir, ckpt, data) = tiny_checkpoint();
+    let (dir, ckpt, data) = crate::common::tiny_checkpoint(5);
     let r = onerec(&["eval", "--checkpoint", &ckpt, "--data", &data, "--split", "test", "--json"]);
     assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();

@@ -25,7 +25,7 @@ struct Fixture {
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
-        let (dir, ckpt, data) = crate::generate_cli::tiny_checkpoint();
+        let (dir, ckpt, data) = crate::common::tiny_checkpoint(5);
         Fixture { _dir: dir, ckpt: ckpt.into(), data: data.into() }
     })
 }

@@ -120,36 +120,6 @@ fn shard_from_scheduler_environment() {
     assert_eq!(parse_shard_path(out, Path::new("recs.shard-0009-of-0008.jsonl")), None);
 }
 
-/// A tiny trained checkpoint on a small synthetic world: (tempdir, checkpoint, data).
-fn tiny_checkpoint() -> (tempfile::TempDir, String, String) {
-    use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
-    use onerec::tokenizer::{tokenize_files, Collisions, TokenizeOptions};
-    use onerec::world::{synth, SynthOptions};
-    let t = tempfile::tempdir().unwrap();
-    let root = t.path();
-    let (world, data, tok, pre) = (root.join("world"), root.join("data"), root.join("tok"), root.join("pre"));
-    synth(&SynthOptions { users: 60, items: 80, topics: 4, seed: 11, ..SynthOptions::default() }, &world).unwrap();
-    let ds = prepare_interactions(&world.join("interactions.csv"), &PrepareOptions::default()).unwrap();
-    write_dataset(&ds, &data).unwrap();
-    let ds = onerec::data::Dataset::load(&data).unwrap();
-    let topts = TokenizeOptions {
-        codebook_sizes: vec![4, 4, 8],
-        collisions: Collisions::Reassign,
-        seed: 11,
-        ..TokenizeOptions::default()
-    };
-    tokenize_files(&topts, &[("text".to_string(), world.join("text.safetensors"))], None, &tok).unwrap();
-    let sids = onerec::tokenizer::SemanticIds::load(&tok).unwrap();
-    let ov: Vec<String> =
-        ["train.max_steps=4", "train.eval_every=4", "train.rank_users=0", "train.select_metric=\"valid_loss\""]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
-    let cfg = onerec::config::Config::load("tiny", &ov).unwrap();
-    onerec::train::pretrain(&cfg.pretrain_spec().unwrap(), &ds, &sids, &pre, false).unwrap();
-    (t, pre.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
-}
-
 fn record(path: &Path) -> serde_json::Value {
     let p = format!("{}.run.json", path.display());
     serde_json::from_str(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{p}: {e}"))).unwrap()
@@ -161,7 +131,7 @@ fn record(path: &Path) -> serde_json::Value {
 /// missing, a foreign and a truncated shard are refused.
 #[test]
 fn scheduler_shards_merge_to_the_unsharded_output() {
-    let (dir, ckpt, data) = tiny_checkpoint();
+    let (dir, ckpt, data) = crate::common::tiny_checkpoint(11);
     let root = dir.path();
     let gen = |out: &Path, extra: &[&str]| -> Vec<String> {
         let mut v: Vec<String> = ["generate", "--checkpoint", &ckpt, "--data", &data, "--beam", "4", "--top", "3"]
