@@ -14,7 +14,7 @@
 //! uninterrupted run).
 
 use super::preferences::{mine_preferences, sample_users, score_candidates};
-use super::train_policy::train_on_preferences;
+use super::train_policy::{train_on_preferences, TrainStats};
 use super::AlignConfig;
 use crate::util::rng::Rng;
 use anyhow::{bail, ensure, Context, Result};
@@ -101,15 +101,9 @@ pub struct IterationLog {
     /// Mean over users of the best candidate's score.
     pub mean_best_reward: f64,
     pub max_reward: f64,
-    /// Means over the iteration's steps.
-    pub loss: f64,
-    pub ntp_loss: f64,
-    /// DPO loss (or ECPO objective) and, for DPO, preference accuracy / implicit margin.
-    pub pref_loss: f64,
-    pub pref_loss_first: f64,
-    pub pref_loss_last: f64,
-    pub accuracy: f64,
-    pub margin: f64,
+    /// Means over the iteration's steps (flattened: `state.json` keeps its flat keys).
+    #[serde(flatten)]
+    pub train: TrainStats,
     /// sha256 of the reference's weights file (the previous iteration's checkpoint).
     pub reference_sha256: Option<String>,
     /// sha256 of this iteration's checkpoint weights.
@@ -225,9 +219,9 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
             mean_reward = log.mean_reward,
             mean_best = log.mean_best_reward,
             max_reward = log.max_reward,
-            pref_loss = log.pref_loss,
-            accuracy = log.accuracy,
-            margin = log.margin,
+            pref_loss = log.train.pref_loss,
+            accuracy = log.train.accuracy,
+            margin = log.train.margin,
             eval = ?log.eval,
             "alignment iteration"
         );
@@ -272,13 +266,7 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         mean_reward: scores.iter().map(|&s| s as f64).sum::<f64>() / scores.len().max(1) as f64,
         mean_best_reward: prefs.mean_best_reward,
         max_reward: scores.iter().fold(f64::NEG_INFINITY, |a, &s| a.max(s as f64)),
-        loss: 0.0,
-        ntp_loss: 0.0,
-        pref_loss: 0.0,
-        pref_loss_first: 0.0,
-        pref_loss_last: 0.0,
-        accuracy: 0.0,
-        margin: 0.0,
+        train: TrainStats::default(),
         reference_sha256: None,
         policy_sha256: None,
         eval: BTreeMap::new(),
@@ -288,10 +276,7 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         tracing::warn!(iteration = it, "every user's candidates tied: nothing to train on this iteration");
         return Ok(log);
     }
-    let t = train_on_preferences(policy, reference, &prefs, cfg, seed, it)?;
-    (log.loss, log.ntp_loss, log.pref_loss) = (t.loss, t.ntp_loss, t.pref_loss);
-    (log.pref_loss_first, log.pref_loss_last) = (t.pref_loss_first, t.pref_loss_last);
-    (log.accuracy, log.margin) = (t.accuracy, t.margin);
+    log.train = train_on_preferences(policy, reference, &prefs, cfg, seed, it)?;
     Ok(log)
 }
 

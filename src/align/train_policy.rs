@@ -13,7 +13,7 @@ use candle_core::{Device, Tensor};
 use rand::seq::SliceRandom;
 
 /// Means over an iteration's steps, and the preference loss of its first and last step.
-#[derive(Clone, Debug, Default, PartialEq)]
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TrainStats {
     pub loss: f64,
     pub ntp_loss: f64,

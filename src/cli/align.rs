@@ -52,7 +52,14 @@ pub fn run(args: AlignArgs) -> Result<()> {
     for it in &outcome.state.iterations {
         println!(
             "iteration {}: pairs {} reward mean {:.4} best {:.4} | dpo {:.4} acc {:.3} margin {:.4} | {:?}",
-            it.iteration, it.pairs, it.mean_reward, it.mean_best_reward, it.pref_loss, it.accuracy, it.margin, it.eval
+            it.iteration,
+            it.pairs,
+            it.mean_reward,
+            it.mean_best_reward,
+            it.train.pref_loss,
+            it.train.accuracy,
+            it.train.margin,
+            it.eval
         );
     }
     Ok(())

@@ -242,7 +242,7 @@ fn align_figures(dir: &Path) -> Result<Section> {
             "preference accuracy",
             "iteration",
             "accuracy",
-            &[Series::new("accuracy", it(&|l| l.accuracy))],
+            &[Series::new("accuracy", it(&|l| l.train.accuracy))],
             Some(("chance", 0.5)),
         ),
     );
@@ -272,7 +272,7 @@ fn align_figures(dir: &Path) -> Result<Section> {
             format!("iteration {}", l.iteration),
             format!(
                 "pairs {}, ties {}, pref_loss {:.4}, accuracy {:.3}, margin {:.3}, {:.0}s",
-                l.pairs, l.ties, l.pref_loss, l.accuracy, l.margin, l.seconds
+                l.pairs, l.ties, l.train.pref_loss, l.train.accuracy, l.train.margin, l.seconds
             ),
         ));
     }

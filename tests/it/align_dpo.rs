@@ -116,9 +116,9 @@ fn training_step_leaves_reference_unchanged() {
     let log = iteration(&mut pol, &reference, &mut gen, &scorer, &hs, &cfg, 7, 1).unwrap();
     assert!(log.pairs > 0);
     assert!(
-        (log.pref_loss_first - std::f64::consts::LN_2).abs() < 1e-5,
+        (log.train.pref_loss_first - std::f64::consts::LN_2).abs() < 1e-5,
         "first step has pi == ref: {}",
-        log.pref_loss_first
+        log.train.pref_loss_first
     );
     let after: Vec<Vec<f32>> =
         reference.vars().iter().map(|(_, v)| v.flatten_all().unwrap().to_vec1().unwrap()).collect();

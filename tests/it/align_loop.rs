@@ -81,14 +81,17 @@ fn alignment_raises_true_reward() {
     let rs: Vec<f64> = st.iterations.iter().map(|l| l.eval["true_reward"]).collect();
     eprintln!(
         "true reward {r0:.3} -> {rs:?}; logs {:?}",
-        st.iterations.iter().map(|l| (l.pairs, l.mean_reward, l.pref_loss, l.accuracy, l.margin)).collect::<Vec<_>>()
+        st.iterations
+            .iter()
+            .map(|l| (l.pairs, l.mean_reward, l.train.pref_loss, l.train.accuracy, l.train.margin))
+            .collect::<Vec<_>>()
     );
     assert!((r0 - 0.25).abs() < 0.1, "a near-uniform start is ~1/topics: {r0}");
     assert!(*rs.last().unwrap() > r0 + 0.15, "alignment did not raise the true reward: {r0} -> {rs:?}");
     assert!(rs.windows(2).all(|w| w[1] > w[0] - 0.02), "reward fell: {rs:?}");
     // Generated sessions' reward (logged before each iteration's training) rises too.
     assert!(st.iterations[2].mean_reward > st.iterations[0].mean_reward);
-    assert!(st.iterations.iter().all(|l| l.pairs > 0 && l.accuracy > 0.0 && l.pref_loss.is_finite()));
+    assert!(st.iterations.iter().all(|l| l.pairs > 0 && l.train.accuracy > 0.0 && l.train.pref_loss.is_finite()));
 }
 
 #[test]
@@ -123,7 +126,10 @@ fn checkpoints_record_reference_and_resume_identically() {
     assert_eq!(out.resumed_after, 1);
     assert_eq!(pa.next_probs().unwrap(), pb.next_probs().unwrap());
     let strip = |s: &AlignState| {
-        s.iterations.iter().map(|l| (l.pairs, l.mean_reward, l.pref_loss, l.policy_sha256.clone())).collect::<Vec<_>>()
+        s.iterations
+            .iter()
+            .map(|l| (l.pairs, l.mean_reward, l.train.pref_loss, l.policy_sha256.clone()))
+            .collect::<Vec<_>>()
     };
     assert_eq!(strip(&sa), strip(&out.state));
 
