@@ -5,3 +5,24 @@
 
 pub mod popularity;
 pub mod sasrec;
+
+use crate::eval::{ranking_metrics, EvalReport};
+use crate::generate::users::UserQuery;
+use std::collections::HashSet;
+
+/// The report of a baseline that ranks items directly (no generated paths or sessions):
+/// Recall/NDCG@K of `lists` (one ranked item list per user) by the shared metric code,
+/// and top-10 coverage of the `n_items` catalogue.
+pub fn ranked_report(users: &[UserQuery], lists: &[Vec<u32>], ks: &[usize], n_items: usize) -> EvalReport {
+    let recommended: HashSet<u32> = lists.iter().flat_map(|l| l.iter().take(10).copied()).collect();
+    EvalReport {
+        metrics: ranking_metrics(users, lists, ks),
+        invalid_paths: 0,
+        invalid_paths_before_masking: 0.0,
+        coverage: recommended.len() as f64 / n_items.max(1) as f64,
+        diversity: None,
+        true_reward: None,
+        rm_reward: None,
+        users: users.len(),
+    }
+}

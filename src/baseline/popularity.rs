@@ -2,10 +2,10 @@
 
 use crate::data::stats::popularity_ranking;
 use crate::data::Dataset;
-use crate::eval::{ranking_metrics, subsample, EvalReport};
+use crate::eval::{subsample, EvalReport};
 use crate::generate::users::{users_from_split, SplitSel};
 use anyhow::{ensure, Result};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 /// Leave-one-out evaluation of the popularity ranking on `split`, optionally dropping
 /// each user's history items from the list (the `--exclude-history` protocol).
@@ -30,16 +30,5 @@ pub fn evaluate_popularity(
             order.iter().copied().filter(|i| !seen.contains(i)).take(max_k).collect()
         })
         .collect();
-    let recommended: HashSet<u32> = lists.iter().flat_map(|l| l.iter().take(10).copied()).collect();
-    let metrics: BTreeMap<String, f64> = ranking_metrics(&users, &lists, ks);
-    Ok(EvalReport {
-        metrics,
-        invalid_paths: 0,
-        invalid_paths_before_masking: 0.0,
-        coverage: recommended.len() as f64 / ds.n_items().max(1) as f64,
-        diversity: None,
-        true_reward: None,
-        rm_reward: None,
-        users: users.len(),
-    })
+    Ok(super::ranked_report(&users, &lists, ks, ds.n_items()))
 }

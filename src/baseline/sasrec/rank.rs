@@ -4,12 +4,12 @@
 
 use super::model::{Sasrec, SeqBatch};
 use crate::data::Dataset;
-use crate::eval::{ranking_metrics, subsample, EvalReport};
+use crate::eval::{subsample, EvalReport};
 use crate::generate::users::{users_from_split, SplitSel, UserQuery};
 use anyhow::{ensure, Result};
 use candle_core::Device;
 use rayon::prelude::*;
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 /// The `k` best items of `scores` (higher first; ties by smaller item id), skipping
 /// `masked`: one pass keeping a sorted buffer of the best `k` so far.
@@ -85,18 +85,7 @@ pub fn evaluate_sasrec(
     ensure!(!users.is_empty(), "no user has a {split} target");
     let max_k = ks.iter().copied().max().unwrap_or(10);
     let lists = rank_users(model, &users, max_k, exclude_history, batch)?;
-    let recommended: HashSet<u32> = lists.iter().flat_map(|l| l.iter().take(10).copied()).collect();
-    let metrics: BTreeMap<String, f64> = ranking_metrics(&users, &lists, ks);
-    Ok(EvalReport {
-        metrics,
-        invalid_paths: 0,
-        invalid_paths_before_masking: 0.0,
-        coverage: recommended.len() as f64 / ds.n_items().max(1) as f64,
-        diversity: None,
-        true_reward: None,
-        rm_reward: None,
-        users: users.len(),
-    })
+    Ok(crate::baseline::ranked_report(&users, &lists, ks, ds.n_items()))
 }
 
 #[cfg(test)]
