@@ -9,7 +9,7 @@ use crate::model::moe::MoeStats;
 use crate::model::{Loss, OneRecModel, Vocab};
 use crate::nn::{optim, params::sorted_vars};
 use crate::tokenizer::SemanticIds;
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::{Tensor, Var};
 use candle_nn::VarMap;
 use serde::{Deserialize, Serialize};
@@ -77,7 +77,7 @@ impl<'a> Run<'a> {
         let tokenizer_sha256 = checkpoint::fingerprint(sids);
         std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
         let last_dir = out.join("last");
-        let (model, varmap, state) = if resume && last_dir.join("checkpoint.json").exists() {
+        let (model, varmap, state) = if crate::util::io::resume_from_last(out, "checkpoint.json", resume)? {
             let ck = checkpoint::load(&last_dir)?;
             checkpoint::check_tokenizer(&ck.meta, &last_dir, sids)?;
             ensure!(
@@ -90,14 +90,6 @@ impl<'a> Run<'a> {
             info!(step = st.step, dir = %last_dir.display(), "resuming");
             (ck.model, ck.varmap, st)
         } else {
-            if resume {
-                info!("--resume: no checkpoint in {}, starting fresh", last_dir.display());
-            } else if last_dir.exists() {
-                bail!(
-                    "{} already holds a run (last/ exists); pass --resume to continue it or choose a new --out",
-                    out.display()
-                );
-            }
             let vocab = Vocab::new(sids.codebook_sizes.clone());
             let (m, vm) = OneRecModel::build(spec.model, vocab, dense.codes.clone(), spec.seed)?;
             (m, vm, TrainState { step: 0, best_step: 0, best_value: f64::NAN })

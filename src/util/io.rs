@@ -145,3 +145,22 @@ where
         }
     }
 }
+
+/// Whether a training run in `out` continues from its `last/` checkpoint (`resume` asked
+/// and `last/<marker>` present) or starts fresh. Starting fresh over an existing `last/`
+/// without `resume` is refused, so a reused `--out` never overwrites a run.
+pub fn resume_from_last(out: &Path, marker: &str, resume: bool) -> Result<bool> {
+    let last_dir = out.join("last");
+    if resume && last_dir.join(marker).exists() {
+        return Ok(true);
+    }
+    if resume {
+        tracing::info!("--resume: no checkpoint in {}, starting fresh", last_dir.display());
+    } else if last_dir.exists() {
+        anyhow::bail!(
+            "{} already holds a run (last/ exists); pass --resume to continue it or choose a new --out",
+            out.display()
+        );
+    }
+    Ok(false)
+}

@@ -15,7 +15,7 @@ use super::rank::evaluate_sasrec;
 use crate::data::Dataset;
 use crate::generate::users::SplitSel;
 use crate::nn::optim::{clip_global_norm, AdamW};
-use anyhow::{bail, ensure, Context, Result};
+use anyhow::{ensure, Context, Result};
 use candle_core::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -113,7 +113,7 @@ pub fn train_sasrec_with(
     let items_sha = checkpoint::items_sha256(ds);
     std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let last_dir = out.join("last");
-    let (model, varmap, state) = if resume && last_dir.join(checkpoint::META_FILE).exists() {
+    let (model, varmap, state) = if crate::util::io::resume_from_last(out, checkpoint::META_FILE, resume)? {
         let ck = checkpoint::load(&last_dir)?;
         ensure!(
             ck.meta.model == *mc,
@@ -133,14 +133,6 @@ pub fn train_sasrec_with(
         info!(epoch = st.epoch, dir = %last_dir.display(), "resuming");
         (ck.model, ck.varmap, st)
     } else {
-        if resume {
-            info!("--resume: no checkpoint in {}, starting fresh", last_dir.display());
-        } else if last_dir.exists() {
-            bail!(
-                "{} already holds a run (last/ exists); pass --resume to continue it or choose a new --out",
-                out.display()
-            );
-        }
         let (m, vm) = Sasrec::build(mc, ds.n_items(), cfg.seed)?;
         let st = TrainState {
             epoch: 0,
