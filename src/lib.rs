@@ -8,6 +8,7 @@
 //! - [`model`]: encoder + sparse-MoE decoder over semantic-ID tokens;
 //! - [`nn`]: the layers, kernels, seeded init, parameter files and optimizer they share;
 //! - [`train`]: next-token pretraining loop, checkpoints;
+//! - [`dist`]: data-parallel pretraining's gradient sync (one process, MPI, NCCL);
 //! - [`align`]: reward model and iterative DPO preference alignment;
 //! - [`generate`]: constrained beam search with a KV cache, batch scoring;
 //! - [`eval`]: Recall@K / NDCG@K, coverage, true reward;
@@ -21,6 +22,7 @@ pub mod baseline;
 pub mod cli;
 pub mod config;
 pub mod data;
+pub mod dist;
 pub mod embed;
 pub mod eval;
 pub mod generate;

@@ -76,8 +76,18 @@ pub enum Command {
     Baseline(baseline::BaselineArgs),
 }
 
-/// Runs a parsed command line.
+/// Runs a parsed command line in one process.
 pub fn run(cli: Cli) -> Result<()> {
+    run_on(cli, &crate::dist::Single)
+}
+
+/// Runs a parsed command line on the ranks of `sync` (`src/main.rs`: MPI under `mpirun`).
+/// Only `pretrain` is data-parallel; every other command refuses more than one rank.
+pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
+    if !matches!(cli.command, Command::Pretrain(_)) {
+        let name = format!("{:?}", cli.command).split('(').next().unwrap_or_default().to_lowercase();
+        crate::dist::require_single(sync, &format!("`onerec {name}`"))?;
+    }
     if let Some(n) = cli.threads {
         std::env::set_var("RAYON_NUM_THREADS", n.to_string());
         let _ = rayon::ThreadPoolBuilder::new().num_threads(n).build_global();
@@ -94,7 +104,7 @@ pub fn run(cli: Cli) -> Result<()> {
         Command::Data(a) => data::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Tokenize(a) => tokenize::run(a),
-        Command::Pretrain(a) => pretrain::run(a),
+        Command::Pretrain(a) => pretrain::run(a, sync),
         Command::Reward(a) => reward::run(a),
         Command::Align(a) => align::run(a),
         Command::Generate(a) => generate::run(a),

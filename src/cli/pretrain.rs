@@ -1,6 +1,7 @@
 //! `onerec pretrain`: thin wrapper over [`crate::train::pretrain`].
 
 use crate::config::Config;
+use crate::dist::GradSync;
 use anyhow::{Context, Result};
 use clap::Args;
 use std::path::PathBuf;
@@ -27,12 +28,17 @@ pub struct PretrainArgs {
     pub set: Vec<String>,
 }
 
-pub fn run(a: PretrainArgs) -> Result<()> {
+/// Runs on every rank of `sync` (data-parallel under `mpirun`); rank 0 holds the output
+/// lock and prints the summary.
+pub fn run(a: PretrainArgs, sync: &dyn GradSync) -> Result<()> {
     let cfg = Config::load(&a.config, &a.set)?;
     let ds = crate::data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
     let sids = crate::tokenizer::SemanticIds::load(&a.tokenizer)?;
-    let _lock = crate::util::lock::OutLock::acquire(&a.out)?;
-    let s = crate::train::pretrain(&cfg.pretrain_spec()?, &ds, &sids, &a.out, a.resume)?;
+    let _lock = sync.is_leader().then(|| crate::util::lock::OutLock::acquire(&a.out)).transpose()?;
+    let s = crate::train::pretrain_on(&cfg.pretrain_spec()?, &ds, &sids, &a.out, a.resume, sync)?;
+    if !sync.is_leader() {
+        return Ok(());
+    }
     println!(
         "pretrained {} steps: best {} = {:.4} at step {}, last valid_loss {:.4}; wrote {}",
         s.steps,

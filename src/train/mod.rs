@@ -14,10 +14,12 @@ mod config;
 pub mod data;
 mod log;
 mod run;
+mod sync;
 
 pub use config::{SelectMetric, TrainConfig};
 
 use crate::data::Dataset;
+use crate::dist::{self, GradSync};
 use crate::model::{ModelConfig, OneRecModel, Vocab};
 use crate::nn::optim;
 use crate::tokenizer::SemanticIds;
@@ -76,6 +78,8 @@ pub type EvalHook<'a> = &'a dyn Fn(&OneRecModel) -> Result<Map<String, Value>>;
 pub struct Hooks<'a> {
     /// Extra metrics (e.g. Recall/NDCG) added to every eval row.
     pub eval: Option<EvalHook<'a>>,
+    /// The ranks training together when data-parallel (`None`: one process).
+    pub dist: Option<&'a dyn GradSync>,
     /// Stop after this many steps (as if killed; tests of `--resume`).
     #[cfg(feature = "testkit")]
     pub stop_after: Option<usize>,
@@ -87,6 +91,20 @@ pub struct Hooks<'a> {
 /// `train.select_metric = "ndcg@10"` can pick the best checkpoint. This is what
 /// `onerec pretrain` runs.
 pub fn pretrain(spec: &PretrainSpec, ds: &Dataset, sids: &SemanticIds, out: &Path, resume: bool) -> Result<Summary> {
+    pretrain_on(spec, ds, sids, out, resume, &dist::Single)
+}
+
+/// [`pretrain`] data-parallel over the ranks of `sync` (every rank calls it with the same
+/// arguments; `train.batch_size` stays the global batch): rank 0 alone logs, evaluates
+/// and writes `OUT/`. With [`dist::Single`] this is [`pretrain`].
+pub fn pretrain_on(
+    spec: &PretrainSpec,
+    ds: &Dataset,
+    sids: &SemanticIds,
+    out: &Path,
+    resume: bool,
+    sync: &dyn GradSync,
+) -> Result<Summary> {
     let tc = spec.train;
     ensure!(
         tc.rank_users > 0 || !tc.select_metric.is_ranking(),
@@ -94,7 +112,7 @@ pub fn pretrain(spec: &PretrainSpec, ds: &Dataset, sids: &SemanticIds, out: &Pat
         tc.select_metric.key()
     );
     if tc.rank_users == 0 {
-        return pretrain_with(spec, ds, sids, out, resume, &Hooks::default());
+        return pretrain_with(spec, ds, sids, out, resume, &Hooks { dist: Some(sync), ..Hooks::default() });
     }
     let dense = sids.reindexed(&ds.item_ids)?;
     let vocab = Vocab::new(dense.codebook_sizes.clone());
@@ -109,7 +127,7 @@ pub fn pretrain(spec: &PretrainSpec, ds: &Dataset, sids: &SemanticIds, out: &Pat
         }
         Ok(m)
     };
-    pretrain_with(spec, ds, sids, out, resume, &Hooks { eval: Some(&hook), ..Hooks::default() })
+    pretrain_with(spec, ds, sids, out, resume, &Hooks { eval: Some(&hook), dist: Some(sync), ..Hooks::default() })
 }
 
 /// What a pretraining run did.
@@ -138,7 +156,9 @@ pub fn pretrain_with(
 ) -> Result<Summary> {
     spec.validate()?;
     let (tc, t0) = (spec.train, Instant::now());
-    let mut run = Run::start(spec, ds, sids, out, resume)?;
+    let sync: &dyn GradSync = hooks.dist.unwrap_or(&dist::Single);
+    let (leader, world) = (sync.is_leader(), sync.world_size());
+    let mut run = Run::start(spec, ds, sids, out, resume, sync)?;
     let examples = data::train_examples(ds, tc.min_history);
     ensure!(
         !examples.is_empty(),
@@ -165,6 +185,15 @@ pub fn pretrain_with(
         history_len,
         tc.session_len
     );
+    if world > 1 {
+        info!(
+            backend = sync.backend(),
+            "data-parallel on {world} ranks: each takes its part of every batch of {}; rank 0 logs and writes {}",
+            tc.batch_size,
+            out.display()
+        );
+        sync.barrier()?;
+    }
     run.load_metrics()?;
 
     let mut log = LogWindow::new(&run.model.moe_layers());
@@ -172,6 +201,9 @@ pub fn pretrain_with(
     let (mut last_train, mut last_valid) = (f64::NAN, f64::NAN);
     let (mut tokens, mut train_secs) = (0.0f64, 0.0f64);
     let pb = crate::util::progress::bar((total - start.min(total)) as u64, "pretrain");
+    if !leader {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     while run.state.step < total {
         let step_started = Instant::now();
         let lr = optim::lr_at(run.state.step, total, tc.lr, tc.warmup_steps, tc.min_lr_ratio);
@@ -186,13 +218,19 @@ pub fn pretrain_with(
         train_secs += step_started.elapsed().as_secs_f64();
         pb.inc(1);
         let step = run.state.step;
-        if step % tc.log_every == 0 || step == total {
+        if leader && (step % tc.log_every == 0 || step == total) {
             log.report(step, lr);
         }
 
         if step % tc.eval_every == 0 || step == total {
             last_train = train_loss.take();
-            last_valid = run.evaluate_and_checkpoint(lr, last_train, &valid, hooks)?;
+            if world > 1 {
+                let checksum = sync::check_in_sync(sync, &run.vars, step)?;
+                info!(step, "ranks in sync: parameter checksum {checksum:012x} on all {world} ranks");
+            }
+            if leader {
+                last_valid = run.evaluate_and_checkpoint(lr, last_train, &valid, hooks)?;
+            }
         }
 
         #[cfg(feature = "testkit")]
@@ -201,6 +239,7 @@ pub fn pretrain_with(
         }
     }
     pb.finish_and_clear();
+    sync.barrier()?; // rank 0's last checkpoint is written before any rank returns
     let summary = Summary {
         steps: run.state.step,
         total_steps: total,

@@ -2,8 +2,10 @@
 //! time, evaluated and checkpointed (`best/`, `last/`, `metrics.jsonl`) on schedule.
 
 use super::data::{self, Batches};
+use super::sync;
 use super::{Hooks, PretrainSpec};
 use crate::data::Dataset;
+use crate::dist::{self, GradSync};
 use crate::model::checkpoint::{self, CheckpointMeta};
 use crate::model::moe::MoeStats;
 use crate::model::{Loss, OneRecModel, Vocab};
@@ -50,9 +52,11 @@ pub(super) struct Run<'a> {
     spec: &'a PretrainSpec<'a>,
     ds: &'a Dataset,
     out: &'a Path,
+    /// The ranks training together ([`dist::Single`] for one process).
+    pub sync: &'a dyn GradSync,
     pub model: OneRecModel,
     varmap: VarMap,
-    vars: Vec<(String, Var)>,
+    pub(super) vars: Vec<(String, Var)>,
     opt: optim::AdamW,
     /// The tokenizer's semantic ids in dataset order (saved with every checkpoint).
     dense: SemanticIds,
@@ -72,6 +76,7 @@ impl<'a> Run<'a> {
         sids: &SemanticIds,
         out: &'a Path,
         resume: bool,
+        sync: &'a dyn GradSync,
     ) -> Result<Run<'a>> {
         let dense = sids.reindexed(&ds.item_ids).context("matching tokenizer items to the dataset")?;
         let tokenizer_sha256 = checkpoint::fingerprint(sids);
@@ -94,14 +99,16 @@ impl<'a> Run<'a> {
             let (m, vm) = OneRecModel::build(spec.model, vocab, dense.codes.clone(), spec.seed)?;
             (m, vm, TrainState { step: 0, best_step: 0, best_value: f64::NAN })
         };
-        crate::util::io::atomic_write(&out.join("config.toml"), spec.config_toml.as_bytes())?;
+        if sync.is_leader() {
+            crate::util::io::atomic_write(&out.join("config.toml"), spec.config_toml.as_bytes())?;
+        }
         let vars = sorted_vars(&varmap);
         let tc = spec.train;
         let mut opt = optim::AdamW::new(vars.clone(), tc.beta1, tc.beta2, tc.eps, tc.weight_decay)?;
         if state.step > 0 {
             opt.load(&last_dir.join("optimizer.safetensors"), state.step)?;
         }
-        Ok(Run { spec, ds, out, model, varmap, vars, opt, dense, tokenizer_sha256, state, rows: Vec::new() })
+        Ok(Run { spec, ds, out, sync, model, varmap, vars, opt, dense, tokenizer_sha256, state, rows: Vec::new() })
     }
 
     pub fn n_params(&self) -> usize {
@@ -135,19 +142,44 @@ impl<'a> Run<'a> {
 
     /// One optimizer step at learning rate `lr`: forward and backward over
     /// `train.grad_accum` micro-batches, clip, update, nudge the MoE balance biases.
+    ///
+    /// Data-parallel (world size > 1): each rank takes its slice of every micro-batch and
+    /// weights its mean loss by its share of the micro-batch's target tokens, so the
+    /// gradients summed over ranks are the one-process gradient (up to float rounding);
+    /// the logged statistics and the routing loads are summed too, so every rank clips,
+    /// updates and moves the balance biases identically.
     pub fn step(&mut self, batches: &mut Batches, lr: f64) -> Result<StepStats> {
         let tc = self.spec.train;
+        let (rank, world) = (self.sync.rank(), self.sync.world_size());
         let moes = self.model.moe_layers();
         let mut routing: Vec<MoeStats> = moes.iter().map(|m| MoeStats::empty(m.n_experts())).collect();
         let mut grads: HashMap<String, Tensor> = HashMap::new();
         let mut micro_batches = Vec::with_capacity(tc.grad_accum);
         for _ in 0..tc.grad_accum {
             let mb = batches.next().context("no training batches")?;
-            let batch = data::train_batch(&self.model, self.ds, &mb.examples, tc.session_len)?;
-            // Dropout masks from a per-micro-batch stream: a resumed run draws the same ones.
+            let mine = &mb.examples[dist::shard_range(mb.examples.len(), rank, world)];
+            let batch = match mine.is_empty() {
+                true => None,
+                false => Some(data::train_batch(&self.model, self.ds, mine, tc.session_len)?),
+            };
+            let tokens = batch.as_ref().map_or(0.0, |b| b.tokens() as f64);
+            // This rank's share of the micro-batch's target tokens (the loss is their mean).
+            let all_tokens = sync::sum_scalar(self.sync, tokens)?;
+            let share = if world == 1 { 1.0 } else { tokens / all_tokens };
+            let mut stats =
+                MicroBatchStats { ce: 0.0, aux: None, tokens: all_tokens, examples: mb.examples.len() };
+            let Some(batch) = batch else {
+                micro_batches.push(stats); // nothing of this micro-batch here; still joins the sums
+                continue;
+            };
+            // Dropout masks from a per-micro-batch stream (per rank too when data-parallel):
+            // a resumed run draws the same ones.
             let Loss { ce, aux, moe_stats } = {
-                let stream = crate::util::rng::stream(self.spec.seed, &format!("train/dropout/{}", mb.index));
-                let _train = self.model.training(stream);
+                let key = match world {
+                    1 => format!("train/dropout/{}", mb.index),
+                    _ => format!("train/dropout/{}/rank{rank}", mb.index),
+                };
+                let _train = self.model.training(crate::util::rng::stream(self.spec.seed, &key));
                 self.model.loss(&batch)?
             };
             routing.iter_mut().zip(&moe_stats).for_each(|(acc, s)| acc.add(s));
@@ -157,13 +189,13 @@ impl<'a> Run<'a> {
                 "training loss became {ce_v} at step {}; lower train.lr or raise train.warmup_steps",
                 self.state.step
             );
+            stats.ce = ce_v * share;
             let mut loss = ce;
-            let mut aux_v = None;
             if let Some(a) = aux {
-                aux_v = Some(a.to_scalar::<f32>()? as f64);
+                stats.aux = Some(a.to_scalar::<f32>()? as f64 * share);
                 loss = (loss + a)?;
             }
-            let loss = (loss * (1.0 / tc.grad_accum as f64))?;
+            let loss = (loss * (share / tc.grad_accum as f64))?;
             let gs = loss.backward()?;
             for (name, v) in &self.vars {
                 if let Some(g) = gs.get(v.as_tensor()) {
@@ -174,12 +206,11 @@ impl<'a> Run<'a> {
                     grads.insert(name.clone(), g);
                 }
             }
-            micro_batches.push(MicroBatchStats {
-                ce: ce_v,
-                aux: aux_v,
-                tokens: batch.tokens() as f64,
-                examples: mb.examples.len(),
-            });
+            micro_batches.push(stats);
+        }
+        if world > 1 {
+            sync::sum_step_stats(self.sync, &mut micro_batches, &mut routing)?;
+            dist::all_reduce_grads(self.sync, &self.vars, &mut grads)?;
         }
         optim::clip_global_norm(&mut grads, tc.grad_clip)?;
         self.opt.step(&grads, lr)?;
