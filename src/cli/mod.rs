@@ -104,7 +104,7 @@ pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
         Command::Data(a) => data::run(a),
         Command::Embed(a) => embed::run(a),
         Command::Tokenize(a) => tokenize::run(a),
-        Command::Pretrain(a) => pretrain::run(a, sync),
+        Command::Pretrain(a) => pretrain::run_on(a, sync),
         Command::Reward(a) => reward::run(a),
         Command::Align(a) => align::run(a),
         Command::Generate(a) => generate::run(a),

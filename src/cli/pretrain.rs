@@ -28,9 +28,13 @@ pub struct PretrainArgs {
     pub set: Vec<String>,
 }
 
+pub fn run(a: PretrainArgs) -> Result<()> {
+    run_on(a, &crate::dist::Single)
+}
+
 /// Runs on every rank of `sync` (data-parallel under `mpirun`); rank 0 holds the output
 /// lock and prints the summary.
-pub fn run(a: PretrainArgs, sync: &dyn GradSync) -> Result<()> {
+pub fn run_on(a: PretrainArgs, sync: &dyn GradSync) -> Result<()> {
     let cfg = Config::load(&a.config, &a.set)?;
     let ds = crate::data::Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
     let sids = crate::tokenizer::SemanticIds::load(&a.tokenizer)?;

@@ -11,7 +11,11 @@ use std::collections::HashMap;
 /// rank, fixes the layout; a parameter without a gradient here (an expert no token of this
 /// rank's slice chose) sends zeros, and every parameter has a gradient afterwards, which
 /// the optimizer treats exactly like a missing one when it is zero.
-pub fn all_reduce_grads(sync: &dyn GradSync, vars: &[(String, Var)], grads: &mut HashMap<String, Tensor>) -> Result<()> {
+pub fn all_reduce_grads(
+    sync: &dyn GradSync,
+    vars: &[(String, Var)],
+    grads: &mut HashMap<String, Tensor>,
+) -> Result<()> {
     let total: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut flat = Vec::with_capacity(total);
     for (name, v) in vars {

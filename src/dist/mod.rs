@@ -111,9 +111,18 @@ impl World {
 /// alone and overwrite one another's files.
 pub fn init() -> Result<World> {
     let launched = launcher();
-    #[cfg(feature = "mpi")]
+    #[cfg(all(feature = "mpi", not(feature = "nccl")))]
     if launched.is_some() {
         return Ok(World { sync: Box::new(mpi::Mpi::init()?) });
+    }
+    // A GPU build: NCCL sums, MPI bootstraps; one GPU per rank on each node.
+    #[cfg(feature = "nccl")]
+    if launched.is_some() {
+        let local = ["OMPI_COMM_WORLD_LOCAL_RANK", "SLURM_LOCALID", "MPI_LOCALRANKID"]
+            .iter()
+            .find_map(|k| std::env::var(k).ok()?.parse::<usize>().ok())
+            .unwrap_or(0);
+        return Ok(World { sync: Box::new(nccl::Nccl::init(Box::new(mpi::Mpi::init()?), local)?) });
     }
     if let Some(Launched { by, size }) = launched {
         anyhow::ensure!(

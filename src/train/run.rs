@@ -166,8 +166,7 @@ impl<'a> Run<'a> {
             // This rank's share of the micro-batch's target tokens (the loss is their mean).
             let all_tokens = sync::sum_scalar(self.sync, tokens)?;
             let share = if world == 1 { 1.0 } else { tokens / all_tokens };
-            let mut stats =
-                MicroBatchStats { ce: 0.0, aux: None, tokens: all_tokens, examples: mb.examples.len() };
+            let mut stats = MicroBatchStats { ce: 0.0, aux: None, tokens: all_tokens, examples: mb.examples.len() };
             let Some(batch) = batch else {
                 micro_batches.push(stats); // nothing of this micro-batch here; still joins the sums
                 continue;

@@ -11,6 +11,7 @@ mod common;
 mod data_prepare;
 mod data_readers;
 mod data_real;
+mod dist;
 mod embed;
 mod eval;
 mod eval_real;
