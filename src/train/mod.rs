@@ -231,6 +231,12 @@ pub fn pretrain_with(
             if leader {
                 last_valid = run.evaluate_and_checkpoint(lr, last_train, &valid, hooks)?;
             }
+            if world > 1 {
+                // Rank 0's eval results, so every rank's state and summary agree.
+                let mut r = [last_valid, run.state.best_value, run.state.best_step as f64];
+                sync.broadcast_f64(&mut r)?;
+                (last_valid, run.state.best_value, run.state.best_step) = (r[0], r[1], r[2] as usize);
+            }
         }
 
         #[cfg(feature = "testkit")]

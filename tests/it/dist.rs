@@ -9,11 +9,11 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// Relative tolerance per logged loss, 2 ranks vs 1 process. The two differ only in float
-/// summation order (two half-batch backward passes summed vs one full-batch pass), about
-/// 1e-7 relative per gradient element; AdamW divides by sqrt(v), so a rounding difference
-/// reaches the parameters at lr * 1e-7 scale and the losses after 12 steps agree to ~1e-6.
-const LOSS_RTOL: f64 = 1e-4;
+/// Relative tolerance per number of an eval row (losses, Recall/NDCG@10), 2 ranks vs 1
+/// process. They differ only in float summation order (two half-batch backward passes
+/// summed vs one full-batch pass; token counts and routing loads are exact): measured
+/// 3e-8 relative on the losses after 40 steps of the quickstart world (docs/distributed.md).
+const RTOL: f64 = 1e-5;
 
 fn on_path(exe: &str) -> bool {
     std::env::var_os("PATH").is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(exe).is_file()))
@@ -116,15 +116,19 @@ fn rows(out: &Path) -> Vec<serde_json::Value> {
 /// within `rtol` relative of each other; the steps equal.
 fn assert_rows_close(a: &[serde_json::Value], b: &[serde_json::Value], rtol: f64) {
     assert_eq!(a.len(), b.len());
+    let mut worst = 0f64;
     for (ra, rb) in a.iter().zip(b) {
         assert_eq!(ra["step"], rb["step"]);
         let keys: Vec<&String> = ra.as_object().unwrap().keys().collect();
         assert_eq!(keys, rb.as_object().unwrap().keys().collect::<Vec<_>>());
         for k in keys {
             let (x, y) = (ra[k].as_f64().unwrap(), rb[k].as_f64().unwrap());
-            assert!((x - y).abs() <= rtol * x.abs().max(y.abs()), "step {}: {k} {x} vs {y}", ra["step"]);
+            let rel = (x - y).abs() / x.abs().max(y.abs()).max(f64::MIN_POSITIVE);
+            assert!(rel <= rtol, "step {}: {k} {x} vs {y}", ra["step"]);
+            worst = worst.max(rel);
         }
     }
+    eprintln!("2 ranks vs 1 process: largest relative difference {worst:.1e} (tolerance {rtol:.0e})");
 }
 
 #[test]
@@ -142,7 +146,7 @@ fn two_ranks_follow_one_process_and_resume() {
     // Same curve and final metrics, within rounding.
     let (r1, r2) = (rows(&one), rows(&two));
     assert_eq!(r1.len(), 3, "{r1:?}");
-    assert_rows_close(&r1, &r2, LOSS_RTOL);
+    assert_rows_close(&r1, &r2, RTOL);
     // Ranks held bit-identical parameters at every eval (checked by a checksum collective).
     assert_eq!(log.matches("ranks in sync: parameter checksum").count(), 3, "{log}");
     assert!(log.contains("data-parallel on 2 ranks"), "{log}");
