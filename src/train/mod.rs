@@ -127,7 +127,9 @@ pub fn pretrain_on(
         }
         Ok(m)
     };
-    pretrain_with(spec, ds, sids, out, resume, &Hooks { eval: Some(&hook), dist: Some(sync), ..Hooks::default() })
+    let mut hooks = Hooks { dist: Some(sync), ..Hooks::default() };
+    hooks.eval = Some(&hook);
+    pretrain_with(spec, ds, sids, out, resume, &hooks)
 }
 
 /// What a pretraining run did.
