@@ -163,6 +163,23 @@ fn two_ranks_follow_one_process_and_resume() {
     let log = ok(&pretrain(&bin, 2, &data, &tok, &resumed, 12, &more), "mpirun -np 2 --resume");
     assert!(log.contains("resuming"), "{log}");
     assert_eq!(rows(&resumed), r2);
+
+    // Commands that are not data-parallel refuse several ranks instead of racing.
+    let o = Command::new("mpirun")
+        .args(["-np", "2", "--oversubscribe"])
+        .arg(&bin)
+        .args(["baseline", "sasrec", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(t.path().join("sasrec"))
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains("`onerec baseline` does not run data-parallel"), "{err}");
+    assert!(!t.path().join("sasrec").exists());
 }
 
 #[test]
