@@ -2,7 +2,7 @@
 //! bootstrapped by another backend (MPI: rank 0's NCCL id travels by broadcast).
 //!
 //! STATUS: written against cudarc 0.19.10's API (`cudarc::nccl::safe`) and type-checked
-//! against it (docs/distributed.md says how), but never built with the CUDA toolkit nor run:
+//! against it (`scripts/check-nccl.sh`), but never built with the CUDA toolkit nor run:
 //! this project's machines have no GPU. It moves host buffers through the device (copy in,
 //! all-reduce, copy out), because pretraining's gradients live on the CPU today; a GPU
 //! training loop would all-reduce its device gradients in place instead.
