@@ -623,13 +623,13 @@ fn pretrain_kill9_inside_a_checkpoint_write_loses_nothing() {
     assert_no_truncated_outputs(&out);
     let o = pretrain_cmd(&data, &tok, &out, true).output().unwrap();
     assert!(o.status.success(), "resume after kill -9 inside a write: {}", stderr(&o));
-    // What the killed process left: temp names only (named by its pid, never read back).
+    // The killed process's temp dir (named by its pid) is removed by the resumed run.
     let left: Vec<_> = walk(&out)
         .into_iter()
         .filter_map(|p| p.strip_prefix(&out).ok().map(|r| r.to_string_lossy().into_owned()))
         .filter(|r| r.contains(".tmp"))
         .collect();
-    eprintln!("temp files left by the killed write: {left:?}");
+    assert!(left.is_empty(), "temp files left after the resumed run: {left:?}");
     let (x, y) = (metric_rows(&full), metric_rows(&out));
     assert_eq!(x.last().unwrap()["step"], y.last().unwrap()["step"]);
     for k in ["train_loss", "valid_loss"] {
