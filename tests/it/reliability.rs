@@ -826,3 +826,24 @@ fn reward_and_align_kill9_rerun_and_determinism() {
     assert!(o.status.success(), "rerun after kill -9: {}", stderr(&o));
     assert_same_tree(&a1, &ak);
 }
+
+/// A reader that closes the pipe early (`onerec data stats DIR | head -0`): the command
+/// stops quietly (SIGPIPE, as Unix tools do) instead of panicking in `println!`.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    let (_t, data, _tok) = tiny_world();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onerec"))
+        .args(["data", "stats"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is printed
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    const SIGPIPE: i32 = 13; // Linux and the BSDs
+    assert_eq!(o.status.signal(), Some(SIGPIPE), "status {:?}: {err}", o.status);
+}
