@@ -5,6 +5,13 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
     let cli = onerec::cli::Cli::parse();
+    if !matches!(cli.command, onerec::cli::Command::Serve(_)) {
+        // Rust ignores SIGPIPE, so `println!` into a closed pipe (`onerec eval | head`)
+        // panics. Like other Unix tools, stop quietly instead. The server keeps ignoring
+        // it: a client that hangs up must not end it.
+        // SAFETY: called once, before any other thread exists.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     // MPI when an MPI launcher started us (feature `mpi`), else one process.
     let world = onerec::dist::init().unwrap_or_else(|err| {
         eprintln!("error: {err:#}");

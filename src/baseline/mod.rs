@@ -3,6 +3,7 @@
 //! Every baseline produces ranked item lists per user and is scored by
 //! [`crate::eval::ranking_metrics`], the same code `evaluate` uses.
 
+pub mod export;
 pub mod popularity;
 pub mod sasrec;
 

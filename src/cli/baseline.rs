@@ -20,6 +20,21 @@ pub enum BaselineCommand {
     Popularity(PopularityArgs),
     /// Train CE-SASRec (full-softmax cross-entropy); evaluate it with `onerec eval`.
     Sasrec(SasrecArgs),
+    /// Write a trained SASRec's item embeddings (`onerec tokenize --embeddings collab=FILE`).
+    SasrecEmbeddings(SasrecEmbeddingsArgs),
+}
+
+#[derive(Args, Debug, serde::Serialize)]
+pub struct SasrecEmbeddingsArgs {
+    /// SASRec checkpoint (an `onerec baseline sasrec` output directory or a checkpoint in it).
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The prepared dataset it was trained on (its item ids key the rows).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// Output `.safetensors` (item ids in it, or in `OUT.item_ids.txt` when not integers).
+    #[arg(long)]
+    pub out: PathBuf,
 }
 
 #[derive(Args, Debug, serde::Serialize)]
@@ -70,6 +85,7 @@ pub fn run(a: BaselineArgs) -> Result<()> {
     match a.command {
         BaselineCommand::Popularity(p) => popularity(p),
         BaselineCommand::Sasrec(s) => sasrec(s),
+        BaselineCommand::SasrecEmbeddings(e) => sasrec_embeddings(e),
     }
 }
 
@@ -107,5 +123,19 @@ fn sasrec(a: SasrecArgs) -> Result<()> {
         s.best_epoch,
         a.out.display()
     );
+    Ok(())
+}
+
+fn sasrec_embeddings(a: SasrecEmbeddingsArgs) -> Result<()> {
+    let ds = Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
+    let emb = crate::baseline::export::sasrec_item_embeddings(&a.checkpoint, &ds)?;
+    let sidecar = crate::data::embeddings::save_with_ids(&a.out, &emb, false)?;
+    crate::util::record::RunRecord::new("baseline sasrec-embeddings")
+        .set("args", &a)?
+        .set("items", emb.n)?
+        .set("dim", emb.d)?
+        .set("item_ids_file", sidecar)?
+        .write_beside(&a.out)?;
+    tracing::info!("wrote {} ({} items x {})", a.out.display(), emb.n, emb.d);
     Ok(())
 }

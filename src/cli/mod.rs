@@ -100,6 +100,7 @@ pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
+    crate::util::alloc::keep_freed_memory();
     match cli.command {
         Command::Data(a) => data::run(a),
         Command::Embed(a) => embed::run(a),

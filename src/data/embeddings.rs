@@ -205,6 +205,26 @@ pub fn parse_npy(bytes: &[u8]) -> Result<Embeddings> {
     Ok(Embeddings { item_ids: (0..n).map(|i| i.to_string()).collect(), data, n, d })
 }
 
+/// Writes embeddings with their item ids: safetensors with `item_ids` when every id is an
+/// integer, else the `FILE.item_ids.txt` sidecar (row order; returned) beside it, which
+/// [`Embeddings::load`] reads back. A stale sidecar of an earlier file is removed.
+pub fn save_with_ids(path: &Path, emb: &Embeddings, f16: bool) -> Result<Option<PathBuf>> {
+    let ids_path = ids_sidecar(path);
+    let sidecar = if emb.item_ids.iter().all(|s| s.parse::<i64>().is_ok()) {
+        if ids_path.exists() {
+            std::fs::remove_file(&ids_path).with_context(|| format!("cannot remove stale {}", ids_path.display()))?;
+        }
+        None
+    } else {
+        let mut s = emb.item_ids.join("\n");
+        s.push('\n');
+        crate::util::io::atomic_write(&ids_path, s.as_bytes())?;
+        Some(ids_path)
+    };
+    save_safetensors(path, emb, f16)?;
+    Ok(sidecar)
+}
+
 /// Writes embeddings as safetensors (`embeddings` f32 or f16, `item_ids` i64 when every id
 /// parses as an integer), atomically.
 pub fn save_safetensors(path: &Path, emb: &Embeddings, f16: bool) -> Result<()> {

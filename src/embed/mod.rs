@@ -288,26 +288,15 @@ pub fn embed_items(opts: &EmbedOptions) -> Result<EmbedReport> {
         tracing::info!("resumed: reused {reused} finished chunk(s) of {n_chunks} from {}", dir.display());
     }
 
-    let all_int = ids.iter().all(|s| s.parse::<i64>().is_ok());
-    let ids_path = crate::data::embeddings::ids_sidecar(&opts.out);
-    let ids_file = if all_int {
-        if ids_path.exists() {
-            std::fs::remove_file(&ids_path).with_context(|| format!("cannot remove stale {}", ids_path.display()))?;
-        }
-        None
-    } else {
-        tracing::warn!("item ids are not all integers: writing them to {} (row order)", ids_path.display());
-        let mut s = ids.join("\n");
-        s.push('\n');
-        crate::util::io::atomic_write(&ids_path, s.as_bytes())?;
-        Some(ids_path)
-    };
     if let Some(p) = &opts.texts_out {
         write_texts(p, &ids, &texts)?;
         tracing::info!("wrote texts to {}", p.display());
     }
     let emb = crate::data::embeddings::Embeddings { item_ids: ids, data, n, d };
-    crate::data::embeddings::save_safetensors(&opts.out, &emb, opts.f16)?;
+    let ids_file = crate::data::embeddings::save_with_ids(&opts.out, &emb, opts.f16)?;
+    if let Some(p) = &ids_file {
+        tracing::warn!("item ids are not all integers: wrote them to {} (row order)", p.display());
+    }
     write_run_record(opts, &fingerprint, n, d, ids_file.as_deref())?;
     if !opts.keep_chunks {
         std::fs::remove_dir_all(&dir).with_context(|| format!("cannot remove {}", dir.display()))?;

@@ -148,7 +148,7 @@ impl Drop for Server {
 /// Starts a server and serves until SIGTERM / Ctrl-C (`onerec serve`).
 pub fn run(mut opts: ServeOptions) -> Result<()> {
     opts.handle_signals = true;
-    keep_freed_memory();
+    crate::util::alloc::keep_freed_memory();
     Server::start(opts)?.wait()
 }
 
@@ -229,28 +229,4 @@ async fn shutdown_signal() {
         _ = ctrl_c => {}
         _ = term => {}
     }
-}
-
-/// Tells mimalloc (the binary's allocator) never to return freed memory to the OS,
-/// unless `MIMALLOC_PURGE_DELAY` says otherwise. By default it purges after 10 ms, so
-/// every batch that follows a pause re-faults the pages of its activations: a cold
-/// batch took up to 5x a warm one, which made the latency tail (docs/performance.md,
-/// "Serving"). A server's working set is bounded by `--max-batch`, so keeping it costs
-/// no more than its peak.
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // Links mimalloc into every binary of the crate (tests too), not only `onerec`'s.
-    #[allow(unused_extern_crates)]
-    extern crate mimalloc;
-    extern "C" {
-        fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
-    }
-    /// `mi_option_purge_delay` in mimalloc v2's `mi_option_t` (libmimalloc-sys 0.1).
-    const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
-    // SAFETY: mi_option_set only stores an option value; mimalloc is linked in through
-    // the `mimalloc` crate and the option is read on each later purge decision.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) };
-    tracing::debug!("mimalloc: freed memory is kept (purge delay -1)");
 }

@@ -118,11 +118,15 @@ pub fn sha256_bytes(bytes: &[u8]) -> String {
 
 /// Builds a directory of outputs atomically: work happens in `DIR.tmpPID`, which
 /// replaces `DIR` only when `build` succeeds. A failed or killed run leaves `DIR`
-/// as it was (a stale temp dir is removed on the next attempt).
+/// as it was. The old `DIR` is parked as `DIR.old` for the moment between the two
+/// renames of the swap, so a kill there loses nothing: the next write or resume puts it
+/// back ([`recover_dir`]). Temp dirs of killed processes are removed here.
 pub fn atomic_dir<F>(dir: &Path, build: F) -> Result<()>
 where
     F: FnOnce(&Path) -> Result<()>,
 {
+    recover_dir(dir)?;
+    remove_stale_temps(dir);
     let tmp = temp_path(dir);
     if tmp.exists() {
         std::fs::remove_dir_all(&tmp)?;
@@ -132,11 +136,18 @@ where
         Ok(()) => {
             #[cfg(feature = "testkit")]
             testkit_stall(dir);
-            if dir.exists() {
-                std::fs::remove_dir_all(dir).with_context(|| format!("cannot replace {}", dir.display()))?;
+            let parked = parked_path(dir);
+            let had_old = dir.exists();
+            if had_old {
+                std::fs::rename(dir, &parked)
+                    .with_context(|| format!("cannot move {} aside to {}", dir.display(), parked.display()))?;
             }
             std::fs::rename(&tmp, dir)
                 .with_context(|| format!("cannot rename {} to {}", tmp.display(), dir.display()))?;
+            if had_old {
+                std::fs::remove_dir_all(&parked)
+                    .with_context(|| format!("cannot remove the replaced {}", parked.display()))?;
+            }
             Ok(())
         }
         Err(e) => {
@@ -146,11 +157,65 @@ where
     }
 }
 
+/// `DIR.old`: where [`atomic_dir`] parks the previous `DIR` while it swaps in the new one.
+fn parked_path(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().map(|n| n.to_os_string()).unwrap_or_default();
+    name.push(".old");
+    dir.with_file_name(name)
+}
+
+/// Finishes a directory swap that a kill interrupted: with `DIR` gone and `DIR.old`
+/// present, `DIR.old` is the last complete `DIR` and is put back; with both present, the
+/// new `DIR` is complete (it was renamed whole) and `DIR.old` is removed.
+pub fn recover_dir(dir: &Path) -> Result<()> {
+    let parked = parked_path(dir);
+    if !parked.is_dir() {
+        return Ok(());
+    }
+    if dir.exists() {
+        std::fs::remove_dir_all(&parked).with_context(|| format!("cannot remove stale {}", parked.display()))?;
+    } else {
+        tracing::warn!("{} was being replaced when a run stopped; restoring it", dir.display());
+        std::fs::rename(&parked, dir)
+            .with_context(|| format!("cannot restore {} from {}", dir.display(), parked.display()))?;
+    }
+    Ok(())
+}
+
+/// Removes `NAME.tmp<pid>` beside `path` left by processes that no longer run (killed
+/// mid-write; never read back). A live process's temp is never touched, and without
+/// `/proc` (not Linux) nothing is removed.
+fn remove_stale_temps(path: &Path) {
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let parent = if parent.as_os_str().is_empty() { Path::new(".") } else { parent };
+    if !Path::new("/proc/self").exists() {
+        return;
+    }
+    let Ok(entries) = std::fs::read_dir(parent) else { return };
+    let prefix = format!("{name}.tmp");
+    for e in entries.flatten() {
+        let file_name = e.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(&prefix)) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+            continue;
+        }
+        let p = e.path();
+        let removed = if p.is_dir() { std::fs::remove_dir_all(&p) } else { std::fs::remove_file(&p) };
+        match removed {
+            Ok(()) => tracing::info!("removed {} (left by a stopped process {pid})", p.display()),
+            Err(err) => tracing::warn!("cannot remove stale {}: {err}", p.display()),
+        }
+    }
+}
+
 /// Whether a training run in `out` continues from its `last/` checkpoint (`resume` asked
 /// and `last/<marker>` present) or starts fresh. Starting fresh over an existing `last/`
 /// without `resume` is refused, so a reused `--out` never overwrites a run.
 pub fn resume_from_last(out: &Path, marker: &str, resume: bool) -> Result<bool> {
     let last_dir = out.join("last");
+    recover_dir(&last_dir)?;
+    recover_dir(&out.join("best"))?;
     if resume && last_dir.join(marker).exists() {
         return Ok(true);
     }
@@ -163,4 +228,54 @@ pub fn resume_from_last(out: &Path, marker: &str, resume: bool) -> Result<bool> 
         );
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write_dir(dir: &Path, text: &str) -> Result<()> {
+        atomic_dir(dir, |tmp| atomic_write(&tmp.join("f"), text.as_bytes()))
+    }
+
+    #[test]
+    fn atomic_dir_replaces_and_leaves_no_parked_copy() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("last");
+        write_dir(&d, "one").unwrap();
+        write_dir(&d, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("f")).unwrap(), "two");
+        let names: Vec<_> = std::fs::read_dir(t.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("last")]);
+    }
+
+    #[test]
+    fn a_swap_killed_between_its_renames_is_recovered() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("last");
+        write_dir(&d, "one").unwrap();
+        // What a kill after the first rename leaves: no `last/`, the old one parked.
+        std::fs::rename(&d, parked_path(&d)).unwrap();
+        assert!(resume_from_last(t.path(), "f", true).unwrap(), "the restored last/ is resumed");
+        assert_eq!(std::fs::read_to_string(d.join("f")).unwrap(), "one");
+        assert!(!parked_path(&d).exists());
+        // Both present (killed after the second rename): the new one stays.
+        std::fs::create_dir(parked_path(&d)).unwrap();
+        write_dir(&d, "two").unwrap();
+        assert_eq!(std::fs::read_to_string(d.join("f")).unwrap(), "two");
+        assert!(!parked_path(&d).exists());
+    }
+
+    #[test]
+    fn temps_of_dead_processes_are_removed_and_live_ones_kept() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path().join("last");
+        // pid 1 is alive on Linux; a pid above pid_max can never be.
+        let (live, dead) = (t.path().join("last.tmp1"), t.path().join("last.tmp4294967295"));
+        std::fs::create_dir(&live).unwrap();
+        std::fs::create_dir(&dead).unwrap();
+        write_dir(&d, "one").unwrap();
+        assert!(live.exists());
+        assert_eq!(!dead.exists(), Path::new("/proc/self").exists());
+    }
 }

@@ -1,6 +1,7 @@
 //! Small shared helpers: file I/O (gzip, atomic writes, hashing), logging,
 //! progress bars and seeded random streams.
 
+pub mod alloc;
 pub mod io;
 pub mod lock;
 pub mod logging;

@@ -7,6 +7,7 @@ mod align_dpo;
 mod align_loop;
 mod align_with_reward;
 mod baseline;
+mod baseline_export;
 mod common;
 mod data_prepare;
 mod data_readers;

@@ -623,13 +623,13 @@ fn pretrain_kill9_inside_a_checkpoint_write_loses_nothing() {
     assert_no_truncated_outputs(&out);
     let o = pretrain_cmd(&data, &tok, &out, true).output().unwrap();
     assert!(o.status.success(), "resume after kill -9 inside a write: {}", stderr(&o));
-    // What the killed process left: temp names only (named by its pid, never read back).
+    // The killed process's temp dir (named by its pid) is removed by the resumed run.
     let left: Vec<_> = walk(&out)
         .into_iter()
         .filter_map(|p| p.strip_prefix(&out).ok().map(|r| r.to_string_lossy().into_owned()))
         .filter(|r| r.contains(".tmp"))
         .collect();
-    eprintln!("temp files left by the killed write: {left:?}");
+    assert!(left.is_empty(), "temp files left after the resumed run: {left:?}");
     let (x, y) = (metric_rows(&full), metric_rows(&out));
     assert_eq!(x.last().unwrap()["step"], y.last().unwrap()["step"]);
     for k in ["train_loss", "valid_loss"] {
@@ -825,4 +825,25 @@ fn reward_and_align_kill9_rerun_and_determinism() {
     let o = align(&ak).output().unwrap();
     assert!(o.status.success(), "rerun after kill -9: {}", stderr(&o));
     assert_same_tree(&a1, &ak);
+}
+
+/// A reader that closes the pipe early (`onerec data stats DIR | head -0`): the command
+/// stops quietly (SIGPIPE, as Unix tools do) instead of panicking in `println!`.
+#[test]
+fn output_into_a_closed_pipe_is_not_a_panic() {
+    let (_t, data, _tok) = tiny_world();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_onerec"))
+        .args(["data", "stats"])
+        .arg(&data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take()); // the reader is gone before anything is printed
+    let o = child.wait_with_output().unwrap();
+    let err = stderr(&o);
+    assert!(!err.contains("panicked"), "{err}");
+    use std::os::unix::process::ExitStatusExt;
+    const SIGPIPE: i32 = 13; // Linux and the BSDs
+    assert_eq!(o.status.signal(), Some(SIGPIPE), "status {:?}: {err}", o.status);
 }
