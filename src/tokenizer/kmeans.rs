@@ -249,8 +249,66 @@ pub struct Residual {
     pub last_input: Vec<f32>,
 }
 
-/// Residual k-means: level l clusters what levels < l left unexplained.
-pub fn rq_kmeans(x: &[f32], d: usize, sizes: &[usize], iters: usize, balanced: bool, seed: u64) -> Result<Residual> {
+/// Default of [`rq_kmeans`]'s `fit_sample`: levels of more items than this (and more than
+/// [`MIN_SAMPLE_PER_CENTROID`] per centroid) fit their centroids on a sample.
+pub const DEFAULT_FIT_SAMPLE: usize = 262_144;
+
+/// A sampled fit keeps at least this many points per centroid (faiss warns below 39).
+pub const MIN_SAMPLE_PER_CENTROID: usize = 32;
+
+/// Rows of the sampled fit of one level of `n` items and `k` centroids, or None when
+/// the level fits on every item (`fit_sample` 0 = always every item).
+pub fn fit_sample_size(n: usize, k: usize, fit_sample: usize) -> Option<usize> {
+    let s = fit_sample.max(MIN_SAMPLE_PER_CENTROID * k);
+    (fit_sample > 0 && n > s).then_some(s)
+}
+
+/// One level: k-means on every row, or (large inputs, see [`fit_sample_size`]) k-means on
+/// a seeded sample of rows, then every row assigned to those centroids (balanced when
+/// `opts.balanced`) and the centroids moved to the means of their members: a final Lloyd
+/// step over all rows. Cost of an iteration drops from n to the sample's size.
+pub fn kmeans_level(
+    x: &[f32],
+    d: usize,
+    opts: KMeansOptions,
+    fit_sample: usize,
+    seed: u64,
+    level: usize,
+) -> Result<KMeans> {
+    let n = x.len().checked_div(d).unwrap_or(0);
+    let mut rng = stream(seed, &format!("tokenizer.kmeans.level{level}"));
+    let Some(s) = fit_sample_size(n, opts.k, fit_sample) else {
+        return kmeans(x, d, opts, &mut rng);
+    };
+    let mut pick =
+        rand::seq::index::sample(&mut stream(seed, &format!("tokenizer.kmeans.sample{level}")), n, s).into_vec();
+    pick.sort_unstable();
+    let xs: Vec<f32> = pick.iter().flat_map(|&i| x[i * d..(i + 1) * d].iter().copied()).collect();
+    let t = std::time::Instant::now();
+    let fitted = kmeans(&xs, d, opts, &mut rng)?;
+    drop(xs);
+    tracing::info!(
+        "level {level}: centroids fit on a sample of {s} of {n} rows ({} iterations, {:.1}s); assigning every row",
+        fitted.iters_run,
+        t.elapsed().as_secs_f64()
+    );
+    let mut cent = fitted.centroids;
+    let assign = if opts.balanced { balanced_assign(x, d, &cent, opts.k).0 } else { nearest(x, d, &cent, opts.k).0 };
+    update_centroids(x, d, &assign, opts.k, &mut cent);
+    Ok(KMeans { centroids: cent, assign, iters_run: fitted.iters_run + 1 })
+}
+
+/// Residual k-means: level l clusters what levels < l left unexplained. `fit_sample`:
+/// see [`kmeans_level`] ([`DEFAULT_FIT_SAMPLE`] unless told otherwise; 0 = every row).
+pub fn rq_kmeans(
+    x: &[f32],
+    d: usize,
+    sizes: &[usize],
+    iters: usize,
+    balanced: bool,
+    fit_sample: usize,
+    seed: u64,
+) -> Result<Residual> {
     let n = x.len() / d;
     let levels = sizes.len();
     let mut residual = x.to_vec();
@@ -259,8 +317,8 @@ pub fn rq_kmeans(x: &[f32], d: usize, sizes: &[usize], iters: usize, balanced: b
     let mut last_input = Vec::new();
     for (l, &k) in sizes.iter().enumerate() {
         let t = std::time::Instant::now();
-        let mut rng = stream(seed, &format!("tokenizer.kmeans.level{l}"));
-        let km = kmeans(&residual, d, KMeansOptions { k, iters, balanced, tol: 1e-3, rel_tol: 1e-4 }, &mut rng)?;
+        let opts = KMeansOptions { k, iters, balanced, tol: 1e-3, rel_tol: 1e-4 };
+        let km = kmeans_level(&residual, d, opts, fit_sample, seed, l)?;
         if l + 1 == levels {
             last_input = residual.clone();
         }

@@ -3,7 +3,7 @@
 //! Every random draw comes from a named stream of the seed; users are generated in
 //! parallel, each from its own stream, so the output bytes do not depend on threads.
 
-use super::choice::ChoiceModel;
+use super::choice::{ChoiceModel, ItemTables};
 use super::{sigmoid, World, WorldMeta, WorldParams, WORLD_FORMAT, WORLD_VERSION};
 use crate::data::embeddings::{save_safetensors, Embeddings};
 use crate::util::rng::{stream, Rng};
@@ -200,7 +200,15 @@ pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
     // formatted in parallel and written in user order, so memory stays O(chunk).
     std::fs::create_dir_all(out_dir)
         .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", out_dir.display()))?;
-    let choice = ChoiceModel::new(p, &item_latent, d, &item_attract, &item_logpop);
+    let tables = ItemTables {
+        latent: &item_latent,
+        d,
+        topic: &item_topic,
+        attract: &item_attract,
+        logpop: &item_logpop,
+        centres: &centres,
+    };
+    let choice = ChoiceModel::new(p, tables);
     let mut user_pref = Vec::with_capacity(opts.users * d);
     let mut interactions = 0;
     let mut sessions = 0;
