@@ -350,3 +350,62 @@ pub fn reconstruct(codes: &[u32], levels: usize, codebooks: &[Vec<f32>], d: usiz
     });
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn points(n: usize, d: usize, seed: u64) -> Vec<f32> {
+        let mut rng = stream(seed, "points");
+        (0..n * d).map(|_| rng.gen_range(-1.0f32..1.0)).collect()
+    }
+
+    #[test]
+    fn sampling_only_kicks_in_above_the_sample() {
+        assert_eq!(fit_sample_size(1000, 8, 1000), None, "n <= sample: every row");
+        assert_eq!(fit_sample_size(1001, 8, 1000), Some(1000));
+        assert_eq!(fit_sample_size(1_000_000, 8192, DEFAULT_FIT_SAMPLE), Some(262_144));
+        assert_eq!(fit_sample_size(5000, 100, 1000), Some(3200), "at least 32 per centroid");
+        assert_eq!(fit_sample_size(3000, 100, 1000), None);
+        assert_eq!(fit_sample_size(1_000_000, 8, 0), None, "0 = never sample");
+    }
+
+    /// The sampled fit assigns every row, exactly balanced, the same way for the same
+    /// seed, and its centroids are the means of their members.
+    #[test]
+    fn sampled_fit_is_balanced_and_deterministic() {
+        let (n, d, k) = (3000, 6, 10);
+        let x = points(n, d, 3);
+        let opts = KMeansOptions { k, iters: 8, balanced: true, tol: 1e-3, rel_tol: 1e-4 };
+        let a = kmeans_level(&x, d, opts, 400, 42, 0).unwrap();
+        let b = kmeans_level(&x, d, opts, 400, 42, 0).unwrap();
+        assert_eq!(a.assign, b.assign);
+        assert_eq!(a.centroids, b.centroids);
+        let mut counts = vec![0usize; k];
+        a.assign.iter().for_each(|&j| counts[j as usize] += 1);
+        assert!(counts.iter().all(|&c| c == n / k), "sizes {counts:?}");
+        let j = a.assign[0] as usize;
+        let members: Vec<usize> = (0..n).filter(|&i| a.assign[i] as usize == j).collect();
+        let mean0 = members.iter().map(|&i| x[i * d] as f64).sum::<f64>() / members.len() as f64;
+        assert!((a.centroids[j * d] as f64 - mean0).abs() < 1e-5);
+        let other = kmeans_level(&x, d, opts, 400, 43, 0).unwrap();
+        assert_ne!(a.assign, other.assign, "another seed draws another sample");
+    }
+
+    /// Residual levels with sampling give every item a code per level, close in quality
+    /// to the full fit (relative reconstruction error within 25% of it).
+    #[test]
+    fn sampled_residual_fit_reconstructs_like_the_full_fit() {
+        let (n, d) = (4000, 8);
+        let x = points(n, d, 5);
+        let err = |r: &Residual| {
+            let rec = reconstruct(&r.codes, 2, &r.codebooks, d);
+            x.iter().zip(&rec).map(|(a, b)| ((a - b) as f64).powi(2)).sum::<f64>()
+        };
+        let full = rq_kmeans(&x, d, &[16, 16], 10, true, 0, 1).unwrap();
+        let sampled = rq_kmeans(&x, d, &[16, 16], 10, true, 600, 1).unwrap();
+        assert_eq!(sampled.codes.len(), n * 2);
+        let (ef, es) = (err(&full), err(&sampled));
+        assert!(es < 1.25 * ef, "sampled error {es:.1} vs full {ef:.1}");
+    }
+}

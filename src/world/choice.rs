@@ -85,9 +85,14 @@ pub(super) struct ItemTables<'a> {
 
 impl<'a> ChoiceModel<'a> {
     pub fn new(params: &'a WorldParams, t: ItemTables<'a>) -> Self {
-        let n = t.attract.len();
+        let rejection = t.attract.len() > SCAN_MAX_ITEMS;
+        Self::with_sampler(params, t, rejection)
+    }
+
+    /// `rejection`: use the rejection sampler whatever the world's size (tests).
+    fn with_sampler(params: &'a WorldParams, t: ItemTables<'a>, rejection: bool) -> Self {
         let d = t.d;
-        let groups = if n > SCAN_MAX_ITEMS { build_groups(params, &t) } else { Vec::new() };
+        let groups = if rejection { build_groups(params, &t) } else { Vec::new() };
         ChoiceModel { params, latent: t.latent, d, attract: t.attract, logpop: t.logpop, centres: t.centres, groups }
     }
 
@@ -191,4 +196,85 @@ fn build_groups(p: &WorldParams, t: &ItemTables) -> Vec<Group> {
         }
     }
     groups
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::util::rng::stream;
+
+    fn unit(v: &mut [f64]) {
+        let n = v.iter().map(|x| x * x).sum::<f64>().sqrt();
+        v.iter_mut().for_each(|x| *x /= n);
+    }
+
+    /// A small world: 60 items around 3 topic centres in 4-d.
+    fn tables() -> (Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
+        let (n, d, t) = (60, 4, 3);
+        let mut rng = stream(7, "test");
+        let mut centres = Vec::new();
+        for _ in 0..t {
+            let mut c: Vec<f64> = (0..d).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            unit(&mut c);
+            centres.push(c);
+        }
+        let (mut latent, mut topic, mut attract, mut logpop) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for i in 0..n {
+            let k = i % t;
+            let mut v: Vec<f64> = centres[k].iter().map(|c| c + rng.gen_range(-0.4..0.4)).collect();
+            unit(&mut v);
+            latent.extend(v);
+            topic.push(k);
+            attract.push(rng.gen_range(-1.0..1.0));
+            logpop.push(-((i + 1) as f64).ln() + 2.0);
+        }
+        (latent, topic, attract, logpop, centres)
+    }
+
+    /// Both samplers draw the first item of a session from the choice softmax, and
+    /// never an item already seen or twice in one session.
+    #[test]
+    fn both_samplers_follow_the_choice_softmax() {
+        let (latent, topic, attract, logpop, centres) = tables();
+        let params = WorldParams::default();
+        let mut pref = vec![0.3, -0.5, 0.8, 0.1];
+        unit(&mut pref);
+        let logit = |i: usize| {
+            params.choice_aff * dot(&pref, &latent[i * 4..(i + 1) * 4])
+                + params.choice_attract * attract[i]
+                + params.choice_pop * logpop[i]
+        };
+        let n = attract.len();
+        let z: f64 = (0..n).map(|i| logit(i).exp()).sum();
+        for rejection in [false, true] {
+            let t = ItemTables {
+                latent: &latent,
+                d: 4,
+                topic: &topic,
+                attract: &attract,
+                logpop: &logpop,
+                centres: &centres,
+            };
+            let model = ChoiceModel::with_sampler(&params, t, rejection);
+            let mut rng = stream(1, "draws");
+            let draws = 60_000;
+            let mut freq = vec![0usize; n];
+            for _ in 0..draws {
+                freq[model.draw(&pref, 1, &mut model.new_seen(), &mut rng)[0]] += 1;
+            }
+            for i in 0..n {
+                let (got, want) = (freq[i] as f64 / draws as f64, logit(i).exp() / z);
+                // 5 standard errors of a frequency (at least 0.002).
+                let tol = 5.0 * (want * (1.0 - want) / draws as f64).sqrt() + 0.002;
+                assert!((got - want).abs() < tol, "rejection={rejection} item {i}: {got:.4} vs softmax {want:.4}");
+            }
+            let mut seen = model.new_seen();
+            let first = model.draw(&pref, 25, &mut seen, &mut rng);
+            let second = model.draw(&pref, 25, &mut seen, &mut rng);
+            let mut all: Vec<usize> = first.iter().chain(&second).copied().collect();
+            all.sort_unstable();
+            all.dedup();
+            assert_eq!(all.len(), 50, "rejection={rejection}: an item was drawn twice");
+        }
+    }
 }
