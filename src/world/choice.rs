@@ -9,10 +9,10 @@
 //!   their distance `r_i = |v_i - c_t|` from the topic centre (equal-count bins). For a
 //!   preference `p`, `p . v_i <= p . c_t + R_g` (R_g: the group's largest `r_i`), which
 //!   bounds the affinity part of every logit in group `g` by `L_g`. The proposal picks a
-//!   group with weight `W_g exp(L_g)` and then an item with weight `w_i = exp(choice_attract
-//!   * a_i + choice_pop * pop_i)` (`W_g`: the group's sum); accepting with `exp(choice_aff
-//!   * s_i - L_g) <= 1` and rejecting seen items makes it exactly sequential sampling
-//!   without replacement from the softmax, at O(session x 1/acceptance) per session.
+//!   group with weight `W_g exp(L_g)`, then an item with weight `w_i`, the user-free part
+//!   `exp(choice_attract a_i + choice_pop pop_i)` (`W_g`: the group's sum of `w_i`).
+//!   Accepting with `exp(choice_aff s_i - L_g) <= 1` and rejecting seen items makes it
+//!   exactly sequential sampling without replacement from the softmax, at O(session x 1/acceptance) per session.
 
 use super::{dot, WorldParams};
 use crate::util::rng::Rng;
@@ -208,8 +208,11 @@ mod tests {
         v.iter_mut().for_each(|x| *x /= n);
     }
 
+    /// latent, topic, attract, logpop, centres.
+    type Tables = (Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>, Vec<Vec<f64>>);
+
     /// A small world: 60 items around 3 topic centres in 4-d.
-    fn tables() -> (Vec<f64>, Vec<usize>, Vec<f64>, Vec<f64>, Vec<Vec<f64>>) {
+    fn tables() -> Tables {
         let (n, d, t) = (60, 4, 3);
         let mut rng = stream(7, "test");
         let mut centres = Vec::new();
@@ -262,8 +265,8 @@ mod tests {
             for _ in 0..draws {
                 freq[model.draw(&pref, 1, &mut model.new_seen(), &mut rng)[0]] += 1;
             }
-            for i in 0..n {
-                let (got, want) = (freq[i] as f64 / draws as f64, logit(i).exp() / z);
+            for (i, &f) in freq.iter().enumerate() {
+                let (got, want) = (f as f64 / draws as f64, logit(i).exp() / z);
                 // 5 standard errors of a frequency (at least 0.002).
                 let tol = 5.0 * (want * (1.0 - want) / draws as f64).sqrt() + 0.002;
                 assert!((got - want).abs() < tol, "rejection={rejection} item {i}: {got:.4} vs softmax {want:.4}");
