@@ -29,6 +29,10 @@ pub struct TokenizeArgs {
     /// Lloyd iterations per level (k-means methods).
     #[arg(long, default_value_t = 20)]
     pub iters: usize,
+    /// k-means methods: levels of more items than this fit their centroids on a seeded
+    /// sample of this many (at least 32 per centroid), then assign every item; 0 = never.
+    #[arg(long, default_value_t = crate::tokenizer::kmeans::DEFAULT_FIT_SAMPLE)]
+    pub kmeans_sample: usize,
     /// How items sharing a full path are separated.
     #[arg(long, value_enum, default_value = "disambiguate")]
     pub collisions: Collisions,
@@ -75,6 +79,7 @@ pub fn options(a: &TokenizeArgs) -> Result<(TokenizeOptions, Vec<(String, PathBu
         levels: a.levels,
         seed: a.seed,
         iters: a.iters,
+        kmeans_sample: a.kmeans_sample,
         collisions: a.collisions,
         ..Default::default()
     };
@@ -135,5 +140,15 @@ pub fn run(args: TokenizeArgs) -> Result<()> {
     if args.report {
         print!("{}", fit.metrics.table());
     }
+    if let Some(kib) = peak_rss_kib() {
+        tracing::info!("tokenize: peak memory (VmHWM) {:.0} MiB", kib as f64 / 1024.0);
+    }
     Ok(())
+}
+
+/// This process's peak resident memory in KiB (Linux `/proc/self/status`), if known.
+fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
 }

@@ -112,7 +112,7 @@ fn quality_col(log: &Interactions, given: &Option<String>, default: &str, flag: 
 }
 
 fn build(
-    log: Interactions,
+    mut log: Interactions,
     path: &Path,
     format: &str,
     opts: &PrepareOptions,
@@ -155,6 +155,14 @@ fn build(
     let timestamps: Vec<i64> = perm.iter().map(|&i| log.time[i]).collect();
     let features: Vec<Vec<f32>> = log.features.iter().map(|f| perm.iter().map(|&i| f[i]).collect()).collect();
     let keys: Option<Vec<u32>> = log.session.as_ref().map(|s| perm.iter().map(|&i| s[i]).collect());
+    // The input-order columns are no longer needed: free them before sessions and saving.
+    drop(perm);
+    for col in [&mut log.user, &mut log.item] {
+        *col = Vec::new();
+    }
+    log.time = Vec::new();
+    log.features = Vec::new();
+    let has_session_col = log.session.take().is_some();
 
     // Sessions.
     let scale = match unit {
@@ -169,7 +177,7 @@ fn build(
     }
     let rule_text = match (&gap, &opts.table.session_col) {
         (Some(_), _) => format!("gap:{}", opts.session_gap.unwrap_or(0.0)),
-        (None, Some(c)) if log.session.is_some() => format!("column:{c}"),
+        (None, Some(c)) if has_session_col => format!("column:{c}"),
         _ => "none".to_string(),
     };
     let watch = quality_col(&log, &opts.watch_col, "watch_time", "--watch-col")?;

@@ -30,6 +30,19 @@ pub struct Interactions {
     pub session: Option<Vec<u32>>,
 }
 
+impl Interactions {
+    /// Drops the spare capacity of the per-interaction columns (they grew by doubling).
+    fn shrink_to_fit(&mut self) {
+        self.user.shrink_to_fit();
+        self.item.shrink_to_fit();
+        self.time.shrink_to_fit();
+        self.features.iter_mut().for_each(Vec::shrink_to_fit);
+        if let Some(s) = &mut self.session {
+            s.shrink_to_fit();
+        }
+    }
+}
+
 /// Interns strings to dense indices in order of first appearance.
 #[derive(Default)]
 struct Interner {
@@ -117,6 +130,7 @@ pub fn read_sequences(path: &Path, string_ids: bool) -> Result<Interactions> {
     if out.user.is_empty() {
         bail!("{file}: empty file (no sequences); expected lines `user_id item_id item_id ...`");
     }
+    out.shrink_to_fit();
     out.user_ids = users.names;
     out.item_ids = items.names;
     tracing::info!(
@@ -317,6 +331,7 @@ pub fn read_interactions(path: &Path, opts: &TableOptions) -> Result<Interaction
         }
     }
     out.session = scol.map(|_| sess);
+    out.shrink_to_fit();
     out.user_ids = users.names;
     out.item_ids = items.names;
     tracing::info!(

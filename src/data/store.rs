@@ -70,8 +70,16 @@ fn save(ds: &Dataset, dir: &Path) -> Result<()> {
         .iter()
         .map(|(n, dt, shape, bytes)| Ok((n.clone(), safetensors::tensor::TensorView::new(*dt, shape.clone(), bytes)?)))
         .collect::<Result<Vec<_>>>()?;
-    let bytes = safetensors::serialize(views, None).context("serializing histories")?;
-    io::atomic_write(&dir.join(HISTORIES), &bytes)?;
+    // Straight to a temp file and renamed (no second in-memory copy of every tensor).
+    let path = dir.join(HISTORIES);
+    let tmp = dir.join(format!("{HISTORIES}.tmp{}", std::process::id()));
+    safetensors::serialize_to_file(views, None, &tmp)
+        .with_context(|| format!("writing {}", tmp.display()))
+        .and_then(|()| std::fs::rename(&tmp, &path).with_context(|| format!("renaming to {}", path.display())))
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
+    drop(tensors);
     write_lines(&dir.join(USER_IDS), &ds.user_ids)?;
     write_lines(&dir.join(ITEM_IDS), &ds.item_ids)?;
     io::write_json(&dir.join(MANIFEST), &ds.manifest)?;

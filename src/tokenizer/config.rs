@@ -17,6 +17,10 @@ pub struct TokenizerConfig {
     pub codebook_size: Vec<usize>,
     /// Lloyd iterations per level (k-means methods).
     pub iters: usize,
+    /// Levels of more items than this fit their k-means centroids on a seeded sample of
+    /// this many (at least 32 per centroid), then assign every item; 0 = never sample.
+    #[serde(skip_serializing_if = "super::fit::is_default_kmeans_sample")]
+    pub kmeans_sample: usize,
     /// "disambiguate" | "reassign": how items sharing a full path are told apart.
     pub collisions: Collisions,
     /// Align the fused vectors with co-occurrences in the training histories before
@@ -38,6 +42,7 @@ impl Default for TokenizerConfig {
             levels: o.levels,
             codebook_size: o.codebook_sizes,
             iters: o.iters,
+            kmeans_sample: o.kmeans_sample,
             collisions: o.collisions,
             align: true,
             align_window: o.align.window,
@@ -76,6 +81,7 @@ impl TokenizerConfig {
             codebook_sizes: self.codebook_size.clone(),
             seed,
             iters: self.iters,
+            kmeans_sample: self.kmeans_sample,
             collisions: self.collisions,
             pca_all: self.pca,
             align: AlignOptions { window: self.align_window, epochs: self.align_epochs, ..AlignOptions::default() },

@@ -3,7 +3,7 @@
 
 use super::align::{align, AlignOptions, AlignReport};
 use super::fuse::{fuse, Part};
-use super::kmeans::{reconstruct, rq_kmeans, Residual};
+use super::kmeans::{reconstruct, rq_kmeans, Residual, DEFAULT_FIT_SAMPLE};
 use super::paths::{metrics, resolve, Collisions, Metrics};
 use super::rqvae::{self, RqVaeOptions};
 use super::SemanticIds;
@@ -45,6 +45,11 @@ pub struct TokenizeOptions {
     pub seed: u64,
     /// Lloyd iterations per level (k-means methods).
     pub iters: usize,
+    /// k-means methods: levels of more items than this fit their centroids on a seeded
+    /// sample of this many (at least 32 per centroid), then assign every item (0 = never
+    /// sample). Absent from manifests while it has its default.
+    #[serde(default = "default_kmeans_sample", skip_serializing_if = "is_default_kmeans_sample")]
+    pub kmeans_sample: usize,
     pub collisions: Collisions,
     /// PCA width per modality (name, width).
     pub pca: Vec<(String, usize)>,
@@ -64,6 +69,7 @@ impl Default for TokenizeOptions {
             codebook_sizes: vec![256],
             seed: 42,
             iters: 20,
+            kmeans_sample: DEFAULT_FIT_SAMPLE,
             collisions: Collisions::Disambiguate,
             pca: vec![],
             pca_all: None,
@@ -72,6 +78,14 @@ impl Default for TokenizeOptions {
             rqvae: RqVaeOptions::default(),
         }
     }
+}
+
+pub(crate) fn default_kmeans_sample() -> usize {
+    DEFAULT_FIT_SAMPLE
+}
+
+pub(crate) fn is_default_kmeans_sample(v: &usize) -> bool {
+    *v == DEFAULT_FIT_SAMPLE
 }
 
 impl TokenizeOptions {
@@ -145,9 +159,18 @@ pub fn fit(opts: &TokenizeOptions, inputs: &[(String, Embeddings)], dataset: Opt
     let mut tensors = Vec::new();
     let mut quantizer = serde_json::json!({});
     let (res, vae): (Residual, Option<rqvae::VaeFit>) = match opts.method {
-        Method::RqKmeans | Method::BalancedRqKmeans => {
-            (rq_kmeans(&x, d, &sizes, opts.iters, opts.method == Method::BalancedRqKmeans, opts.seed)?, None)
-        }
+        Method::RqKmeans | Method::BalancedRqKmeans => (
+            rq_kmeans(
+                &x,
+                d,
+                &sizes,
+                opts.iters,
+                opts.method == Method::BalancedRqKmeans,
+                opts.kmeans_sample,
+                opts.seed,
+            )?,
+            None,
+        ),
         Method::RqVae => {
             let v = rqvae::fit(&x, d, &sizes, &opts.rqvae, opts.seed)?;
             quantizer = serde_json::json!({"loss_first": v.loss_first, "loss_last": v.loss_last, "dead_codes_reseeded": v.reseeded});

@@ -3,7 +3,7 @@
 //! -> decoder MLP, trained in candle. Modest by design: a tokenizer, not a model.
 
 use super::kernel::nearest;
-use super::kmeans::{rq_kmeans, Residual};
+use super::kmeans::{rq_kmeans, Residual, DEFAULT_FIT_SAMPLE};
 use super::rows::gather_rows;
 use crate::nn::optim::AdamW;
 use crate::nn::params::sorted_vars;
@@ -118,7 +118,7 @@ pub fn fit(x: &[f32], d: usize, sizes: &[usize], opts: &RqVaeOptions, seed: u64)
     crate::nn::init::seeded(&varmap, seed, "tokenizer.rqvae.init")?;
     // k-means initialisation of the codebooks on the initial encoder outputs.
     let z0 = net.host(x, d, |m, t| m.encode(t))?;
-    let init = rq_kmeans(&z0, e, sizes, 10, false, seed ^ 0x5eed)?;
+    let init = rq_kmeans(&z0, e, sizes, 10, false, DEFAULT_FIT_SAMPLE, seed ^ 0x5eed)?;
     let cbs: Vec<Var> = init
         .codebooks
         .iter()

@@ -44,6 +44,7 @@
 //!   diminishing returns for near-duplicate items, so diverse good sessions win and a
 //!   repeated item is worth much less.
 
+mod choice;
 mod reference;
 mod synth;
 

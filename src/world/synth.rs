@@ -3,6 +3,7 @@
 //! Every random draw comes from a named stream of the seed; users are generated in
 //! parallel, each from its own stream, so the output bytes do not depend on threads.
 
+use super::choice::{ChoiceModel, ItemTables};
 use super::{sigmoid, World, WorldMeta, WorldParams, WORLD_FORMAT, WORLD_VERSION};
 use crate::data::embeddings::{save_safetensors, Embeddings};
 use crate::util::rng::{stream, Rng};
@@ -18,6 +19,9 @@ use std::time::Instant;
 
 /// First timestamp users can start at (2023-11-14, seconds).
 const BASE_TIME: i64 = 1_700_000_000;
+
+/// Users simulated (and their CSV lines held) at once.
+const USER_CHUNK: usize = 16_384;
 /// Users start within this many seconds of `BASE_TIME` (30 days).
 const START_SPREAD: i64 = 30 * 86_400;
 /// Intra-session gaps are `ceil(watch_time) + U[3, 30]` s (< 30 min); sessions are
@@ -192,20 +196,47 @@ pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
     let mean_pop = raw_pop.iter().sum::<f64>() / n as f64;
     let item_logpop: Vec<f64> = raw_pop.iter().map(|x| x - mean_pop).collect();
 
-    // Users, in parallel, each from its own stream.
-    let logs: Vec<(Vec<f64>, Vec<Row>, usize)> = (0..opts.users)
-        .into_par_iter()
-        .map(|u| {
-            simulate_user(opts, u, &centres, &item_latent, &item_duration, &item_attract, &item_quality, &item_logpop)
-        })
-        .collect();
+    // Users, in parallel chunks, each from its own stream; each chunk's CSV lines are
+    // formatted in parallel and written in user order, so memory stays O(chunk).
+    std::fs::create_dir_all(out_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", out_dir.display()))?;
+    let tables = ItemTables {
+        latent: &item_latent,
+        d,
+        topic: &item_topic,
+        attract: &item_attract,
+        logpop: &item_logpop,
+        centres: &centres,
+    };
+    let choice = ChoiceModel::new(p, tables);
+    let mut user_pref = Vec::with_capacity(opts.users * d);
+    let mut interactions = 0;
+    let mut sessions = 0;
+    crate::util::io::atomic_write_with(&out_dir.join("interactions.csv"), |w| {
+        writeln!(w, "user_id,item_id,timestamp,watch_time,duration,like")?;
+        for start in (0..opts.users).step_by(USER_CHUNK) {
+            let end = (start + USER_CHUNK).min(opts.users);
+            let chunk: Vec<(Vec<f64>, Vec<u8>, usize, usize)> = (start..end)
+                .into_par_iter()
+                .map(|u| {
+                    let (pref, rows, s) =
+                        simulate_user(opts, u, &centres, &item_latent, &item_duration, &item_quality, &choice);
+                    (pref, csv_lines(u, &rows, &item_duration), rows.len(), s)
+                })
+                .collect();
+            for (pref, lines, rows, s) in chunk {
+                w.write_all(&lines)?;
+                user_pref.extend_from_slice(&pref);
+                interactions += rows;
+                sessions += s;
+            }
+        }
+        Ok(())
+    })?;
 
+    // Ids are 1-based row numbers (`csv_lines` writes the same).
     let user_ids: Vec<String> = (1..=opts.users).map(|u| u.to_string()).collect();
     let item_ids: Vec<String> = (1..=n).map(|i| i.to_string()).collect();
-    let mut user_pref = Vec::with_capacity(opts.users * d);
-    for (pref, _, _) in &logs {
-        user_pref.extend_from_slice(pref);
-    }
     let meta = WorldMeta {
         format: WORLD_FORMAT.to_string(),
         version: WORLD_VERSION,
@@ -227,32 +258,6 @@ pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
         item_logpop,
         user_pref,
     );
-
-    std::fs::create_dir_all(out_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create output directory {}: {e}", out_dir.display()))?;
-    let csv = out_dir.join("interactions.csv");
-    let mut interactions = 0;
-    let mut sessions = 0;
-    crate::util::io::atomic_write_with(&csv, |w| {
-        writeln!(w, "user_id,item_id,timestamp,watch_time,duration,like")?;
-        for (u, (_, rows, s)) in logs.iter().enumerate() {
-            sessions += s;
-            for r in rows {
-                interactions += 1;
-                writeln!(
-                    w,
-                    "{},{},{},{:.1},{},{}",
-                    world.user_ids[u],
-                    world.item_ids[r.item],
-                    r.timestamp,
-                    r.watch_time,
-                    world.item_duration[r.item] as i64,
-                    r.like as u8
-                )?;
-            }
-        }
-        Ok(())
-    })?;
     for (name, dim) in [("text", opts.text_dim), ("image", opts.image_dim)] {
         let emb = modality(opts, &world, name, dim);
         save_safetensors(&out_dir.join(format!("{name}.safetensors")), &emb, false)?;
@@ -276,6 +281,25 @@ pub fn synth(opts: &SynthOptions, out_dir: &Path) -> Result<SynthOutput> {
     Ok(SynthOutput { world, interactions, sessions })
 }
 
+/// User `u`'s rows as `interactions.csv` lines (ids are 1-based row numbers).
+fn csv_lines(u: usize, rows: &[Row], duration: &[f64]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(rows.len() * 40);
+    for r in rows {
+        // Writing into a Vec cannot fail.
+        let _ = writeln!(
+            out,
+            "{},{},{},{:.1},{},{}",
+            u + 1,
+            r.item + 1,
+            r.timestamp,
+            r.watch_time,
+            duration[r.item] as i64,
+            r.like as u8
+        );
+    }
+    out
+}
+
 /// One user's logged history; returns (final preference, rows, session count).
 #[allow(clippy::too_many_arguments)]
 fn simulate_user(
@@ -284,9 +308,8 @@ fn simulate_user(
     centres: &[Vec<f64>],
     latent: &[f64],
     duration: &[f64],
-    attract: &[f64],
     quality: &[f64],
-    logpop: &[f64],
+    choice: &ChoiceModel,
 ) -> (Vec<f64>, Vec<Row>, usize) {
     let p = &opts.params;
     let (n, d) = (opts.items, opts.latent_dim);
@@ -303,7 +326,7 @@ fn simulate_user(
     let extra = opts.mean_history - opts.min_history as f64;
     let extra = if extra > 0.0 { Poisson::new(extra).map(|po| po.sample(&mut rng) as usize).unwrap_or(0) } else { 0 };
     let len = (opts.min_history + extra).min(n / 2).max(opts.min_history);
-    let mut seen = vec![false; n];
+    let mut seen = choice.new_seen();
     let mut rows = Vec::with_capacity(len);
     let mut now = BASE_TIME + rng.gen_range(0..START_SPREAD);
     let mut sessions = 0;
@@ -318,19 +341,7 @@ fn simulate_user(
         }
         sessions += 1;
         let s_len = rng.gen_range(opts.session_min..=opts.session_max).min(len - rows.len());
-        // Gumbel-top-k over the choice softmax = sequential sampling without replacement.
-        let mut keyed: Vec<(f64, usize)> = (0..n)
-            .filter(|&i| !seen[i])
-            .map(|i| {
-                let s = super::dot(&pref, &latent[i * d..(i + 1) * d]);
-                let logit = p.choice_aff * s + p.choice_attract * attract[i] + p.choice_pop * logpop[i];
-                let uni: f64 = rng.gen_range(f64::MIN_POSITIVE..1.0);
-                (logit - (-uni.ln()).ln(), i)
-            })
-            .collect();
-        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        for &(_, i) in keyed.iter().take(s_len) {
-            seen[i] = true;
+        for i in choice.draw(&pref, s_len, &mut seen, &mut rng) {
             let s = super::dot(&pref, &latent[i * d..(i + 1) * d]);
             let f = sigmoid(p.watch_aff * s + quality[i] + p.watch_bias);
             let watch = (f * duration[i] + p.watch_noise * duration[i] * gauss(&mut rng)).clamp(0.0, duration[i]);
