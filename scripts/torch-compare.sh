@@ -31,7 +31,7 @@ if [ -f "$data/sequences.txt.gz" ] && [ -f "$data/item_text_embeddings.safetenso
     "$bin" data prepare --sequences "$data/sequences.txt.gz" --out "$out/data"
   [ -f "$out/tokenizer/codes.tsv" ] ||
     "$bin" tokenize --embeddings "text=$data/item_text_embeddings.safetensors" --levels 3 --codebook-size 256 \
-      --out "$out/tokenizer"
+      --align-with "$out/data" --out "$out/tokenizer"
   dataset="Amazon Beauty ($data)"
 else
   echo "no $data/sequences.txt.gz: using the quickstart's synthetic world"
@@ -44,6 +44,7 @@ d="$out/data"; tok="$out/tokenizer"
 
 sets=(--set train.max_steps=$((steps + 10)) --set train.log_every=10 --set train.eval_every=1000000
   --set train.rank_users=0 --set train.select_metric=\"valid_loss\" --set train.valid_users=64)
+plain() { sed 's/\x1b\[[0-9;]*m//g' "$1"; } # the log without colour codes
 load() { echo "load: $(uptime | sed 's/.*load average/load average/')"; }
 
 # Ours: examples/s over the log windows after the first 10 steps (harmonic mean = total rate).
@@ -51,13 +52,13 @@ ours_train() { # threads rep
   local o="$out/ours-train-t$1-r$2"; rm -rf "$o"
   "$bin" --threads "$1" pretrain --config beauty --data "$d" --tokenizer "$tok" --out "$o" "${sets[@]}" \
     > "$o.log" 2>&1
-  grep -o 'ex_per_s="\?[0-9.]*' "$o.log" | tr -dc '0-9.\n' | tail -n +2 |
+  plain "$o.log" | grep -o 'ex_per_s="\?[0-9.]*' | tr -dc '0-9.\n' | tail -n +2 |
     awk '{ n++; s += 1 / $1 } END { printf "%.1f\n", n / s }'
 }
-torch_train() { # threads extra-flags...
+torch_train() { # threads extra-flags... (a compile that outlasts COMPILE_TIMEOUT prints nan)
   local t="$1"; shift
-  "$py" "$ref" train --data "$d" --tokenizer "$tok" --threads "$t" --steps "$steps" "$@" |
-    "$py" -c 'import json,sys; print("%.1f" % json.loads(sys.stdin.read())["ex_per_s"])'
+  timeout "${COMPILE_TIMEOUT:-900}" "$py" "$ref" train --data "$d" --tokenizer "$tok" --threads "$t" --steps "$steps" "$@" |
+    "$py" -c 'import json,sys; print("%.1f" % json.loads(sys.stdin.read())["ex_per_s"])' 2>/dev/null || echo nan
 }
 ours_gen() { # threads
   local o="$out/ours-gen.jsonl" t0 t1
@@ -86,7 +87,7 @@ for t in $threads; do
     load
   done
 done
-grep -o 'params=[0-9]*' "$out/ours-train-t1-r1.log" | head -1 | sed 's/^/params: ours /'
+plain "$out/ours-train-t1-r1.log" | grep -o 'params=[0-9]*' | head -1 | sed 's/^/params: ours /'
 for t in $threads; do
   for r in $(seq "$reps"); do
     a=$(ours_gen "$t"); echo -e "generate\t$t\tours\t$a" | tee -a "$results"

@@ -218,6 +218,12 @@ class Moe(nn.Module):
         picked = probs.gather(1, chosen)
         gates = picked / picked.sum(-1, keepdim=True)
         out = self.shared(x2) if self.shared is not None else torch.zeros_like(x2)
+        return self.dispatch(x2, chosen, gates, out).reshape(shape)
+
+    @torch.compiler.disable
+    def dispatch(self, x2, chosen, gates, out):
+        """Each expert on its own tokens. Data-dependent sizes: left eager under
+        torch.compile (tracing it recompiles for every new token count)."""
         flat = chosen.reshape(-1)
         order = torch.argsort(flat, stable=True)
         counts = torch.bincount(flat, minlength=len(self.experts)).tolist()
@@ -232,7 +238,7 @@ class Moe(nn.Module):
             y = self.experts[e](x2.index_select(0, toks)) * gate_of_slot[start : start + m, None]
             out = out.index_add(0, toks, y)
             start += m
-        return out.reshape(shape)
+        return out
 
     @torch.no_grad()
     def update_bias(self):
@@ -351,6 +357,7 @@ def run_train(world, args):
     opt = optimizer(model)
     step_loss = loss_fn
     if args.compile:
+        torch._dynamo.config.cache_size_limit = 64
         step_loss = torch.compile(loss_fn, dynamic=True)
     us, ps = world.train_examples()
     lens = np.minimum(ps, model.history_len)
@@ -427,17 +434,19 @@ def beam_search(model, world, trie, hists, beam, top):
         lvl = lp[:, world.offs[t] : world.offs[t] + k].reshape(u, rows_per_user, k)
         child = trie.child[t][nodes]  # [U, r, K]
         cand = torch.where(child >= 0, scores[:, :, None] + lvl, float("-inf")).reshape(u, -1)
-        scores, flat = torch.topk(cand, beam if t + 1 < world.levels else top, -1)
+        # A small catalogue may have fewer candidates than beams: dead beams keep -inf.
+        scores, flat = torch.topk(cand, min(beam if t + 1 < world.levels else top, cand.shape[1]), -1)
         parent, code = flat // k, flat % k
         nodes = child.reshape(u, -1).gather(1, flat)
         if t + 1 == world.levels:
-            return nodes, scores
+            return torch.where(scores > float("-inf"), nodes, -1), scores
+        nodes = nodes.clamp(min=0)
         rows = (parent + torch.arange(u)[:, None] * rows_per_user).reshape(-1)
         enc_mask = enc_mask.index_select(0, rows)
         cross = [(ck.index_select(0, rows), cv.index_select(0, rows)) for ck, cv in cross]
         past = [(pk.index_select(0, rows), pv.index_select(0, rows)) for pk, pv in past]
         tokens = (code + int(world.offs[t + 1])).reshape(-1)
-        rows_per_user = beam
+        rows_per_user = scores.shape[1]
     return nodes, scores
 
 
@@ -472,7 +481,7 @@ def run_generate(world, args):
     secs = time.perf_counter() - t0
     items = torch.cat(out)
     return {"mode": "eager", "users": len(hists), "secs": secs, "users_per_s": len(hists) / secs,
-            "invalid_items": int((items < 0).sum())}
+            "items": int((items >= 0).sum())}
 
 
 def main():
