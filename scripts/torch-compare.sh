@@ -7,7 +7,8 @@
 # and after, since the machine may be shared.
 # Usage: scripts/torch-compare.sh [DATA_DIR] [OUT]
 # Environment: STEPS (30 timed training steps per run), GEN_USERS (1024), THREADS ("1 2"),
-#   REPS (2), COMPILE=0 (skip torch.compile), ONEREC_BIN (a prebuilt binary),
+#   REPS (2), PARTS ("train generate": either or both), COMPILE=0 (skip torch.compile;
+#   COMPILE_TIMEOUT, 900 s, bounds its warm-up), ONEREC_BIN (a prebuilt binary),
 #   VENV (runs/torch-venv; torch and numpy are pip-installed into it when missing).
 set -euo pipefail
 data="${1:-../shared/data/amazon-beauty}"; out="${2:-runs/torch-compare}"
@@ -76,8 +77,9 @@ torch_gen() { # threads
 echo "dataset: $dataset; torch $("$py" -c 'import torch; print(torch.__version__)'); $("$bin" --version)"
 echo "params: torch $("$py" "$ref" params --data "$d" --tokenizer "$tok" | grep -o '"params": [0-9]*' | tr -dc 0-9)"
 load
+parts="${PARTS:-train generate}"
 results="$out/results.tsv"; : > "$results"
-for t in $threads; do
+[[ " $parts " == *" train "* ]] && for t in $threads; do
   for r in $(seq "$reps"); do
     a=$(ours_train "$t" "$r"); echo -e "train\t$t\tours\t$a" | tee -a "$results"
     b=$(torch_train "$t"); echo -e "train\t$t\teager\t$b" | tee -a "$results"
@@ -87,8 +89,8 @@ for t in $threads; do
     load
   done
 done
-plain "$out/ours-train-t1-r1.log" | grep -o 'params=[0-9]*' | head -1 | sed 's/^/params: ours /'
-for t in $threads; do
+[ ! -f "$out/ours-train-t1-r1.log" ] || plain "$out/ours-train-t1-r1.log" | grep -o 'params=[0-9]*' | head -1 | sed 's/^/params: ours /'
+[[ " $parts " == *" generate "* ]] && for t in $threads; do
   for r in $(seq "$reps"); do
     a=$(ours_gen "$t"); echo -e "generate\t$t\tours\t$a" | tee -a "$results"
     b=$(torch_gen "$t"); echo -e "generate\t$t\teager\t$b" | tee -a "$results"
