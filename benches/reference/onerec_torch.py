@@ -445,7 +445,7 @@ def beam_search(model, world, trie, hists, beam, top):
         enc_mask = enc_mask.index_select(0, rows)
         cross = [(ck.index_select(0, rows), cv.index_select(0, rows)) for ck, cv in cross]
         past = [(pk.index_select(0, rows), pv.index_select(0, rows)) for pk, pv in past]
-        tokens = (code + int(world.offs[t + 1])).reshape(-1)
+        tokens = (code + int(world.offs[t])).reshape(-1)  # the chosen token of level t
         rows_per_user = scores.shape[1]
     return nodes, scores
 
