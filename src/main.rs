@@ -4,7 +4,6 @@ use clap::Parser;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() {
-    keep_freed_memory();
     let cli = onerec::cli::Cli::parse();
     if !matches!(cli.command, onerec::cli::Command::Serve(_)) {
         // Rust ignores SIGPIPE, so `println!` into a closed pipe (`onerec eval | head`)
@@ -29,25 +28,4 @@ fn main() {
         }
         world.fail(1);
     }
-}
-
-/// mimalloc hands freed memory back to the OS 10 ms after it is freed; a training or
-/// decoding step frees and re-allocates the same large tensors every few ms, so the
-/// kernel zeroed (huge) pages again on every step: 17-22% of a `beauty` training
-/// step's samples under `perf` were page faults (`clear_page_erms`). Freed memory is
-/// kept instead (the peak is the same; only the return to the OS between steps is
-/// gone). `MIMALLOC_PURGE_DELAY` in the environment still decides when set.
-fn keep_freed_memory() {
-    if std::env::var_os("MIMALLOC_PURGE_DELAY").is_some() {
-        return;
-    }
-    // `mi_option_purge_delay` in mimalloc.h (v2 and v3); the symbol is linked in by the
-    // mimalloc crate's own C library (libmimalloc-sys exposes it only with its
-    // `extended` feature, which would pull in another crate).
-    const MI_OPTION_PURGE_DELAY: std::os::raw::c_int = 15;
-    extern "C" {
-        fn mi_option_set(option: std::os::raw::c_int, value: std::os::raw::c_long);
-    }
-    // SAFETY: mi_option_set only stores an integer option; -1 = never purge.
-    unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, -1) }
 }
