@@ -89,10 +89,10 @@ fn sasrec_every_parameter_gets_a_gradient() {
             let cfg = small_config(&[&format!("model.norm=\"{norm}\""), &format!("model.activation=\"{act}\"")]);
             let (model, varmap) = Sasrec::build(&cfg.model, ds.n_items(), 1).unwrap();
             let seqs = train_sequences(&ds, cfg.model.max_len);
-            let tb = train_batch(&seqs, cfg.model.max_len).unwrap();
+            let tb = train_batch(&seqs, cfg.model.max_len, false).unwrap();
             let loss = {
                 let _t = model.training(onerec::util::rng::stream(1, "test"));
-                model.loss(&tb.seqs, &tb.rows, &tb.targets).unwrap()
+                model.loss(&tb.seqs, &tb.rows, &tb.targets, &tb.excluded).unwrap()
             };
             let grads = loss.backward().unwrap();
             for (name, var) in onerec::nn::params::sorted_vars(&varmap) {
