@@ -130,6 +130,25 @@ fn sasrec_learns_the_synthetic_world_and_beats_popularity() {
     assert!(rows.last().unwrap()["train_loss"].as_f64().unwrap() < rows[0]["train_loss"].as_f64().unwrap() - 0.1);
 }
 
+/// `train.mask_history`: each position leaves the items it has read (not its target,
+/// which may repeat one) out of its softmax, which lowers the loss of the same model.
+#[test]
+fn sasrec_mask_history_leaves_read_items_out_of_the_loss() {
+    let seq: &[u32] = &[3, 1, 3, 2];
+    let tb = train_batch(&[seq], 20, true).unwrap();
+    assert_eq!(tb.targets, vec![1, 3, 2]);
+    assert_eq!(tb.excluded, vec![vec![3], vec![1], vec![1, 3]]);
+    assert!(train_batch(&[seq], 20, false).unwrap().excluded.is_empty());
+    let cfg = small_config(&["train.mask_history=true"]);
+    assert!(cfg.train.mask_history && !small_config(&["train.mask_history=false"]).train.mask_history);
+    let (model, _) = Sasrec::build(&cfg.model, 5, 3).unwrap();
+    let loss = |tb: &onerec::baseline::sasrec::train::TrainBatch| {
+        model.loss(&tb.seqs, &tb.rows, &tb.targets, &tb.excluded).unwrap().to_scalar::<f32>().unwrap()
+    };
+    let (masked, plain) = (loss(&tb), loss(&train_batch(&[seq], 20, false).unwrap()));
+    assert!(masked < plain - 1e-3, "masked loss {masked} is not below the plain {plain}");
+}
+
 #[test]
 fn sasrec_resume_is_exact() {
     let hs = crate::common::random_histories(120, 30, 15, 4);
