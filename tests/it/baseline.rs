@@ -89,10 +89,10 @@ fn sasrec_every_parameter_gets_a_gradient() {
             let cfg = small_config(&[&format!("model.norm=\"{norm}\""), &format!("model.activation=\"{act}\"")]);
             let (model, varmap) = Sasrec::build(&cfg.model, ds.n_items(), 1).unwrap();
             let seqs = train_sequences(&ds, cfg.model.max_len);
-            let tb = train_batch(&seqs, cfg.model.max_len).unwrap();
+            let tb = train_batch(&seqs, cfg.model.max_len, false).unwrap();
             let loss = {
                 let _t = model.training(onerec::util::rng::stream(1, "test"));
-                model.loss(&tb.seqs, &tb.rows, &tb.targets).unwrap()
+                model.loss(&tb.seqs, &tb.rows, &tb.targets, &tb.excluded).unwrap()
             };
             let grads = loss.backward().unwrap();
             for (name, var) in onerec::nn::params::sorted_vars(&varmap) {
@@ -128,6 +128,25 @@ fn sasrec_learns_the_synthetic_world_and_beats_popularity() {
         .collect();
     assert_eq!(rows.len(), s.epochs);
     assert!(rows.last().unwrap()["train_loss"].as_f64().unwrap() < rows[0]["train_loss"].as_f64().unwrap() - 0.1);
+}
+
+/// `train.mask_history`: each position leaves the items it has read (not its target,
+/// which may repeat one) out of its softmax, which lowers the loss of the same model.
+#[test]
+fn sasrec_mask_history_leaves_read_items_out_of_the_loss() {
+    let seq: &[u32] = &[3, 1, 3, 2];
+    let tb = train_batch(&[seq], 20, true).unwrap();
+    assert_eq!(tb.targets, vec![1, 3, 2]);
+    assert_eq!(tb.excluded, vec![vec![3], vec![1], vec![1, 3]]);
+    assert!(train_batch(&[seq], 20, false).unwrap().excluded.is_empty());
+    let cfg = small_config(&["train.mask_history=true"]);
+    assert!(cfg.train.mask_history && !small_config(&["train.mask_history=false"]).train.mask_history);
+    let (model, _) = Sasrec::build(&cfg.model, 5, 3).unwrap();
+    let loss = |tb: &onerec::baseline::sasrec::train::TrainBatch| {
+        model.loss(&tb.seqs, &tb.rows, &tb.targets, &tb.excluded).unwrap().to_scalar::<f32>().unwrap()
+    };
+    let (masked, plain) = (loss(&tb), loss(&train_batch(&[seq], 20, false).unwrap()));
+    assert!(masked < plain - 1e-3, "masked loss {masked} is not below the plain {plain}");
 }
 
 #[test]

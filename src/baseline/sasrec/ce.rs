@@ -9,6 +9,8 @@ use std::sync::Mutex;
 
 struct CrossEntropyOp {
     targets: Vec<u32>,
+    /// Per row, classes left out of its softmax (empty: none; else one list per row).
+    excluded: Vec<Vec<u32>>,
     /// Per-row log-sum-exp saved by the forward for the backward.
     lse: Mutex<Vec<f32>>,
 }
@@ -46,7 +48,30 @@ impl CustomOp1 for CrossEntropyOp {
         if let Some(t) = self.targets.iter().find(|&&t| t as usize >= c) {
             bail!("cross-entropy: target {t} out of range ({c} classes)");
         }
-        let lse: Vec<f32> = v[a..b].par_chunks(c).map(row_lse).collect();
+        let lse: Vec<f32> = if self.excluded.is_empty() {
+            v[a..b].par_chunks(c).map(row_lse).collect()
+        } else {
+            if self.excluded.len() != n {
+                bail!("cross-entropy: {} exclusion lists for {n} rows", self.excluded.len());
+            }
+            for (ex, &t) in self.excluded.iter().zip(&self.targets) {
+                if let Some(e) = ex.iter().find(|&&e| e as usize >= c || e == t) {
+                    bail!("cross-entropy: excluded class {e} is the target or out of range ({c} classes)");
+                }
+            }
+            v[a..b]
+                .par_chunks(c)
+                .zip(self.excluded.par_iter())
+                .map_init(Vec::new, |buf: &mut Vec<f32>, (row, ex)| {
+                    buf.clear();
+                    buf.extend_from_slice(row);
+                    for &e in ex {
+                        buf[e as usize] = f32::NEG_INFINITY;
+                    }
+                    row_lse(buf)
+                })
+                .collect()
+        };
         let out: Vec<f32> =
             v[a..b].chunks(c).zip(&self.targets).zip(&lse).map(|((row, &t), &l)| l - row[t as usize]).collect();
         *self.lse.lock().map_err(|_| candle_core::Error::Msg("cross-entropy: lock poisoned".into()))? = lse;
@@ -75,6 +100,11 @@ impl CustomOp1 for CrossEntropyOp {
                 }
                 drow[t as usize] -= gr;
             });
+        for (drow, ex) in d.chunks_mut(c).zip(&self.excluded) {
+            for &e in ex {
+                drow[e as usize] = 0.0;
+            }
+        }
         drop(s);
         Ok(Some(Tensor::from_vec(d, (n, c), arg.device())?))
     }
@@ -83,9 +113,15 @@ impl CustomOp1 for CrossEntropyOp {
 /// Mean cross-entropy of `logits` [N, C] against `targets` (N class ids), with the
 /// gradient written by [`CrossEntropyOp::bwd`]. CPU f32 only (the model's device).
 pub fn cross_entropy(logits: &Tensor, targets: &[u32]) -> Result<Tensor> {
-    let per_row =
-        logits.contiguous()?.apply_op1(CrossEntropyOp { targets: targets.to_vec(), lse: Mutex::new(Vec::new()) })?;
-    per_row.mean_all()
+    cross_entropy_excluding(logits, targets, &[])
+}
+
+/// [`cross_entropy`] with, per row, the classes `excluded[row]` left out of the softmax
+/// (as if their logits were -inf: no loss, no gradient). `excluded` is empty (none) or
+/// has one list per row; a list must not hold the row's target.
+pub fn cross_entropy_excluding(logits: &Tensor, targets: &[u32], excluded: &[Vec<u32>]) -> Result<Tensor> {
+    let op = CrossEntropyOp { targets: targets.to_vec(), excluded: excluded.to_vec(), lse: Mutex::new(Vec::new()) };
+    logits.contiguous()?.apply_op1(op)?.mean_all()
 }
 
 #[cfg(test)]
@@ -117,5 +153,36 @@ mod tests {
         let (ga, gb) = (ga.get(a.as_tensor()).unwrap(), gb.get(b.as_tensor()).unwrap());
         let d = (ga - gb).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(d < 1e-6, "gradients differ by {d}");
+    }
+
+    /// Excluding classes equals dropping their columns: same loss, same gradient on the
+    /// kept columns, zero gradient on the dropped ones.
+    #[test]
+    fn excluded_classes_leave_the_softmax() {
+        let dev = Device::Cpu;
+        let x = (Tensor::arange(0f32, 10.0, &dev).unwrap().reshape((2, 5)).unwrap().cos().unwrap() * 4.0).unwrap();
+        let targets = [1u32, 4];
+        let excluded = vec![vec![0u32, 3], vec![2u32]];
+        let a = Var::from_tensor(&x).unwrap();
+        let la = cross_entropy_excluding(a.as_tensor(), &targets, &excluded).unwrap();
+        let ga = la.backward().unwrap().get(a.as_tensor()).unwrap().to_vec2::<f32>().unwrap();
+        let rows = x.to_vec2::<f32>().unwrap();
+        let mut want = 0.0;
+        for (r, (row, ex)) in rows.iter().zip(&excluded).enumerate() {
+            let kept: Vec<usize> = (0..5).filter(|i| !ex.contains(&(*i as u32))).collect();
+            let lse = kept.iter().map(|&i| (row[i] as f64).exp()).sum::<f64>().ln();
+            want += (lse - row[targets[r] as usize] as f64) / 2.0;
+            for i in 0..5 {
+                let g = if kept.contains(&i) { (row[i] as f64 - lse).exp() / 2.0 } else { 0.0 };
+                let g = g - if i == targets[r] as usize { 0.5 } else { 0.0 };
+                assert!((ga[r][i] as f64 - g).abs() < 1e-5, "grad[{r}][{i}] = {} vs {g}", ga[r][i]);
+            }
+        }
+        let got = la.to_scalar::<f32>().unwrap() as f64;
+        assert!((got - want).abs() < 1e-5, "{got} vs {want}");
+        let plain = cross_entropy(&x, &targets).unwrap().to_scalar::<f32>().unwrap() as f64;
+        assert!(plain > got + 0.01, "excluding classes must lower the loss: {plain} vs {got}");
+        let bad = cross_entropy_excluding(&x, &targets, &[vec![1], vec![]]).unwrap_err();
+        assert!(bad.to_string().contains("excluded class 1"), "{bad}");
     }
 }

@@ -98,6 +98,9 @@ pub struct SasrecTrainConfig {
     pub patience: usize,
     /// Validate with history items excluded (the protocol the results are reported in).
     pub valid_exclude_history: bool,
+    /// Leave the items a position has already read out of its training softmax (they
+    /// are never its negatives), as the history-excluded protocol never ranks them.
+    pub mask_history: bool,
     /// If > 0, batches hold users of similar length (windows of this many batches are
     /// sorted by length), so little padding is computed; 0 = plain shuffle.
     pub length_buckets: usize,
@@ -121,6 +124,7 @@ impl Default for SasrecTrainConfig {
             eval_every: 1,
             patience: 20,
             valid_exclude_history: true,
+            mask_history: false,
             length_buckets: 16,
             eval_batch: 512,
             valid_users: 0,

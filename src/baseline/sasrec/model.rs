@@ -205,12 +205,14 @@ impl Sasrec {
     }
 
     /// Mean full-softmax cross-entropy of next-item prediction at the positions
-    /// `rows` (indices into the flattened [B*T] batch), whose targets are `targets`.
-    pub fn loss(&self, batch: &SeqBatch, rows: &Tensor, targets: &[u32]) -> Result<Tensor> {
+    /// `rows` (indices into the flattened [B*T] batch), whose targets are `targets`;
+    /// `excluded` (empty, or one list per position) holds items left out of a
+    /// position's softmax.
+    pub fn loss(&self, batch: &SeqBatch, rows: &Tensor, targets: &[u32], excluded: &[Vec<u32>]) -> Result<Tensor> {
         let h = self.forward(batch)?;
         let h = h.reshape((batch.b * batch.t, self.cfg.d_model))?.index_select(rows, 0)?;
         let logits = h.matmul(&self.item_table()?.t()?)?;
-        Ok(super::ce::cross_entropy(&logits, targets)?)
+        Ok(super::ce::cross_entropy_excluding(&logits, targets, excluded)?)
     }
 
     /// Scores [B, n_items] of every item as the next one after each sequence.

@@ -75,22 +75,31 @@ pub struct TrainBatch {
     /// Row of each scored position in the flattened [B*T] batch.
     pub rows: Tensor,
     pub targets: Vec<u32>,
+    /// With `mask_history`: per position, the items it has read (`s[..=j]`, without its
+    /// target), left out of its softmax; empty otherwise.
+    pub excluded: Vec<Vec<u32>>,
 }
 
-pub fn train_batch(seqs: &[&[u32]], max_len: usize) -> Result<TrainBatch> {
+pub fn train_batch(seqs: &[&[u32]], max_len: usize, mask_history: bool) -> Result<TrainBatch> {
     let inputs: Vec<&[u32]> = seqs.iter().map(|s| &s[..s.len() - 1]).collect();
     let b = SeqBatch::new(&inputs, max_len, &Device::Cpu)?;
-    let (mut rows, mut targets) = (Vec::new(), Vec::new());
+    let (mut rows, mut targets, mut excluded) = (Vec::new(), Vec::new(), Vec::new());
     for (r, s) in seqs.iter().enumerate() {
         let n = s.len() - 1;
         let pad = b.t - n;
         for j in 0..n {
             rows.push((r * b.t + pad + j) as u32);
             targets.push(s[j + 1]);
+            if mask_history {
+                let mut seen: Vec<u32> = s[..=j].iter().copied().filter(|&i| i != s[j + 1]).collect();
+                seen.sort_unstable();
+                seen.dedup();
+                excluded.push(seen);
+            }
         }
     }
     let rows = Tensor::from_vec(rows, targets.len(), &Device::Cpu)?;
-    Ok(TrainBatch { seqs: b, rows, targets })
+    Ok(TrainBatch { seqs: b, rows, targets, excluded })
 }
 
 /// Trains SASRec on `ds` into `out` (see the module doc); what `onerec baseline sasrec` runs.
@@ -205,11 +214,11 @@ pub fn train_sasrec_with(
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
         for (bi, idx) in order.chunks(tc.batch_size).enumerate() {
             let batch_seqs: Vec<&[u32]> = idx.iter().map(|&i| seqs[i as usize]).collect();
-            let tb = train_batch(&batch_seqs, mc.max_len)?;
+            let tb = train_batch(&batch_seqs, mc.max_len, tc.mask_history)?;
             let loss = {
                 let _train =
                     model.training(crate::util::rng::stream(cfg.seed, &format!("sasrec/dropout/{epoch}/{bi}")));
-                model.loss(&tb.seqs, &tb.rows, &tb.targets)?
+                model.loss(&tb.seqs, &tb.rows, &tb.targets, &tb.excluded)?
             };
             let lv = loss.to_scalar::<f32>()? as f64;
             ensure!(lv.is_finite(), "training loss became {lv} in epoch {epoch}; lower train.lr");
