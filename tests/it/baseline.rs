@@ -42,7 +42,6 @@ fn popularity_reproduces_data_stats() {
 
 // ---- CE-SASRec ----------------------------------------------------------------------
 
-use onerec::baseline::sasrec::checkpoint::{self as sasrec_ckpt, SasrecMeta};
 use onerec::baseline::sasrec::train::{train_batch, train_sequences, Hooks};
 use onerec::baseline::sasrec::{evaluate_sasrec, train_sasrec, train_sasrec_with, Sasrec, SasrecConfig};
 use std::path::Path;
@@ -206,20 +205,8 @@ fn sasrec_checkpoint_eval_matches_hand_computed_metrics() {
             var.set(&var.as_tensor().zeros_like().unwrap()).unwrap();
         }
     }
-    let meta = SasrecMeta {
-        format: sasrec_ckpt::FORMAT,
-        kind: "sasrec".into(),
-        model: cfg.model.clone(),
-        n_items: 5,
-        items_sha256: sasrec_ckpt::items_sha256(&ds),
-        epoch: 1,
-        seed: 0,
-        data_dir: None,
-        extra: serde_json::Value::Null,
-    };
     let ck = t.path().join("ck");
-    std::fs::create_dir_all(&ck).unwrap();
-    sasrec_ckpt::write_model(&ck, &varmap, &meta).unwrap();
+    crate::common::write_sasrec_checkpoint(&ck, &ds, &cfg.model, &varmap);
     // Last items 2, 0, 4 rank (2,1,0,3,4), (0,1,2,3,4), (4,3,2,1,0): test targets 3, 1, 0
     // at ranks 3, 1, 4; history excluded: (3,4), (1,2), (3,0) -> ranks 0, 0, 1.
     let l = |r: usize| 1.0 / ((r + 2) as f64).log2();

@@ -1,6 +1,5 @@
 //! `onerec baseline sasrec-embeddings`: a trained SASRec's item table as a tokenizer modality.
 
-use onerec::baseline::sasrec::checkpoint::{self as sasrec_ckpt, SasrecMeta};
 use onerec::baseline::sasrec::{Sasrec, SasrecConfig};
 use onerec::data::embeddings::Embeddings;
 use onerec::data::Dataset;
@@ -26,20 +25,8 @@ fn sasrec_item_table_becomes_embeddings_keyed_by_item_id_and_tokenizes() {
             var.set(&candle_core::Tensor::from_vec(table.clone(), (6, 4), &candle_core::Device::Cpu).unwrap()).unwrap();
         }
     }
-    let meta = SasrecMeta {
-        format: sasrec_ckpt::FORMAT,
-        kind: "sasrec".into(),
-        model: cfg.model.clone(),
-        n_items: 5,
-        items_sha256: sasrec_ckpt::items_sha256(&ds),
-        epoch: 1,
-        seed: 7,
-        data_dir: None,
-        extra: serde_json::Value::Null,
-    };
     let ck = t.path().join("run/best");
-    std::fs::create_dir_all(&ck).unwrap();
-    sasrec_ckpt::write_model(&ck, &varmap, &meta).unwrap();
+    crate::common::write_sasrec_checkpoint(&ck, &ds, &cfg.model, &varmap);
 
     let out = t.path().join("collab.safetensors");
     let (run, d, o) = (t.path().join("run"), data.to_str().unwrap(), out.to_str().unwrap());

@@ -79,3 +79,27 @@ pub fn tiny_checkpoint(seed: u64) -> (tempfile::TempDir, String, String) {
     onerec::train::pretrain(&cfg.pretrain_spec().unwrap(), &ds, &sids, &pre, false).unwrap();
     (t, pre.to_str().unwrap().to_string(), data.to_str().unwrap().to_string())
 }
+
+/// Writes a SASRec checkpoint of `varmap` (built for `ds`'s catalogue with `model`) into
+/// `dir`, as `onerec baseline sasrec` would after one epoch.
+pub fn write_sasrec_checkpoint(
+    dir: &Path,
+    ds: &onerec::data::Dataset,
+    model: &onerec::baseline::sasrec::config::SasrecModelConfig,
+    varmap: &candle_nn::VarMap,
+) {
+    use onerec::baseline::sasrec::checkpoint as ck;
+    let meta = ck::SasrecMeta {
+        format: ck::FORMAT,
+        kind: "sasrec".into(),
+        model: model.clone(),
+        n_items: ds.n_items(),
+        items_sha256: ck::items_sha256(ds),
+        epoch: 1,
+        seed: 0,
+        data_dir: None,
+        extra: serde_json::Value::Null,
+    };
+    std::fs::create_dir_all(dir).unwrap();
+    ck::write_model(dir, varmap, &meta).unwrap();
+}
