@@ -68,15 +68,9 @@ fn world_on_disk(root: &Path) -> (PathBuf, PathBuf) {
 fn pretrain(bin: &Path, ranks: usize, data: &Path, tok: &Path, out: &Path, steps: usize, extra: &[&str]) -> Output {
     let mut cmd = match ranks {
         0 => Command::new(bin),
-        n => {
-            let mut c = Command::new("mpirun");
-            c.args(["-np", &n.to_string(), "--oversubscribe", "--bind-to", "none"]).arg(bin);
-            c
-        }
+        n => mpirun(n, bin),
     };
-    cmd.env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
-        .env("OMPI_MCA_mpi_yield_when_idle", "1")
+    cmd.env("OMPI_MCA_mpi_yield_when_idle", "1")
         .env("RAYON_NUM_THREADS", "1")
         .args(["pretrain", "--config", "tiny", "--threads", "1", "--data"])
         .arg(data)
@@ -165,15 +159,11 @@ fn two_ranks_follow_one_process_and_resume() {
     assert_eq!(rows(&resumed), r2);
 
     // Commands that are not data-parallel refuse several ranks instead of racing.
-    let o = Command::new("mpirun")
-        .args(["-np", "2", "--oversubscribe"])
-        .arg(&bin)
+    let o = mpirun(2, &bin)
         .args(["baseline", "sasrec", "--data"])
         .arg(&data)
         .arg("--out")
         .arg(t.path().join("sasrec"))
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
@@ -188,15 +178,21 @@ fn build_without_the_feature_refuses_several_ranks() {
         eprintln!("skipping dist::build_without_the_feature_refuses_several_ranks: `mpirun` not on PATH");
         return;
     }
-    let o = Command::new("mpirun")
-        .args(["-np", "2", "--oversubscribe"])
-        .arg(env!("CARGO_BIN_EXE_onerec"))
+    let o = mpirun(2, Path::new(env!("CARGO_BIN_EXE_onerec")))
         .args(["pretrain", "--config", "tiny", "--data", "d", "--tokenizer", "t", "--out", "o"])
-        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
-        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1")
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
     assert!(err.contains("built without the `mpi` feature"), "{err}");
+}
+
+/// `mpirun -np N BIN` (Open MPI; allowed as root, more ranks than cores allowed).
+fn mpirun(n: usize, bin: &Path) -> Command {
+    let mut c = Command::new("mpirun");
+    c.args(["-np", &n.to_string(), "--oversubscribe", "--bind-to", "none"])
+        .arg(bin)
+        .env("OMPI_ALLOW_RUN_AS_ROOT", "1")
+        .env("OMPI_ALLOW_RUN_AS_ROOT_CONFIRM", "1");
+    c
 }
