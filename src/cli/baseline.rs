@@ -1,8 +1,9 @@
 //! `onerec baseline`: ID-only baselines scored by the same metric code as `eval`.
 
 use crate::baseline::popularity::evaluate_popularity;
-use crate::baseline::sasrec::{train_sasrec, SasrecConfig};
+use crate::baseline::sasrec::{train_sasrec_on, SasrecConfig};
 use crate::data::Dataset;
+use crate::dist::GradSync;
 use crate::generate::users::SplitSel;
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
@@ -82,9 +83,15 @@ pub struct PopularityArgs {
 }
 
 pub fn run(a: BaselineArgs) -> Result<()> {
+    run_on(a, &crate::dist::Single)
+}
+
+/// `baseline sasrec` runs on every rank of `sync` (data-parallel under `mpirun`); the
+/// other baselines run in one process ([`crate::cli::run_on`] refuses more ranks for them).
+pub fn run_on(a: BaselineArgs, sync: &dyn GradSync) -> Result<()> {
     match a.command {
         BaselineCommand::Popularity(p) => popularity(p),
-        BaselineCommand::Sasrec(s) => sasrec(s),
+        BaselineCommand::Sasrec(s) => sasrec(s, sync),
         BaselineCommand::SasrecEmbeddings(e) => sasrec_embeddings(e),
     }
 }
@@ -106,14 +113,18 @@ fn popularity(a: PopularityArgs) -> Result<()> {
     Ok(())
 }
 
-fn sasrec(a: SasrecArgs) -> Result<()> {
+/// Rank 0 holds the output lock and prints the summary.
+fn sasrec(a: SasrecArgs, sync: &dyn GradSync) -> Result<()> {
     let mut cfg = SasrecConfig::load(&a.config, &a.set)?;
     if let Some(seed) = a.seed {
         cfg.seed = seed;
     }
     let ds = Dataset::load(&a.data).with_context(|| format!("loading dataset {}", a.data.display()))?;
-    let _lock = crate::util::lock::OutLock::acquire(&a.out)?;
-    let s = train_sasrec(&cfg, &ds, &a.out, a.resume)?;
+    let _lock = sync.is_leader().then(|| crate::util::lock::OutLock::acquire(&a.out)).transpose()?;
+    let s = train_sasrec_on(&cfg, &ds, &a.out, a.resume, sync)?;
+    if !sync.is_leader() {
+        return Ok(());
+    }
     println!(
         "trained SASRec {} epochs (early stop: {}): best valid NDCG@10 {:.4} / Recall@10 {:.4} at epoch {}; wrote {}",
         s.epochs,

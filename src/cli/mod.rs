@@ -82,9 +82,10 @@ pub fn run(cli: Cli) -> Result<()> {
 }
 
 /// Runs a parsed command line on the ranks of `sync` (`src/main.rs`: MPI under `mpirun`).
-/// Only `pretrain` is data-parallel; every other command refuses more than one rank.
+/// `pretrain`, `align` and `baseline sasrec` are data-parallel; every other command
+/// refuses more than one rank.
 pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
-    if !matches!(cli.command, Command::Pretrain(_)) {
+    if !cli.command.data_parallel() {
         let name = format!("{:?}", cli.command).split('(').next().unwrap_or_default().to_lowercase();
         crate::dist::require_single(sync, &format!("`onerec {name}`"))?;
     }
@@ -117,6 +118,17 @@ pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
         Command::ServeBench(a) => serve_bench::run(a),
         Command::Quickstart(a) => quickstart::run(a),
         Command::Recipe(a) => recipe::run(a),
-        Command::Baseline(a) => baseline::run(a),
+        Command::Baseline(a) => baseline::run_on(a, sync),
+    }
+}
+
+impl Command {
+    /// Whether the command trains data-parallel when started on several ranks.
+    fn data_parallel(&self) -> bool {
+        match self {
+            Command::Pretrain(_) => true,
+            Command::Baseline(b) => matches!(b.command, baseline::BaselineCommand::Sasrec(_)),
+            _ => false,
+        }
     }
 }

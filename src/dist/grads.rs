@@ -48,3 +48,21 @@ pub fn params_checksum(vars: &[(String, Var)]) -> Result<u64> {
     let d = h.finalize();
     Ok(d[..6].iter().fold(0u64, |acc, &b| (acc << 8) | b as u64))
 }
+
+/// Fails on every rank unless all ranks hold bit-identical parameters (a checksum compared
+/// with rank 0's): the data-parallel invariant. `at` says when, for the error ("epoch 3").
+/// Returns the checksum.
+pub fn check_in_sync(sync: &dyn GradSync, vars: &[(String, Var)], at: &str) -> Result<u64> {
+    let mine = params_checksum(vars)?;
+    let mut leader = [mine as f64];
+    sync.broadcast_f64(&mut leader)?;
+    let mut differ = [(leader[0] != mine as f64) as u8 as f64];
+    sync.all_reduce_f64(&mut differ)?;
+    anyhow::ensure!(
+        differ[0] == 0.0,
+        "data-parallel ranks diverged at {at}: {} of {} ranks hold parameters that differ from rank 0's",
+        differ[0],
+        sync.world_size()
+    );
+    Ok(mine)
+}

@@ -11,6 +11,7 @@
 //!
 //! [`init`] picks the backend at start (`src/main.rs`). docs/distributed.md has the recipe.
 
+mod gather;
 mod grads;
 mod launch;
 #[cfg(feature = "mpi")]
@@ -18,7 +19,8 @@ pub mod mpi;
 #[cfg(feature = "nccl")]
 pub mod nccl;
 
-pub use grads::{all_reduce_grads, params_checksum};
+pub use gather::{all_gather_f32, all_gather_f64, all_gather_lists};
+pub use grads::{all_reduce_grads, check_in_sync, params_checksum};
 pub use launch::{launcher, Launched};
 
 use anyhow::Result;
@@ -141,7 +143,7 @@ pub fn require_single(sync: &dyn GradSync, what: &str) -> Result<()> {
     anyhow::ensure!(
         sync.world_size() == 1,
         "{what} does not run data-parallel; started on {} ranks: run it without mpirun (or -np 1). \
-         Data-parallel training is `onerec pretrain` (docs/distributed.md)",
+         Data-parallel training is `onerec pretrain`, `onerec align` and `onerec baseline sasrec` (docs/distributed.md)",
         sync.world_size()
     );
     Ok(())

@@ -107,18 +107,18 @@ fn rows(out: &Path) -> Vec<serde_json::Value> {
 }
 
 /// Every number of the eval rows `a` and `b` (train/valid loss, lr, Recall/NDCG@10)
-/// within `rtol` relative of each other; the steps equal.
-fn assert_rows_close(a: &[serde_json::Value], b: &[serde_json::Value], rtol: f64) {
+/// within `rtol` relative of each other; the rows' `at` (step, epoch) equal.
+fn assert_rows_close(a: &[serde_json::Value], b: &[serde_json::Value], rtol: f64, at: &str) {
     assert_eq!(a.len(), b.len());
     let mut worst = 0f64;
     for (ra, rb) in a.iter().zip(b) {
-        assert_eq!(ra["step"], rb["step"]);
+        assert_eq!(ra[at], rb[at]);
         let keys: Vec<&String> = ra.as_object().unwrap().keys().collect();
         assert_eq!(keys, rb.as_object().unwrap().keys().collect::<Vec<_>>());
         for k in keys {
             let (x, y) = (ra[k].as_f64().unwrap(), rb[k].as_f64().unwrap());
             let rel = (x - y).abs() / x.abs().max(y.abs()).max(f64::MIN_POSITIVE);
-            assert!(rel <= rtol, "step {}: {k} {x} vs {y}", ra["step"]);
+            assert!(rel <= rtol, "{at} {}: {k} {x} vs {y}", ra[at]);
             worst = worst.max(rel);
         }
     }
@@ -140,7 +140,7 @@ fn two_ranks_follow_one_process_and_resume() {
     // Same curve and final metrics, within rounding.
     let (r1, r2) = (rows(&one), rows(&two));
     assert_eq!(r1.len(), 3, "{r1:?}");
-    assert_rows_close(&r1, &r2, RTOL);
+    assert_rows_close(&r1, &r2, RTOL, "step");
     // Ranks held bit-identical parameters at every eval (checked by a checksum collective).
     assert_eq!(log.matches("ranks in sync: parameter checksum").count(), 3, "{log}");
     assert!(log.contains("data-parallel on 2 ranks"), "{log}");
@@ -160,16 +160,90 @@ fn two_ranks_follow_one_process_and_resume() {
 
     // Commands that are not data-parallel refuse several ranks instead of racing.
     let o = mpirun(2, &bin)
-        .args(["baseline", "sasrec", "--data"])
+        .args(["eval", "--checkpoint"])
+        .arg(&two)
+        .arg("--data")
         .arg(&data)
         .arg("--out")
-        .arg(t.path().join("sasrec"))
+        .arg(t.path().join("eval.json"))
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(!o.status.success());
-    assert!(err.contains("`onerec baseline` does not run data-parallel"), "{err}");
-    assert!(!t.path().join("sasrec").exists());
+    assert!(err.contains("`onerec eval` does not run data-parallel"), "{err}");
+    assert!(!t.path().join("eval.json").exists());
+}
+
+/// `onerec baseline sasrec` on the toy world with a tiny model: `ranks` = 0 runs the binary
+/// alone, else under `mpirun -np ranks`. Dropout 0 (each rank draws its own masks, so
+/// with dropout the runs differ by design); clipping on, so the summed gradient's norm is
+/// what gets clipped.
+fn sasrec(bin: &Path, ranks: usize, data: &Path, out: &Path, epochs: usize, extra: &[&str]) -> Output {
+    let mut cmd = match ranks {
+        0 => Command::new(bin),
+        n => mpirun(n, bin),
+    };
+    cmd.env("OMPI_MCA_mpi_yield_when_idle", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["baseline", "sasrec", "--threads", "1", "--data"])
+        .arg(data)
+        .arg("--out")
+        .arg(out);
+    let sets = [
+        format!("train.epochs={epochs}"),
+        "model.d_model=16".into(),
+        "model.ffn_hidden=16".into(),
+        "model.max_len=20".into(),
+        "model.dropout=0.0".into(),
+        "train.batch_size=24".into(),
+        "train.eval_every=2".into(),
+        "train.patience=100".into(),
+        "train.grad_clip=1.0".into(),
+        "train.lr=3e-3".into(),
+    ];
+    for s in &sets {
+        cmd.args(["--set", s]);
+    }
+    cmd.args(extra);
+    cmd.output().unwrap()
+}
+
+/// `metrics.jsonl` of a SASRec run without its wall-clock columns (`*_secs`).
+fn sasrec_rows(out: &Path) -> Vec<serde_json::Value> {
+    let mut rows = rows(out);
+    for r in &mut rows {
+        r.as_object_mut().unwrap().retain(|k, _| !k.ends_with("_secs"));
+    }
+    rows
+}
+
+#[test]
+fn sasrec_on_two_ranks_follows_one_process_and_resumes() {
+    let Some(bin) = mpi_binary("dist::sasrec_on_two_ranks_follows_one_process_and_resumes") else { return };
+    let t = tempfile::tempdir().unwrap();
+    let (data, _) = world_on_disk(t.path());
+    let (one, two) = (t.path().join("one"), t.path().join("two"));
+    ok(&sasrec(&bin, 0, &data, &one, 6, &[]), "1 process");
+    let log = ok(&sasrec(&bin, 2, &data, &two, 6, &[]), "mpirun -np 2");
+
+    // Same losses and validation metrics per epoch within rounding, same best epoch.
+    let (r1, r2) = (sasrec_rows(&one), sasrec_rows(&two));
+    assert_eq!(r1.len(), 6, "{r1:?}");
+    assert_rows_close(&r1, &r2, RTOL, "epoch");
+    assert_eq!(r1.last().unwrap()["best_epoch"], r2.last().unwrap()["best_epoch"]);
+    assert!(r1.last().unwrap()["train_loss"].as_f64().unwrap() < r1[0]["train_loss"].as_f64().unwrap());
+    assert_eq!(log.matches("ranks in sync: parameter checksum").count(), 6, "{log}");
+    assert!(log.contains("data-parallel on 2 ranks"), "{log}");
+    for f in ["config.toml", "metrics.jsonl", "summary.json", "best/sasrec.json", "last/sasrec.json"] {
+        assert!(two.join(f).is_file(), "{f} missing");
+    }
+
+    // 4 epochs, then resumed to 6 on 2 ranks: the uninterrupted 2-rank run's rows, bit for bit.
+    let resumed = t.path().join("resumed");
+    ok(&sasrec(&bin, 2, &data, &resumed, 4, &[]), "mpirun -np 2, 4 epochs");
+    let log = ok(&sasrec(&bin, 2, &data, &resumed, 6, &["--resume"]), "mpirun -np 2 --resume");
+    assert!(log.contains("resuming"), "{log}");
+    assert_eq!(sasrec_rows(&resumed), r2);
 }
 
 #[test]

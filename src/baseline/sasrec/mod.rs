@@ -14,4 +14,4 @@ pub use checkpoint::{load, SasrecCheckpoint, SasrecMeta};
 pub use config::SasrecConfig;
 pub use model::Sasrec;
 pub use rank::evaluate_sasrec;
-pub use train::{train_sasrec, train_sasrec_with, SasrecSummary};
+pub use train::{train_sasrec, train_sasrec_on, train_sasrec_with, SasrecSummary};

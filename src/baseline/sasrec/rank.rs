@@ -4,6 +4,7 @@
 
 use super::model::{Sasrec, SeqBatch};
 use crate::data::Dataset;
+use crate::dist::{all_gather_lists, shard_range, GradSync, Single};
 use crate::eval::{subsample, EvalReport};
 use crate::generate::users::{users_from_split, SplitSel, UserQuery};
 use anyhow::{ensure, Result};
@@ -72,6 +73,23 @@ pub fn evaluate_sasrec(
     max_users: Option<usize>,
     batch: usize,
 ) -> Result<EvalReport> {
+    evaluate_sasrec_on(model, ds, split, ks, exclude_history, max_users, batch, &Single)
+}
+
+/// [`evaluate_sasrec`] over the ranks of `sync`: each ranks its contiguous part of the
+/// users, the top-K lists are gathered to every rank, and every rank scores all of them,
+/// so all ranks get the same report (every rank holds the same model).
+#[allow(clippy::too_many_arguments)]
+pub fn evaluate_sasrec_on(
+    model: &Sasrec,
+    ds: &Dataset,
+    split: SplitSel,
+    ks: &[usize],
+    exclude_history: bool,
+    max_users: Option<usize>,
+    batch: usize,
+    sync: &dyn GradSync,
+) -> Result<EvalReport> {
     ensure!(split != SplitSel::All, "evaluation needs a held-out target: use split valid or test");
     ensure!(!ks.is_empty() && ks.iter().all(|&k| k > 0), "cut-offs K must be positive");
     ensure!(
@@ -84,7 +102,9 @@ pub fn evaluate_sasrec(
     let users: Vec<UserQuery> = subsample(all.len(), max_users).into_iter().map(|i| all[i].clone()).collect();
     ensure!(!users.is_empty(), "no user has a {split} target");
     let max_k = ks.iter().copied().max().unwrap_or(10);
-    let lists = rank_users(model, &users, max_k, exclude_history, batch)?;
+    let mine = &users[shard_range(users.len(), sync.rank(), sync.world_size())];
+    let lists = all_gather_lists(sync, &rank_users(model, mine, max_k, exclude_history, batch)?)?;
+    ensure!(lists.len() == users.len(), "gathered {} ranked lists for {} users", lists.len(), users.len());
     Ok(crate::baseline::ranked_report(&users, &lists, ks, ds.n_items()))
 }
 

@@ -7,12 +7,20 @@
 //! `train_state.json`, for `--resume`) and `summary.json`. Random draws come from
 //! per-epoch streams of the seed (shuffle) and per-batch streams (dropout), so a run
 //! resumed from `last/` continues exactly as if never stopped.
+//!
+//! Data-parallel under `mpirun` ([`train_sasrec_on`]): `train.batch_size` stays the
+//! global batch; each rank trains on its contiguous part of every batch with its mean loss
+//! weighted by its share of the batch's scored positions, the gradients are summed over
+//! ranks, and every rank clips and steps identically. Validation ranks each rank's part of
+//! the users and gathers the top-K lists, so every rank takes the same best/early-stop
+//! decision; rank 0 alone writes `OUT/`.
 
 use super::checkpoint::{self, SasrecMeta};
 use super::config::SasrecConfig;
 use super::model::{Sasrec, SeqBatch};
-use super::rank::evaluate_sasrec;
+use super::rank::evaluate_sasrec_on;
 use crate::data::Dataset;
+use crate::dist::{self, GradSync};
 use crate::generate::users::SplitSel;
 use crate::nn::optim::{clip_global_norm, AdamW};
 use anyhow::{ensure, Context, Result};
@@ -107,6 +115,18 @@ pub fn train_sasrec(cfg: &SasrecConfig, ds: &Dataset, out: &Path, resume: bool) 
     train_sasrec_with(cfg, ds, out, resume, &Hooks::default())
 }
 
+/// [`train_sasrec`] data-parallel over the ranks of `sync` (every rank calls it with the
+/// same arguments); rank 0 alone writes `out`. With [`dist::Single`] this is [`train_sasrec`].
+pub fn train_sasrec_on(
+    cfg: &SasrecConfig,
+    ds: &Dataset,
+    out: &Path,
+    resume: bool,
+    sync: &dyn GradSync,
+) -> Result<SasrecSummary> {
+    train(cfg, ds, out, resume, sync, &Hooks::default())
+}
+
 pub fn train_sasrec_with(
     cfg: &SasrecConfig,
     ds: &Dataset,
@@ -114,15 +134,38 @@ pub fn train_sasrec_with(
     resume: bool,
     hooks: &Hooks,
 ) -> Result<SasrecSummary> {
+    train(cfg, ds, out, resume, &dist::Single, hooks)
+}
+
+/// Whether the run resumes from `out/last`, decided (and `last/`, `best/` recovered) by
+/// rank 0 alone and told to the others, so no two ranks repair the same directory.
+fn resumes(out: &Path, resume: bool, sync: &dyn GradSync) -> Result<bool> {
+    let mut decision = [0.0];
+    if sync.is_leader() {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        decision[0] = crate::util::io::resume_from_last(out, checkpoint::META_FILE, resume)? as u8 as f64;
+    }
+    sync.broadcast_f64(&mut decision)?;
+    Ok(decision[0] > 0.0)
+}
+
+fn train(
+    cfg: &SasrecConfig,
+    ds: &Dataset,
+    out: &Path,
+    resume: bool,
+    sync: &dyn GradSync,
+    hooks: &Hooks,
+) -> Result<SasrecSummary> {
     #[cfg(not(feature = "testkit"))]
     let _ = hooks;
     cfg.validate()?;
     let tc = &cfg.train;
     let mc = &cfg.model;
+    let (rank, world, leader) = (sync.rank(), sync.world_size(), sync.is_leader());
     let items_sha = checkpoint::items_sha256(ds);
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
     let last_dir = out.join("last");
-    let (model, varmap, state) = if crate::util::io::resume_from_last(out, checkpoint::META_FILE, resume)? {
+    let (model, varmap, state) = if resumes(out, resume, sync)? {
         let ck = checkpoint::load(&last_dir)?;
         ensure!(
             ck.meta.model == *mc,
@@ -154,7 +197,9 @@ pub fn train_sasrec_with(
         };
         (m, vm, st)
     };
-    crate::util::io::atomic_write(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    if leader {
+        crate::util::io::atomic_write(&out.join("config.toml"), cfg.to_toml()?.as_bytes())?;
+    }
     let vars = crate::nn::params::sorted_vars(&varmap);
     let n_params: usize = vars.iter().map(|(_, v)| v.elem_count()).sum();
     let mut opt = AdamW::new(vars.clone(), tc.beta1, tc.beta2, tc.eps, tc.weight_decay)?;
@@ -178,6 +223,14 @@ pub fn train_sasrec_with(
         mc.dropout,
         mc.norm
     );
+    if world > 1 {
+        info!(
+            backend = sync.backend(),
+            "data-parallel on {world} ranks: each takes its part of every batch of {}; rank 0 writes {}",
+            tc.batch_size,
+            out.display()
+        );
+    }
     let metrics_path = out.join("metrics.jsonl");
     let mut rows = read_rows(&metrics_path, state.epoch)?;
     let TrainState {
@@ -204,6 +257,9 @@ pub fn train_sasrec_with(
     let valid_users = (tc.valid_users > 0).then_some(tc.valid_users);
     let mut epoch = start;
     let pb = crate::util::progress::bar(tc.epochs.saturating_sub(start) as u64, "sasrec");
+    if !leader {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     while epoch < tc.epochs && !stopped_early {
         let te = Instant::now();
         let order = if tc.length_buckets > 0 {
@@ -213,37 +269,61 @@ pub fn train_sasrec_with(
         };
         let (mut loss_sum, mut loss_n) = (0.0f64, 0usize);
         for (bi, idx) in order.chunks(tc.batch_size).enumerate() {
-            let batch_seqs: Vec<&[u32]> = idx.iter().map(|&i| seqs[i as usize]).collect();
-            let tb = train_batch(&batch_seqs, mc.max_len, tc.mask_history)?;
-            let loss = {
-                let _train =
-                    model.training(crate::util::rng::stream(cfg.seed, &format!("sasrec/dropout/{epoch}/{bi}")));
-                model.loss(&tb.seqs, &tb.rows, &tb.targets, &tb.excluded)?
-            };
-            let lv = loss.to_scalar::<f32>()? as f64;
-            ensure!(lv.is_finite(), "training loss became {lv} in epoch {epoch}; lower train.lr");
-            let gs = loss.backward()?;
+            let mine = &idx[dist::shard_range(idx.len(), rank, world)];
             let mut grads: HashMap<String, Tensor> = HashMap::new();
-            for (name, v) in &vars {
-                if let Some(g) = gs.get(v.as_tensor()) {
-                    grads.insert(name.clone(), g.clone());
+            if !mine.is_empty() {
+                let batch_seqs: Vec<&[u32]> = mine.iter().map(|&i| seqs[i as usize]).collect();
+                let tb = train_batch(&batch_seqs, mc.max_len, tc.mask_history)?;
+                // Dropout masks from a per-batch stream (per rank too when data-parallel).
+                let key = match world {
+                    1 => format!("sasrec/dropout/{epoch}/{bi}"),
+                    _ => format!("sasrec/dropout/{epoch}/{bi}/rank{rank}"),
+                };
+                let loss = {
+                    let _train = model.training(crate::util::rng::stream(cfg.seed, &key));
+                    model.loss(&tb.seqs, &tb.rows, &tb.targets, &tb.excluded)?
+                };
+                let lv = loss.to_scalar::<f32>()? as f64;
+                ensure!(lv.is_finite(), "training loss became {lv} in epoch {epoch}; lower train.lr");
+                // The loss is a mean over scored positions: weighted by this rank's share of
+                // the whole batch's, the gradients summed over ranks are the batch's.
+                let loss = match world {
+                    1 => loss,
+                    _ => {
+                        let all: usize = idx.iter().map(|&i| seqs[i as usize].len() - 1).sum();
+                        (loss * (tb.targets.len() as f64 / all as f64))?
+                    }
+                };
+                let gs = loss.backward()?;
+                for (name, v) in &vars {
+                    if let Some(g) = gs.get(v.as_tensor()) {
+                        grads.insert(name.clone(), g.clone());
+                    }
                 }
+                loss_sum += lv * tb.targets.len() as f64;
+                loss_n += tb.targets.len();
+            }
+            if world > 1 {
+                dist::all_reduce_grads(sync, &vars, &mut grads)?;
             }
             if tc.grad_clip > 0.0 {
                 clip_global_norm(&mut grads, tc.grad_clip)?;
             }
             opt.step(&grads, tc.lr)?;
             steps += 1;
-            loss_sum += lv * tb.targets.len() as f64;
-            loss_n += tb.targets.len();
         }
         epoch += 1;
+        if world > 1 {
+            let mut sums = [loss_sum, loss_n as f64];
+            sync.all_reduce_f64(&mut sums)?;
+            (loss_sum, loss_n) = (sums[0], sums[1] as usize);
+        }
         let train_loss = loss_sum / loss_n.max(1) as f64;
         let mut row = json!({ "epoch": epoch, "train_loss": train_loss, "train_secs": te.elapsed().as_secs_f64() });
         let evaluate_now = epoch % tc.eval_every == 0 || epoch == tc.epochs;
         if evaluate_now {
             let tv = Instant::now();
-            let r = evaluate_sasrec(
+            let r = evaluate_sasrec_on(
                 &model,
                 ds,
                 SplitSel::Valid,
@@ -251,6 +331,7 @@ pub fn train_sasrec_with(
                 tc.valid_exclude_history,
                 valid_users,
                 tc.eval_batch,
+                sync,
             )?;
             let (ndcg, recall) = (r.metrics["ndcg@10"], r.metrics["recall@10"]);
             row["valid_ndcg@10"] = json!(ndcg);
@@ -259,7 +340,9 @@ pub fn train_sasrec_with(
             if ndcg > best_ndcg10 {
                 (best_epoch, best_ndcg10, best_recall10, evals_since_best) = (epoch, ndcg, recall, 0);
                 let meta = meta_at(epoch, valid_extra(recall, ndcg, tc.valid_exclude_history));
-                crate::util::io::atomic_dir(&out.join("best"), |d| checkpoint::write_model(d, &varmap, &meta))?;
+                if leader {
+                    crate::util::io::atomic_dir(&out.join("best"), |d| checkpoint::write_model(d, &varmap, &meta))?;
+                }
             } else {
                 evals_since_best += 1;
                 stopped_early = evals_since_best >= tc.patience;
@@ -275,6 +358,24 @@ pub fn train_sasrec_with(
             "epoch done"
         );
         rows.push(row);
+        if world > 1 {
+            let checksum = dist::check_in_sync(sync, &vars, &format!("epoch {epoch}"))?;
+            info!(epoch, "ranks in sync: parameter checksum {checksum:012x} on all {world} ranks");
+        }
+        pb.inc(1);
+        if stopped_early {
+            info!(epoch, best_epoch, "early stop: {} validations without a better NDCG@10", tc.patience);
+        }
+        #[cfg(feature = "testkit")]
+        let stop = hooks.stop_after_epoch == Some(epoch);
+        #[cfg(not(feature = "testkit"))]
+        let stop = false;
+        if !leader {
+            if stop {
+                break;
+            }
+            continue;
+        }
         write_rows(&metrics_path, &rows)?;
         let st = TrainState {
             epoch,
@@ -291,16 +392,12 @@ pub fn train_sasrec_with(
             opt.save(&d.join("optimizer.safetensors"))?;
             crate::util::io::write_json(&d.join("train_state.json"), &st)
         })?;
-        pb.inc(1);
-        if stopped_early {
-            info!(epoch, best_epoch, "early stop: {} validations without a better NDCG@10", tc.patience);
-        }
-        #[cfg(feature = "testkit")]
-        if hooks.stop_after_epoch == Some(epoch) {
+        if stop {
             break;
         }
     }
     pb.finish_and_clear();
+    sync.barrier()?; // rank 0's last checkpoint is written before any rank returns
     let summary = SasrecSummary {
         epochs: epoch,
         best_epoch,
@@ -311,8 +408,10 @@ pub fn train_sasrec_with(
         positions_per_epoch: positions,
         seconds: t0.elapsed().as_secs_f64(),
     };
-    crate::util::io::write_json(&out.join("summary.json"), &summary)?;
-    info!(?summary, "SASRec training done");
+    if leader {
+        crate::util::io::write_json(&out.join("summary.json"), &summary)?;
+        info!(?summary, "SASRec training done");
+    }
     Ok(summary)
 }
 
