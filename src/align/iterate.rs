@@ -12,10 +12,18 @@
 //! each written atomically; a rerun with the same dir resumes after the last completed
 //! iteration (per-iteration random streams make the result identical to an
 //! uninterrupted run).
+//!
+//! Data-parallel under `mpirun` ([`align_on`]): each rank generates and scores the
+//! candidates of its contiguous part of the iteration's users, and the candidates and
+//! scores are gathered to every rank, so every rank mines the same preferences; the
+//! reference log-probs are computed sharded and gathered the same way, and each training
+//! step's minibatch is sharded with share-weighted losses and summed gradients
+//! ([`super::train_policy`]). Rank 0 alone runs the eval hook and writes `out`.
 
 use super::preferences::{mine_preferences, sample_users, score_candidates};
 use super::train_policy::{train_on_preferences, TrainStats};
 use super::AlignConfig;
+use crate::dist::{self, GradSync, Single};
 use crate::util::rng::Rng;
 use anyhow::{bail, ensure, Context, Result};
 use candle_core::{Tensor, Var};
@@ -157,13 +165,35 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
     cfg: &AlignConfig,
     seed: u64,
     out: Option<&Path>,
+    eval: Option<EvalHook<'_, P>>,
+) -> Result<AlignOutcome> {
+    align_on(policy, generator, scorer, histories, cfg, seed, out, eval, &Single)
+}
+
+/// [`align`] data-parallel over the ranks of `sync` (every rank calls it with the same
+/// arguments; see the module doc). Rank 0 alone writes `out` and runs `eval`; its outcome
+/// is the run's (the others' leave the checkpoint hashes and eval metrics empty).
+#[allow(clippy::too_many_arguments)]
+pub fn align_on<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
+    policy: &mut P,
+    generator: &mut G,
+    scorer: &S,
+    histories: &[Vec<u32>],
+    cfg: &AlignConfig,
+    seed: u64,
+    out: Option<&Path>,
     mut eval: Option<EvalHook<'_, P>>,
+    sync: &dyn GradSync,
 ) -> Result<AlignOutcome> {
     cfg.validate().context("[align]")?;
     ensure!(!histories.is_empty(), "align: no users with a training history");
+    let (leader, world) = (sync.is_leader(), sync.world_size());
+    let out_here = out.filter(|_| leader); // where this rank writes
     let state_path = out.map(|o| o.join("state.json"));
+    let resuming = state_path.as_ref().is_some_and(|p| p.exists());
+    sync.barrier()?; // every rank looked before rank 0 writes a fresh state.json
     let mut resumed_after = 0;
-    let mut state = match state_path.as_ref().filter(|p| p.exists()) {
+    let mut state = match state_path.as_ref().filter(|_| resuming) {
         Some(sp) => {
             let st: AlignState = crate::util::io::read_json(sp)?;
             let mut a = st.config.clone();
@@ -181,11 +211,11 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
             AlignState { config: cfg.clone(), ..st }
         }
         None => {
-            let initial_sha256 = match out {
+            let initial_sha256 = match out_here {
                 Some(o) => Some(save_checkpoint(policy, &iter_dir(o, 0))?),
                 None => None,
             };
-            let initial_eval = match eval.as_mut() {
+            let initial_eval = match eval.as_mut().filter(|_| leader) {
                 Some(h) => h(policy)?,
                 None => BTreeMap::new(),
             };
@@ -193,8 +223,15 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
             AlignState { config: cfg.clone(), seed, initial_sha256, initial_eval, iterations: vec![] }
         }
     };
-    if let (Some(sp), 0) = (&state_path, resumed_after) {
+    if let (Some(sp), 0, true) = (&state_path, resumed_after, leader) {
         crate::util::io::write_json(sp, &state)?;
+    }
+    if world > 1 {
+        tracing::info!(
+            backend = sync.backend(),
+            "data-parallel on {world} ranks: each generates for its part of every iteration's users and trains on its part of every minibatch of {}; rank 0 writes",
+            cfg.batch_size
+        );
     }
     let mut reference = policy.deep_copy()?;
     for it in resumed_after + 1..=cfg.iterations {
@@ -203,13 +240,17 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
             Some(l) => l.policy_sha256.clone(),
             None => state.initial_sha256.clone(),
         };
-        let mut log = iteration(policy, &reference, generator, scorer, histories, cfg, seed, it)?;
+        let mut log = iteration_on(policy, &reference, generator, scorer, histories, cfg, seed, it, sync)?;
         reference = policy.deep_copy()?;
         log.reference_sha256 = ref_sha;
-        if let Some(o) = out {
+        if world > 1 {
+            let checksum = dist::check_in_sync(sync, &policy.vars(), &format!("iteration {it}"))?;
+            tracing::info!(iteration = it, "ranks in sync: parameter checksum {checksum:012x} on all {world} ranks");
+        }
+        if let Some(o) = out_here {
             log.policy_sha256 = Some(save_checkpoint(policy, &iter_dir(o, it))?);
         }
-        if let Some(h) = eval.as_mut() {
+        if let Some(h) = eval.as_mut().filter(|_| leader) {
             log.eval = h(policy)?;
         }
         log.seconds = t0.elapsed().as_secs_f64();
@@ -226,10 +267,11 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
             "alignment iteration"
         );
         state.iterations.push(log);
-        if let Some(sp) = &state_path {
+        if let Some(sp) = state_path.as_ref().filter(|_| leader) {
             crate::util::io::write_json(sp, &state)?;
         }
     }
+    sync.barrier()?; // rank 0's last checkpoint and state.json are written before any rank returns
     Ok(AlignOutcome { state, resumed_after })
 }
 
@@ -246,17 +288,49 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
     seed: u64,
     it: usize,
 ) -> Result<IterationLog> {
+    iteration_on(policy, reference, generator, scorer, histories, cfg, seed, it, &Single)
+}
+
+/// [`iteration`] over the ranks of `sync`: candidates generated and scored per rank for
+/// its part of the users, then gathered, so every rank mines the same preferences.
+#[allow(clippy::too_many_arguments)]
+pub fn iteration_on<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
+    policy: &mut P,
+    reference: &P,
+    generator: &mut G,
+    scorer: &S,
+    histories: &[Vec<u32>],
+    cfg: &AlignConfig,
+    seed: u64,
+    it: usize,
+    sync: &dyn GradSync,
+) -> Result<IterationLog> {
+    let (rank, world) = (sync.rank(), sync.world_size());
     let users = sample_users(histories.len(), cfg.user_fraction, seed, it);
     let hs: Vec<&[u32]> = users.iter().map(|&u| histories[u].as_slice()).collect();
-    let mut rng = crate::util::rng::stream(seed, &format!("align.generate.{it}"));
-    let candidates = generator.generate(policy, &hs, cfg.candidates, cfg.session_len, &mut rng)?;
+    let mine = &hs[dist::shard_range(hs.len(), rank, world)];
+    // A sampling generator draws from a per-rank stream when data-parallel.
+    let key = match world {
+        1 => format!("align.generate.{it}"),
+        _ => format!("align.generate.{it}/rank{rank}"),
+    };
+    let mut rng = crate::util::rng::stream(seed, &key);
+    let candidates = match mine.is_empty() {
+        true => Vec::new(),
+        false => generator.generate(policy, mine, cfg.candidates, cfg.session_len, &mut rng)?,
+    };
     ensure!(
-        candidates.len() == hs.len(),
+        candidates.len() == mine.len(),
         "generator returned {} candidate lists for {} users",
         candidates.len(),
-        hs.len()
+        mine.len()
     );
-    let scores = score_candidates(scorer, &hs, &candidates, it)?;
+    let scores = match mine.is_empty() {
+        true => Vec::new(),
+        false => score_candidates(scorer, mine, &candidates, it)?,
+    };
+    let (candidates, scores) = gather_candidates(sync, candidates, scores)?;
+    ensure!(candidates.len() == hs.len(), "gathered {} candidate lists for {} users", candidates.len(), hs.len());
     let prefs = mine_preferences(&hs, &candidates, &scores, cfg);
     let mut log = IterationLog {
         iteration: it,
@@ -276,8 +350,28 @@ pub fn iteration<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         tracing::warn!(iteration = it, "every user's candidates tied: nothing to train on this iteration");
         return Ok(log);
     }
-    log.train = train_on_preferences(policy, reference, &prefs, cfg, seed, it)?;
+    log.train = train_on_preferences(policy, reference, &prefs, cfg, seed, it, sync)?;
     Ok(log)
+}
+
+/// Every rank's candidates (per user, its sessions) and their flattened scores, in rank
+/// (= user) order, on every rank.
+fn gather_candidates(sync: &dyn GradSync, candidates: Sessions, scores: Vec<f32>) -> Result<(Sessions, Vec<f32>)> {
+    if sync.world_size() == 1 {
+        return Ok((candidates, scores));
+    }
+    let counts: Vec<u32> = candidates.iter().map(|cs| cs.len() as u32).collect();
+    let sessions: Vec<Vec<u32>> = candidates.into_iter().flatten().collect();
+    let counts = dist::all_gather_lists(sync, &[counts])?.concat();
+    let mut sessions = dist::all_gather_lists(sync, &sessions)?.into_iter();
+    let scores = dist::all_gather_f32(sync, &scores)?;
+    let candidates: Sessions = counts.iter().map(|&n| sessions.by_ref().take(n as usize).collect()).collect();
+    ensure!(
+        candidates.iter().zip(&counts).all(|(cs, &n)| cs.len() == n as usize)
+            && scores.len() == counts.iter().map(|&n| n as usize).sum::<usize>(),
+        "gathered candidates and scores do not line up"
+    );
+    Ok((candidates, scores))
 }
 
 /// The training parts of a dataset's histories (the policy's input per user), for

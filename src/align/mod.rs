@@ -21,7 +21,7 @@ pub mod toy;
 pub mod train_policy;
 
 pub use dpo::{dpo_loss, ecpo_loss, group_advantages, DpoOutput};
-pub use iterate::{align, AlignOutcome, Policy, SessionGenerator, SessionScorer};
+pub use iterate::{align, align_on, AlignOutcome, Policy, SessionGenerator, SessionScorer};
 pub use reward::{train_reward_model, RewardModel, RewardReport, RewardSpec};
 
 use anyhow::{bail, Result};

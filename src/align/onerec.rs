@@ -10,10 +10,11 @@
 //! (beam = top = `align.candidates`). Until those land it stops with a clear error
 //! after the checks, never with a fake result.
 
-use super::iterate::{align, AlignOutcome, EvalHook, Policy, SessionGenerator, SessionScorer, Sessions};
+use super::iterate::{align_on, AlignOutcome, EvalHook, Policy, SessionGenerator, SessionScorer, Sessions};
 use super::reward::RewardModel;
 use super::AlignConfig;
 use crate::data::Dataset;
+use crate::dist::{GradSync, Single};
 use crate::generate::{beam_search, BeamOptions};
 use crate::model::checkpoint::{write_model, Checkpoint};
 use crate::model::{OneRecModel, Vocab};
@@ -105,6 +106,21 @@ pub fn align_dataset<P: Policy, G: SessionGenerator<P>>(
     out: &Path,
     eval: Option<EvalHook<'_, P>>,
 ) -> Result<AlignOutcome> {
+    align_dataset_on(spec, ds, policy, generator, reward, out, eval, &Single)
+}
+
+/// [`align_dataset`] data-parallel over the ranks of `sync` ([`align_on`]); rank 0 writes `out`.
+#[allow(clippy::too_many_arguments)]
+pub fn align_dataset_on<P: Policy, G: SessionGenerator<P>>(
+    spec: &AlignSpec,
+    ds: &Dataset,
+    policy: &mut P,
+    generator: &mut G,
+    reward: &RewardModel,
+    out: &Path,
+    eval: Option<EvalHook<'_, P>>,
+    sync: &dyn GradSync,
+) -> Result<AlignOutcome> {
     ensure!(
         reward.meta.n_items == ds.n_items(),
         "reward model knows {} items, dataset has {}",
@@ -120,10 +136,12 @@ pub fn align_dataset<P: Policy, G: SessionGenerator<P>>(
         );
     }
     let (_users, hs) = super::iterate::train_histories(ds);
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
-    crate::util::io::atomic_write(&out.join("config.toml"), spec.config_toml.as_bytes())?;
+    if sync.is_leader() {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+        crate::util::io::atomic_write(&out.join("config.toml"), spec.config_toml.as_bytes())?;
+    }
     tracing::info!(users = hs.len(), out = %out.display(), config = ?cfg, "alignment");
-    align(policy, generator, reward, &hs, cfg, spec.seed, Some(out), eval)
+    align_on(policy, generator, reward, &hs, cfg, spec.seed, Some(out), eval, sync)
 }
 
 /// The OneRec model as an alignment [`Policy`]: a loaded checkpoint whose variables
@@ -220,6 +238,21 @@ pub fn run(
     out: &Path,
     world: Option<&Path>,
 ) -> Result<AlignOutcome> {
+    run_on(spec, checkpoint, reward, data, out, world, &Single)
+}
+
+/// [`run`] data-parallel over the ranks of `sync` (every rank calls it with the same
+/// arguments): `onerec align` under `mpirun`. Rank 0 alone measures the world's reward and
+/// writes `out`.
+pub fn run_on(
+    spec: &AlignSpec,
+    checkpoint: &Path,
+    reward: &Path,
+    data: &Path,
+    out: &Path,
+    world: Option<&Path>,
+    sync: &dyn GradSync,
+) -> Result<AlignOutcome> {
     let (cfg, seed) = (spec.align, spec.seed);
     cfg.validate().context("[align]")?;
     let rm = RewardModel::load(reward)?;
@@ -247,11 +280,14 @@ pub fn run(
             let truth = world_truth(w, &ds);
             let mut hook =
                 truth_hook(&ds, users, beam_generator(cfg.exclude_history), cfg.session_len, seed, truth, Some(&rm));
-            align_dataset(spec, &ds, &mut policy, &mut generator, &rm, out, Some(&mut hook))?
+            align_dataset_on(spec, &ds, &mut policy, &mut generator, &rm, out, Some(&mut hook), sync)?
         }
-        None => align_dataset(spec, &ds, &mut policy, &mut generator, &rm, out, None)?,
+        None => align_dataset_on(spec, &ds, &mut policy, &mut generator, &rm, out, None, sync)?,
     };
-    crate::util::io::atomic_dir(&out.join("best"), |tmp| policy.save(tmp).map(|_| ()))?;
-    tracing::info!(out = %out.join("best").display(), "aligned checkpoint written");
+    if sync.is_leader() {
+        crate::util::io::atomic_dir(&out.join("best"), |tmp| policy.save(tmp).map(|_| ()))?;
+        tracing::info!(out = %out.join("best").display(), "aligned checkpoint written");
+    }
+    sync.barrier()?; // best/ is written before any rank returns
     Ok(outcome)
 }

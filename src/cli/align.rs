@@ -35,20 +35,30 @@ pub struct AlignArgs {
 }
 
 pub fn run(args: AlignArgs) -> Result<()> {
+    run_on(args, &crate::dist::Single)
+}
+
+/// Runs on every rank of `sync` (data-parallel under `mpirun`); rank 0 holds the output
+/// lock and prints the iterations.
+pub fn run_on(args: AlignArgs, sync: &dyn crate::dist::GradSync) -> Result<()> {
     let mut set = args.set.clone();
     if let Some(o) = &args.objective {
         set.push(format!("align.objective=\"{o}\""));
     }
     let cfg = Config::load(&args.config, &set)?;
-    let _lock = crate::util::lock::OutLock::acquire(&args.out)?;
-    let outcome = crate::align::onerec::run(
+    let _lock = sync.is_leader().then(|| crate::util::lock::OutLock::acquire(&args.out)).transpose()?;
+    let outcome = crate::align::onerec::run_on(
         &cfg.align_spec()?,
         &args.checkpoint,
         &args.reward,
         &args.data,
         &args.out,
         args.world.as_deref(),
+        sync,
     )?;
+    if !sync.is_leader() {
+        return Ok(());
+    }
     for it in &outcome.state.iterations {
         println!(
             "iteration {}: pairs {} reward mean {:.4} best {:.4} | dpo {:.4} acc {:.3} margin {:.4} | {:?}",

@@ -108,7 +108,7 @@ pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
         Command::Tokenize(a) => tokenize::run(a),
         Command::Pretrain(a) => pretrain::run_on(a, sync),
         Command::Reward(a) => reward::run(a),
-        Command::Align(a) => align::run(a),
+        Command::Align(a) => align::run_on(a, sync),
         Command::Generate(a) => generate::run(a),
         Command::Score(a) => score::run(a),
         Command::Merge(a) => merge::run(a),
@@ -126,7 +126,7 @@ impl Command {
     /// Whether the command trains data-parallel when started on several ranks.
     fn data_parallel(&self) -> bool {
         match self {
-            Command::Pretrain(_) => true,
+            Command::Pretrain(_) | Command::Align(_) => true,
             Command::Baseline(b) => matches!(b.command, baseline::BaselineCommand::Sasrec(_)),
             _ => false,
         }
