@@ -18,7 +18,8 @@
 //! scores are gathered to every rank, so every rank mines the same preferences; the
 //! reference log-probs are computed sharded and gathered the same way, and each training
 //! step's minibatch is sharded with share-weighted losses and summed gradients
-//! ([`super::train_policy`]). Rank 0 alone runs the eval hook and writes `out`.
+//! ([`super::train_policy`]). The eval hook runs on every rank (the world's hook shards
+//! its users); rank 0 alone writes `out`.
 
 use super::preferences::{mine_preferences, sample_users, score_candidates};
 use super::train_policy::{train_on_preferences, TrainStats};
@@ -171,8 +172,9 @@ pub fn align<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
 }
 
 /// [`align`] data-parallel over the ranks of `sync` (every rank calls it with the same
-/// arguments; see the module doc). Rank 0 alone writes `out` and runs `eval`; its outcome
-/// is the run's (the others' leave the checkpoint hashes and eval metrics empty).
+/// arguments; see the module doc). Rank 0 alone writes `out`; its outcome is the run's
+/// (the others' leave the checkpoint hashes empty). `eval` runs on every rank: a hook
+/// that shards its work over the ranks ([`super::onerec::truth_hook_on`]) must.
 #[allow(clippy::too_many_arguments)]
 pub fn align_on<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
     policy: &mut P,
@@ -215,7 +217,7 @@ pub fn align_on<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
                 Some(o) => Some(save_checkpoint(policy, &iter_dir(o, 0))?),
                 None => None,
             };
-            let initial_eval = match eval.as_mut().filter(|_| leader) {
+            let initial_eval = match eval.as_mut() {
                 Some(h) => h(policy)?,
                 None => BTreeMap::new(),
             };
@@ -250,7 +252,7 @@ pub fn align_on<P: Policy, G: SessionGenerator<P>, S: SessionScorer + ?Sized>(
         if let Some(o) = out_here {
             log.policy_sha256 = Some(save_checkpoint(policy, &iter_dir(o, it))?);
         }
-        if let Some(h) = eval.as_mut().filter(|_| leader) {
+        if let Some(h) = eval.as_mut() {
             log.eval = h(policy)?;
         }
         log.seconds = t0.elapsed().as_secs_f64();

@@ -42,7 +42,7 @@ pub fn eval_users(ds: &Dataset, n: usize, seed: u64) -> Vec<usize> {
 pub fn truth_hook<'a, P, G, T>(
     ds: &'a Dataset,
     users: Vec<usize>,
-    mut generator: G,
+    generator: G,
     session_len: usize,
     seed: u64,
     truth: T,
@@ -53,22 +53,61 @@ where
     T: Fn(usize, &[u32]) -> Result<f64> + 'a,
     P: 'a,
 {
+    truth_hook_on(ds, users, generator, session_len, seed, truth, scorer, &Single)
+}
+
+/// [`truth_hook`] over the ranks of `sync`: each rank generates and scores for its
+/// contiguous part of `users` and the sums are added over ranks, so every rank gets the
+/// same metrics (call it on every rank).
+#[allow(clippy::too_many_arguments)]
+pub fn truth_hook_on<'a, P, G, T>(
+    ds: &'a Dataset,
+    users: Vec<usize>,
+    mut generator: G,
+    session_len: usize,
+    seed: u64,
+    truth: T,
+    scorer: Option<&'a dyn SessionScorer>,
+    sync: &'a dyn GradSync,
+) -> impl FnMut(&P) -> Result<BTreeMap<String, f64>> + 'a
+where
+    G: SessionGenerator<P> + 'a,
+    T: Fn(usize, &[u32]) -> Result<f64> + 'a,
+    P: 'a,
+{
     move |policy: &P| {
-        let hs: Vec<&[u32]> = users.iter().map(|&u| ds.history(u)).collect();
-        let mut rng: Rng = crate::util::rng::stream(seed, "align.eval");
-        let sessions = generator.generate(policy, &hs, 1, session_len, &mut rng)?;
+        let (rank, world) = (sync.rank(), sync.world_size());
+        let mine = &users[crate::dist::shard_range(users.len(), rank, world)];
+        let hs: Vec<&[u32]> = mine.iter().map(|&u| ds.history(u)).collect();
+        let key = match world {
+            1 => "align.eval".to_string(),
+            _ => format!("align.eval/rank{rank}"),
+        };
+        let mut rng: Rng = crate::util::rng::stream(seed, &key);
+        let sessions = match hs.is_empty() {
+            true => Vec::new(),
+            false => generator.generate(policy, &hs, 1, session_len, &mut rng)?,
+        };
         ensure!(sessions.len() == hs.len(), "generator returned {} lists for {} users", sessions.len(), hs.len());
         let (mut tot, mut rows) = (0.0, Vec::new());
-        for (&u, ss) in users.iter().zip(&sessions) {
+        for (&u, ss) in mine.iter().zip(&sessions) {
             let s = ss.first().context("generator returned no session")?;
             tot += truth(u, s)?;
             rows.push(s.as_slice());
         }
+        let mut model_tot = 0.0;
+        if let (Some(sc), false) = (scorer, hs.is_empty()) {
+            model_tot = sc.score(&hs, &rows)?.iter().map(|&v| v as f64).sum::<f64>();
+        }
+        if world > 1 {
+            let mut sums = [tot, model_tot];
+            sync.all_reduce_f64(&mut sums)?;
+            [tot, model_tot] = sums;
+        }
         let n = users.len().max(1) as f64;
         let mut m = BTreeMap::from([("true_reward".to_string(), tot / n)]);
-        if let Some(sc) = scorer {
-            let r = sc.score(&hs, &rows)?;
-            m.insert("model_reward".into(), r.iter().map(|&v| v as f64).sum::<f64>() / n);
+        if scorer.is_some() {
+            m.insert("model_reward".into(), model_tot / n);
         }
         Ok(m)
     }
@@ -278,8 +317,8 @@ pub fn run_on(
         Some(w) => {
             let users = eval_users(&ds, cfg.eval_users, seed);
             let truth = world_truth(w, &ds);
-            let mut hook =
-                truth_hook(&ds, users, beam_generator(cfg.exclude_history), cfg.session_len, seed, truth, Some(&rm));
+            let eval_generator = beam_generator(cfg.exclude_history);
+            let mut hook = truth_hook_on(&ds, users, eval_generator, cfg.session_len, seed, truth, Some(&rm), sync);
             align_dataset_on(spec, &ds, &mut policy, &mut generator, &rm, out, Some(&mut hook), sync)?
         }
         None => align_dataset_on(spec, &ds, &mut policy, &mut generator, &rm, out, None, sync)?,

@@ -370,28 +370,24 @@ fn train(
         let stop = hooks.stop_after_epoch == Some(epoch);
         #[cfg(not(feature = "testkit"))]
         let stop = false;
-        if !leader {
-            if stop {
-                break;
-            }
-            continue;
+        if leader {
+            write_rows(&metrics_path, &rows)?;
+            let st = TrainState {
+                epoch,
+                optimizer_steps: steps,
+                best_epoch,
+                best_ndcg10,
+                best_recall10,
+                evals_since_best,
+                stopped_early,
+            };
+            let meta = meta_at(epoch, json!({ "train_loss": train_loss }));
+            crate::util::io::atomic_dir(&last_dir, |d| {
+                checkpoint::write_model(d, &varmap, &meta)?;
+                opt.save(&d.join("optimizer.safetensors"))?;
+                crate::util::io::write_json(&d.join("train_state.json"), &st)
+            })?;
         }
-        write_rows(&metrics_path, &rows)?;
-        let st = TrainState {
-            epoch,
-            optimizer_steps: steps,
-            best_epoch,
-            best_ndcg10,
-            best_recall10,
-            evals_since_best,
-            stopped_early,
-        };
-        let meta = meta_at(epoch, json!({ "train_loss": train_loss }));
-        crate::util::io::atomic_dir(&last_dir, |d| {
-            checkpoint::write_model(d, &varmap, &meta)?;
-            opt.save(&d.join("optimizer.safetensors"))?;
-            crate::util::io::write_json(&d.join("train_state.json"), &st)
-        })?;
         if stop {
             break;
         }
