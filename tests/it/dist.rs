@@ -305,8 +305,9 @@ fn align(bin: &Path, ranks: usize, root: &Path, out: &Path, extra: &[&str]) -> O
     cmd.output().unwrap()
 }
 
-/// Every number in `a` within `rtol` relative of the same place in `b` (same shape and
-/// strings; sha256 fields skipped: weights equal within rounding hash differently).
+/// Every number in `a` within `rtol` relative (or [`ALIGN_ATOL`] absolute) of the same
+/// place in `b` (same shape and strings; sha256 fields skipped: weights equal within
+/// rounding hash differently).
 fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, rtol: f64, path: &str, worst: &mut f64) {
     use serde_json::Value;
     match (a, b) {
@@ -331,9 +332,11 @@ fn assert_json_close(a: &serde_json::Value, b: &serde_json::Value, rtol: f64, pa
         }
         (Value::Number(_), Value::Number(_)) => {
             let (x, y) = (a.as_f64().unwrap(), b.as_f64().unwrap());
-            let rel = (x - y).abs() / x.abs().max(y.abs()).max(1e-30);
-            assert!(rel <= rtol, "{path}: {x} vs {y}");
-            *worst = worst.max(rel);
+            let rel = (x - y).abs() / x.abs().max(y.abs()).max(f64::MIN_POSITIVE);
+            assert!(rel <= rtol || (x - y).abs() <= ALIGN_ATOL, "{path}: {x} vs {y}");
+            if x.abs().max(y.abs()) >= 1e-3 {
+                *worst = worst.max(rel); // of the numbers not near 0
+            }
         }
         _ => assert_eq!(a, b, "{path}"),
     }
@@ -388,14 +391,43 @@ fn align_on_two_ranks_follows_one_process() {
         let d = (a - &w2[name]).unwrap().abs().unwrap().flatten_all().unwrap().max(0).unwrap();
         max_diff = max_diff.max(d.to_scalar::<f32>().unwrap());
     }
-    eprintln!("align, 2 ranks vs 1 process: largest relative difference in state.json {worst:.1e} (tolerance {ALIGN_RTOL:.0e}), largest weight difference {max_diff:.1e}");
+    eprintln!("align, 2 ranks vs 1 process: largest relative difference in state.json (numbers >= 1e-3) {worst:.1e} (tolerance {ALIGN_RTOL:.0e}), largest weight difference {max_diff:.1e}");
     assert!(max_diff < 1e-4, "aligned weights differ by {max_diff}");
+
+    // Stopped after iteration 1 and rerun to 2 on 2 ranks: the uninterrupted 2-rank run's
+    // iterations, checkpoint hashes included.
+    let resumed = root.join("resumed");
+    ok(&align(&bin, 2, root, &resumed, &["align.iterations=1"]), "align, 2 ranks, 1 iteration");
+    let log = ok(&align(&bin, 2, root, &resumed, &[]), "align, 2 ranks, resumed");
+    assert!(log.contains("resuming alignment"), "{log}");
+    let without_time = |mut s: serde_json::Value| {
+        s["iterations"].as_array_mut().unwrap().iter_mut().for_each(|it| it["seconds"] = 0.into());
+        s
+    };
+    assert_eq!(without_time(state(&resumed)), without_time(s2.clone()));
+
+    // GRPO (whole candidate groups as units) shards the same way.
+    let grpo = ["align.objective=\"grpo\""];
+    let (g1, g2) = (root.join("grpo1"), root.join("grpo2"));
+    ok(&align(&bin, 0, root, &g1, &grpo), "align grpo, 1 process");
+    ok(&align(&bin, 2, root, &g2, &grpo), "align grpo, mpirun -np 2");
+    let mut worst = 0f64;
+    assert_json_close(&state(&g1), &state(&g2), ALIGN_RTOL, "grpo state", &mut worst);
+    eprintln!(
+        "align grpo, 2 ranks vs 1 process: largest relative difference in state.json (numbers >= 1e-3) {worst:.1e}"
+    );
 }
 
 /// Relative tolerance of `state.json` numbers, 2 ranks vs 1 process: rounding in the
 /// sharded forward passes (beam search, reward scores, log-probs in other batch shapes)
 /// and the two half-minibatch backward passes summed; measured 4.8e-7 (docs/distributed.md).
 const ALIGN_RTOL: f64 = 1e-5;
+
+/// Numbers that are 0 in exact arithmetic are rounding noise: GRPO's objective at an
+/// iteration's first step (every ratio 1, advantages summing to 0 per group) came out
+/// -1.0e-7 vs -1.2e-7, and later its terms still cancel to a few hundredths (-0.0510820
+/// vs -0.0510825, 1.1e-5 relative). Losses are O(1), so this floor hides nothing else.
+const ALIGN_ATOL: f64 = 1e-6;
 
 /// `accuracy` (a mean over 4 steps of 8 pairs each): one pair's sign may differ.
 const ACCURACY_ATOL: f64 = 1.0 / 32.0 + 1e-9;
