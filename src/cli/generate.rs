@@ -102,7 +102,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     merge_facts(&mut facts, job.facts());
     super::record::write(&job.out, "generate", &a, &ckpt.dir, &ckpt.meta, data.as_deref(), facts)?;
     tracing::info!(
-        "wrote {} ({} users) in {:.1}s; invalid_paths {}, invalid_paths_before_masking {:.4}",
+        "wrote {} ({} users) in {:.2}s; invalid_paths {}, invalid_paths_before_masking {:.4}",
         job.out.display(),
         users.len(),
         t0.elapsed().as_secs_f64(),

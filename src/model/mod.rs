@@ -174,6 +174,9 @@ pub struct Loss {
     pub aux: Option<Tensor>,
     /// Routing statistics of each MoE layer, in layer order.
     pub moe_stats: Vec<MoeStats>,
+    /// Router probabilities of each MoE layer with the aux loss on (see
+    /// [`OneRecModel::aux_loss`]), in layer order.
+    pub router_probs: Vec<Option<Tensor>>,
 }
 
 /// The encoder / sparse-MoE decoder model.
@@ -273,7 +276,12 @@ impl OneRecModel {
         let out = self.forward(batch)?;
         let lp = self.target_logprobs(&out.logits, batch)?;
         let n = batch.tokens().max(1.0) as f64;
-        Ok(Loss { ce: (lp.sum_all()? * (-1.0 / n))?, aux: out.aux_loss, moe_stats: out.moe_stats })
+        Ok(Loss {
+            ce: (lp.sum_all()? * (-1.0 / n))?,
+            aux: out.aux_loss,
+            moe_stats: out.moe_stats,
+            router_probs: out.router_probs,
+        })
     }
 
     /// Teacher-forced batch scoring `sessions` (item ids) after `histories`; when
@@ -332,6 +340,30 @@ impl OneRecModel {
             .collect()
     }
 
+    /// Whether the MoE layers train with the Switch aux loss (a config fact).
+    pub fn aux_balancing(&self) -> bool {
+        self.moe_layers().iter().any(|m| m.aux_balancing())
+    }
+
+    /// The aux loss summed over MoE layers (in layer order, as the forward pass sums it)
+    /// from a pass's `router_probs` and routing statistics `stats`. With the pass's own
+    /// statistics it equals [`Loss::aux`]; with statistics summed over data-parallel ranks
+    /// it is this rank's part of the global aux loss, so the ranks' parts (and their
+    /// gradients) add up to the one-process loss on the whole batch.
+    pub fn aux_loss(&self, router_probs: &[Option<Tensor>], stats: &[MoeStats]) -> Result<Option<Tensor>> {
+        let mut total: Option<Tensor> = None;
+        for ((m, p), s) in self.moe_layers().into_iter().zip(router_probs).zip(stats) {
+            if let Some(p) = p {
+                let a = m.aux_loss(p, &s.load, s.tokens)?;
+                total = Some(match total {
+                    Some(t) => (t + a)?,
+                    None => a,
+                });
+            }
+        }
+        Ok(total)
+    }
+
     /// Router-bias buffers (loss-free balancing) by name, for checkpoints.
     pub fn buffers(&self) -> Result<Vec<(String, Tensor)>> {
         let mut out = Vec::new();
@@ -379,11 +411,8 @@ impl OneRecModel {
         check_reorder(rows, state.rows)?;
         let idx = Tensor::from_vec(rows.to_vec(), rows.len(), &self.device)?;
         let sel = |t: &Tensor| t.index_select(&idx, 0);
-        state.enc_mask = sel(&state.enc_mask)?;
-        for (k, v) in state.cache.cross.iter_mut() {
-            *k = sel(k)?;
-            *v = sel(v)?;
-        }
+        // Cross K/V and the encoder mask stay one row per user; only the map moves.
+        state.cache.row_user = rows.iter().map(|&r| state.cache.row_user[r as usize]).collect();
         for kv in state.cache.self_kv.iter_mut().flatten() {
             kv.0 = sel(&kv.0)?;
             kv.1 = sel(&kv.1)?;

@@ -42,6 +42,9 @@ pub struct MoeOutput {
     pub out: Tensor,
     /// The Switch aux loss (scalar) when that balancing mode is on.
     pub aux_loss: Option<Tensor>,
+    /// The router's probabilities [n, E] when the aux loss is on: data-parallel training
+    /// rebuilds each rank's part of the global aux loss from them ([`Moe::aux_loss`]).
+    pub router_probs: Option<Tensor>,
     pub stats: MoeStats,
 }
 
@@ -126,17 +129,31 @@ impl Moe {
             out = out.index_add(&toks, &y, 0)?;
         }
         let stats = self.stats(&host, &per_tok);
-        let aux_loss = if self.cfg.balance == Balance::Aux && self.cfg.aux_coef > 0.0 && n > 0 {
-            // E * sum_e f_e * P_e with f_e the dispatch fraction (constant) and P_e the
-            // mean router probability, written as a matmul to keep reductions last-dim.
-            let f: Vec<f32> = per_tok.iter().map(|t| t.len() as f32 / (n * k) as f32).collect();
-            let f = Tensor::from_vec(f, (e_n, 1), dev)?;
-            let l = (probs.matmul(&f)?.sum_all()? * (e_n as f64 / n as f64 * self.cfg.aux_coef))?;
-            Some(l)
-        } else {
-            None
+        let router_probs = (self.aux_balancing() && n > 0).then_some(probs);
+        let aux_loss = match &router_probs {
+            Some(p) => Some(self.aux_loss(p, &stats.load, stats.tokens)?),
+            None => None,
         };
-        Ok(MoeOutput { out: out.reshape(dims)?, aux_loss, stats })
+        Ok(MoeOutput { out: out.reshape(dims)?, aux_loss, router_probs, stats })
+    }
+
+    /// Whether this layer trains with the Switch aux loss (a config fact: every rank agrees).
+    pub fn aux_balancing(&self) -> bool {
+        self.cfg.balance == Balance::Aux && self.cfg.aux_coef > 0.0
+    }
+
+    /// The Switch aux loss `coef * E * sum_e f_e * P_e` of router probabilities `probs`
+    /// [n, E], with the dispatch fractions `f_e = load_e / (tokens * k)` (constants) and
+    /// `P_e` the probabilities' column sums over `tokens`. With `load`/`tokens` of this
+    /// pass it is the layer's aux loss; with those summed over data-parallel ranks it is
+    /// this rank's part of the global one (the parts add up to the one-process loss).
+    pub fn aux_loss(&self, probs: &Tensor, load: &[u64], tokens: u64) -> Result<Tensor> {
+        let (e_n, k) = (self.experts.len(), self.top_k);
+        let n = tokens.max(1) as usize;
+        // Written as a matmul to keep reductions last-dim.
+        let f: Vec<f32> = load.iter().map(|&l| l as f32 / (n * k) as f32).collect();
+        let f = Tensor::from_vec(f, (e_n, 1), probs.device())?;
+        probs.matmul(&f)?.sum_all()? * (e_n as f64 / n as f64 * self.cfg.aux_coef)
     }
 
     /// Load and router entropy of one pass (router probabilities `probs` [n, E]).
@@ -185,13 +202,14 @@ pub enum Ffn {
 }
 
 impl Ffn {
-    /// The output, plus the aux loss and routing statistics when sparse.
-    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Option<Tensor>, Option<MoeStats>)> {
+    /// The output, plus the MoE pass's routing (aux loss, router probabilities,
+    /// statistics) when sparse.
+    pub fn forward(&self, x: &Tensor) -> Result<(Tensor, Option<MoeOutput>)> {
         match self {
-            Ffn::Dense(f) => Ok((f.forward(x)?, None, None)),
+            Ffn::Dense(f) => Ok((f.forward(x)?, None)),
             Ffn::Moe(m) => {
                 let o = m.forward(x)?;
-                Ok((o.out, o.aux_loss, Some(o.stats)))
+                Ok((o.out.clone(), Some(o)))
             }
         }
     }

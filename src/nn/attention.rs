@@ -54,6 +54,27 @@ impl Attention {
         };
         self.out_proj.forward(&o.transpose(1, 2)?.reshape((b, tq, d))?)
     }
+
+    /// [`Attention::attend`] for one query per row ([R,1,d]) where consecutive groups of
+    /// `group` rows share keys/values ([R/group,H,Tk,dh], mask broadcastable to
+    /// [R/group,H,group,Tk]): a beam search's beams over their user's encoder output. The
+    /// group's queries attend as a [group, Tk] block, so the keys/values are never copied
+    /// per row (beam search used to re-index every layer's cross K/V at every step).
+    pub fn attend_grouped(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: &Tensor, group: usize) -> Result<Tensor> {
+        let (r, tq, d) = x.dims3()?;
+        if tq != 1 || group == 0 || r % group != 0 {
+            candle_core::bail!("attend_grouped: [{r},{tq},{d}] queries in groups of {group}");
+        }
+        let (u, dh) = (r / group, d / self.heads);
+        let scale = 1.0 / (dh as f32).sqrt();
+        let q = self.q_proj.forward(x)?.reshape((u, group, self.heads, dh))?.transpose(1, 2)?.contiguous()?;
+        let o = if self.fused && x.device().is_cpu() {
+            super::attention_op::sdpa(&q, k, v, Some(mask), scale)?
+        } else {
+            super::attention_op::sdpa_reference(&q, k, v, Some(mask), scale)?
+        };
+        self.out_proj.forward(&o.transpose(1, 2)?.reshape((r, 1, d))?)
+    }
 }
 
 /// Additive key-padding mask [B,1,1,T]: 0 where `valid`, -1e9 elsewhere.

@@ -227,7 +227,7 @@ pub fn pretrain_with(
         if step % tc.eval_every == 0 || step == total {
             last_train = train_loss.take();
             if world > 1 {
-                let checksum = sync::check_in_sync(sync, &run.vars, step)?;
+                let checksum = crate::dist::check_in_sync(sync, &run.vars, &format!("step {step}"))?;
                 info!(step, "ranks in sync: parameter checksum {checksum:012x} on all {world} ranks");
             }
             if leader {

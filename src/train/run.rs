@@ -147,7 +147,9 @@ impl<'a> Run<'a> {
     /// weights its mean loss by its share of the micro-batch's target tokens, so the
     /// gradients summed over ranks are the one-process gradient (up to float rounding);
     /// the logged statistics and the routing loads are summed too, so every rank clips,
-    /// updates and moves the balance biases identically.
+    /// updates and moves the balance biases identically. With the Switch aux loss
+    /// (`moe.balance = "aux"`), each micro-batch's routing loads are summed before the aux
+    /// loss is formed, so each rank holds its part of the whole batch's aux loss.
     pub fn step(&mut self, batches: &mut Batches, lr: f64) -> Result<StepStats> {
         let tc = self.spec.train;
         let (rank, world) = (self.sync.rank(), self.sync.world_size());
@@ -167,19 +169,33 @@ impl<'a> Run<'a> {
             let all_tokens = sync::sum_scalar(self.sync, tokens)?;
             let share = if world == 1 { 1.0 } else { tokens / all_tokens };
             let mut stats = MicroBatchStats { ce: 0.0, aux: None, tokens: all_tokens, examples: mb.examples.len() };
+            // Data-parallel with the Switch aux loss: every rank (with examples or not) joins
+            // the sum of this micro-batch's routing loads, from which each builds its part of
+            // the global aux loss.
+            let exact_aux = world > 1 && self.model.aux_balancing();
             let Some(batch) = batch else {
+                if exact_aux {
+                    sync::sum_routing(
+                        self.sync,
+                        &moes.iter().map(|m| MoeStats::empty(m.n_experts())).collect::<Vec<_>>(),
+                    )?;
+                }
                 micro_batches.push(stats); // nothing of this micro-batch here; still joins the sums
                 continue;
             };
             // Dropout masks from a per-micro-batch stream (per rank too when data-parallel):
             // a resumed run draws the same ones.
-            let Loss { ce, aux, moe_stats } = {
+            let Loss { ce, aux, moe_stats, router_probs } = {
                 let key = match world {
                     1 => format!("train/dropout/{}", mb.index),
                     _ => format!("train/dropout/{}/rank{rank}", mb.index),
                 };
                 let _train = self.model.training(crate::util::rng::stream(self.spec.seed, &key));
                 self.model.loss(&batch)?
+            };
+            let aux = match exact_aux {
+                true => self.model.aux_loss(&router_probs, &sync::sum_routing(self.sync, &moe_stats)?)?,
+                false => aux,
             };
             routing.iter_mut().zip(&moe_stats).for_each(|(acc, s)| acc.add(s));
             let ce_v = ce.to_scalar::<f32>()? as f64;
@@ -189,12 +205,14 @@ impl<'a> Run<'a> {
                 self.state.step
             );
             stats.ce = ce_v * share;
-            let mut loss = ce;
+            // One process: (ce + aux) / grad_accum. Data-parallel: the share-weighted ce plus
+            // this rank's part of the global aux loss (already a part: not weighted again).
+            let mut loss = if world == 1 { ce } else { (ce * share)? };
             if let Some(a) = aux {
-                stats.aux = Some(a.to_scalar::<f32>()? as f64 * share);
+                stats.aux = Some(a.to_scalar::<f32>()? as f64);
                 loss = (loss + a)?;
             }
-            let loss = (loss * (share / tc.grad_accum as f64))?;
+            let loss = (loss * (1.0 / tc.grad_accum as f64))?;
             let gs = loss.backward()?;
             for (name, v) in &self.vars {
                 if let Some(g) = gs.get(v.as_tensor()) {

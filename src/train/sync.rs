@@ -1,18 +1,37 @@
 //! Pretraining's sync points when data-parallel (see [`crate::dist`]): the token count of
-//! each micro-batch, the step's logged statistics and routing loads, and the check that
-//! every rank holds the same parameters. With one process each is a no-op or an identity.
+//! each micro-batch, its routing loads (for the aux loss), and the step's logged statistics
+//! and routing loads. With one process each is a no-op or an identity.
 
 use super::run::MicroBatchStats;
-use crate::dist::{self, GradSync};
+use crate::dist::GradSync;
 use crate::model::moe::MoeStats;
-use anyhow::{ensure, Result};
-use candle_core::Var;
+use anyhow::Result;
 
 /// `x` summed over ranks.
 pub fn sum_scalar(sync: &dyn GradSync, x: f64) -> Result<f64> {
     let mut v = [x];
     sync.all_reduce_f64(&mut v)?;
     Ok(v[0])
+}
+
+/// Each MoE layer's routing load and token count summed over ranks (entropy left as
+/// given): what each rank's part of the global Switch aux loss is built from.
+pub fn sum_routing(sync: &dyn GradSync, stats: &[MoeStats]) -> Result<Vec<MoeStats>> {
+    let mut buf: Vec<f64> = Vec::new();
+    for s in stats {
+        buf.extend(s.load.iter().map(|&l| l as f64));
+        buf.push(s.tokens as f64);
+    }
+    sync.all_reduce_f64(&mut buf)?;
+    let mut it = buf.into_iter();
+    Ok(stats
+        .iter()
+        .map(|s| MoeStats {
+            load: s.load.iter().map(|_| it.next().unwrap_or(0.0) as u64).collect(),
+            tokens: it.next().unwrap_or(0.0) as u64,
+            entropy_sum: s.entropy_sum,
+        })
+        .collect())
 }
 
 /// Sums the step's per-rank statistics in one all-reduce: each micro-batch's share-weighted
@@ -44,19 +63,4 @@ pub fn sum_step_stats(sync: &dyn GradSync, mbs: &mut [MicroBatchStats], routing:
         r.tokens = next() as u64;
     }
     Ok(())
-}
-
-/// Fails on every rank unless all ranks hold bit-identical parameters (a checksum compared
-/// with rank 0's): the data-parallel invariant, checked at every eval. Returns the checksum.
-pub fn check_in_sync(sync: &dyn GradSync, vars: &[(String, Var)], step: usize) -> Result<u64> {
-    let mine = dist::params_checksum(vars)?;
-    let mut leader = [mine as f64];
-    sync.broadcast_f64(&mut leader)?;
-    let differ = sum_scalar(sync, (leader[0] != mine as f64) as u8 as f64)?;
-    ensure!(
-        differ == 0.0,
-        "data-parallel ranks diverged at step {step}: {differ} of {} ranks hold parameters that differ from rank 0's",
-        sync.world_size()
-    );
-    Ok(mine)
 }

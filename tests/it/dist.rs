@@ -246,6 +246,23 @@ fn sasrec_on_two_ranks_follows_one_process_and_resumes() {
     assert_eq!(sasrec_rows(&resumed), r2);
 }
 
+/// With the Switch aux loss (`moe.balance = "aux"`), each micro-batch's routing loads are
+/// summed over ranks before the aux loss is formed, so 2 ranks follow 1 process within
+/// the same rounding tolerance as the loss-free balancing above.
+#[test]
+fn aux_balance_loss_is_exact_across_ranks() {
+    let Some(bin) = mpi_binary("dist::aux_balance_loss_is_exact_across_ranks") else { return };
+    let t = tempfile::tempdir().unwrap();
+    let (data, tok) = world_on_disk(t.path());
+    let aux = ["model.moe.balance=\"aux\"", "model.moe.aux_coef=0.05"];
+    let (one, two) = (t.path().join("one"), t.path().join("two"));
+    ok(&pretrain(&bin, 0, &data, &tok, &one, 12, &aux), "1 process");
+    ok(&pretrain(&bin, 2, &data, &tok, &two, 12, &aux), "mpirun -np 2");
+    let (r1, r2) = (rows(&one), rows(&two));
+    assert_eq!(r1.len(), 3, "{r1:?}");
+    assert_rows_close(&r1, &r2, RTOL, "step");
+}
+
 #[test]
 fn build_without_the_feature_refuses_several_ranks() {
     if !on_path("mpirun") {

@@ -148,31 +148,33 @@ fn kv_cached_steps_match_teacher_forcing_and_reorder() {
     let full = m.forward(&b).unwrap().logits;
     let full = candle_nn::ops::log_softmax(&full, D::Minus1).unwrap();
     let v = m.vocab_size();
-    // Reverse and duplicate rows before decoding: rows = [1, 0, 1].
-    let mut st = m.encode(&hs).unwrap();
-    m.reorder(&mut st, &[1, 0, 1]).unwrap();
-    let map = [1usize, 0, 1];
-    for t in 0..b.len {
-        let toks: Vec<u32> = map.iter().map(|&r| b.inputs[r * b.len + t]).collect();
-        let lp = m.step(&mut st, &toks).unwrap();
-        assert_eq!(lp.len(), 3 * v);
-        for (row, &r) in map.iter().enumerate() {
-            let want: Vec<f32> = full.get(r).unwrap().get(t).unwrap().to_vec1().unwrap();
-            for j in 0..v {
-                assert!(
-                    (lp[row * v + j] - want[j]).abs() < 1e-4,
-                    "t={t} row={row} tok={j}: {} vs {}",
-                    lp[row * v + j],
-                    want[j]
-                );
+    // Rows [1, 0, 1] (reversed and duplicated: cross-attention gathers the users' K/V per
+    // row) and [0, 0, 1, 1] (beam-search layout: each user's K/V read in place by its group).
+    for map in [vec![1usize, 0, 1], vec![0, 0, 1, 1]] {
+        let mut st = m.encode(&hs).unwrap();
+        m.reorder(&mut st, &map.iter().map(|&r| r as u32).collect::<Vec<_>>()).unwrap();
+        for t in 0..b.len {
+            let toks: Vec<u32> = map.iter().map(|&r| b.inputs[r * b.len + t]).collect();
+            let lp = m.step(&mut st, &toks).unwrap();
+            assert_eq!(lp.len(), map.len() * v);
+            for (row, &r) in map.iter().enumerate() {
+                let want: Vec<f32> = full.get(r).unwrap().get(t).unwrap().to_vec1().unwrap();
+                for j in 0..v {
+                    assert!(
+                        (lp[row * v + j] - want[j]).abs() < 1e-4,
+                        "map {map:?} t={t} row={row} tok={j}: {} vs {}",
+                        lp[row * v + j],
+                        want[j]
+                    );
+                }
+            }
+            if t == 2 {
+                // Mid-sequence reorder onto the same rows keeps the caches aligned.
+                m.reorder(&mut st, &(0..map.len() as u32).collect::<Vec<_>>()).unwrap();
             }
         }
-        if t == 2 {
-            // Mid-sequence reorder keeps the caches aligned: drop row 0, keep [0->1, 1->0, 2->1].
-            m.reorder(&mut st, &[0, 1, 2]).unwrap();
-        }
+        assert!(m.reorder(&mut st, &[5]).is_err());
     }
-    assert!(m.reorder(&mut st, &[5]).is_err());
 }
 
 #[test]
