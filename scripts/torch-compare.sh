@@ -73,8 +73,8 @@ ours_gen() { # threads
   plain "$out/ours-gen.log" | grep -o "($gen_users users) in [0-9.]*s" | tr -dc '0-9.\n ' |
     awk -v n="$gen_users" '{ printf "%.1f\n", n / $2 }'
 }
-torch_gen() { # threads
-  "$py" "$ref" generate --data "$d" --tokenizer "$tok" --threads "$1" --users "$gen_users" |
+torch_gen() { # threads [--cross-per-user]
+  "$py" "$ref" generate --data "$d" --tokenizer "$tok" --threads "$1" --users "$gen_users" ${2:-} |
     "$py" -c 'import json,sys; print("%.1f" % json.loads(sys.stdin.read())["users_per_s"])'
 }
 
@@ -98,6 +98,8 @@ done
   for r in $(seq "$reps"); do
     a=$(ours_gen "$t"); echo -e "generate\t$t\tours\t$a" | tee -a "$results"
     b=$(torch_gen "$t"); echo -e "generate\t$t\teager\t$b" | tee -a "$results"
+    # The same search with cross K/V kept per user (onerec's layout since 2026-12-03).
+    c=$(torch_gen "$t" --cross-per-user); echo -e "generate\t$t\teager-per-user-kv\t$c" | tee -a "$results"
   done
   load
 done

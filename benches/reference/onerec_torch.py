@@ -197,6 +197,16 @@ class Attention(nn.Module):
         o = torch.softmax(s, -1) @ v
         return self.o(o.transpose(1, 2).reshape(b, t, d))
 
+    def attend_grouped(self, x, k, v, mask, group):
+        """One query per row ([R,1,d]), consecutive `group` rows sharing a K/V row
+        ([R/group,H,Tk,dh]): a user's beams over its encoder output, K/V never copied."""
+        b, t, d = x.shape
+        u, dh = b // group, d // self.heads
+        q = self.q(x).view(u, group, self.heads, dh).transpose(1, 2)
+        s = q @ k.transpose(-1, -2) * (1.0 / math.sqrt(dh)) + mask
+        o = torch.softmax(s, -1) @ v
+        return self.o(o.transpose(1, 2).reshape(b, t, d))
+
 
 class Moe(nn.Module):
     def __init__(self, d, experts, top_k, hidden, shared, bias_rate):
@@ -266,13 +276,16 @@ class DecLayer(nn.Module):
         self.norm2, self.cross_attn = RmsNorm(d), Attention(d, heads)
         self.norm3, self.moe = RmsNorm(d), Moe(d, **moe)
 
-    def forward(self, x, past, causal, cross, enc_mask):
+    def forward(self, x, past, causal, cross, enc_mask, group=None):
         h = self.norm1(x)
         k, v = self.self_attn.kv(h)
         if past is not None:
             k, v = torch.cat([past[0], k], 2), torch.cat([past[1], v], 2)
         x = x + self.self_attn.attend(h, k, v, causal)
-        x = x + self.cross_attn.attend(self.norm2(x), cross[0], cross[1], enc_mask)
+        if group is None:
+            x = x + self.cross_attn.attend(self.norm2(x), cross[0], cross[1], enc_mask)
+        else:
+            x = x + self.cross_attn.attend_grouped(self.norm2(x), cross[0], cross[1], enc_mask, group)
         return x + self.moe(self.norm3(x)), (k, v)
 
 
@@ -415,8 +428,10 @@ class Trie:
 
 
 @torch.no_grad()
-def beam_search(model, world, trie, hists, beam, top):
-    """Constrained beam search for one item per user: [U, top] item ids, scores."""
+def beam_search(model, world, trie, hists, beam, top, cross_per_user=False):
+    """Constrained beam search for one item per user: [U, top] item ids, scores.
+    `cross_per_user`: keep cross K/V one row per user (each user's beams attend to it in
+    place, as `onerec` does) instead of re-indexing them by parent row every step."""
     u = len(hists)
     enc, enc_mask = model.encode(*encoder_inputs(world, hists, model.history_len))
     cross = [layer.cross_attn.kv(enc) for layer in model.dec_layers]
@@ -428,7 +443,8 @@ def beam_search(model, world, trie, hists, beam, top):
     for t in range(world.levels):
         x = model.dec_tok(tokens)[:, None, :] + model.dec_pos.weight[t]
         for i, layer in enumerate(model.dec_layers):
-            x, past[i] = layer(x, past[i], None, cross[i], enc_mask)
+            group = rows_per_user if cross_per_user else None
+            x, past[i] = layer(x, past[i], None, cross[i], enc_mask, group)
         lp = torch.log_softmax(model.head(model.dec_norm(x))[:, 0], -1)  # [R, V]
         k = world.sizes[t]
         lvl = lp[:, world.offs[t] : world.offs[t] + k].reshape(u, rows_per_user, k)
@@ -442,8 +458,9 @@ def beam_search(model, world, trie, hists, beam, top):
             return torch.where(scores > float("-inf"), nodes, -1), scores
         nodes = nodes.clamp(min=0)
         rows = (parent + torch.arange(u)[:, None] * rows_per_user).reshape(-1)
-        enc_mask = enc_mask.index_select(0, rows)
-        cross = [(ck.index_select(0, rows), cv.index_select(0, rows)) for ck, cv in cross]
+        if not cross_per_user:
+            enc_mask = enc_mask.index_select(0, rows)
+            cross = [(ck.index_select(0, rows), cv.index_select(0, rows)) for ck, cv in cross]
         past = [(pk.index_select(0, rows), pv.index_select(0, rows)) for pk, pv in past]
         tokens = (code + int(world.offs[t])).reshape(-1)  # the chosen token of level t
         rows_per_user = scores.shape[1]
@@ -476,11 +493,12 @@ def run_generate(world, args):
     t0 = time.perf_counter()
     out = []
     for s in range(0, len(hists), args.batch_users):
-        items, _ = beam_search(model, world, trie, hists[s : s + args.batch_users], args.beam, args.top)
+        items, _ = beam_search(model, world, trie, hists[s : s + args.batch_users], args.beam, args.top,
+                               args.cross_per_user)
         out.append(items)
     secs = time.perf_counter() - t0
     items = torch.cat(out)
-    return {"mode": "eager", "users": len(hists), "secs": secs, "users_per_s": len(hists) / secs,
+    return {"mode": "eager", "cross_per_user": args.cross_per_user, "users": len(hists), "secs": secs, "users_per_s": len(hists) / secs,
             "items": int((items >= 0).sum())}
 
 
@@ -500,6 +518,8 @@ def main():
     ap.add_argument("--batch-users", type=int, default=64)
     ap.add_argument("--beam", type=int, default=20)
     ap.add_argument("--top", type=int, default=10)
+    ap.add_argument("--cross-per-user", action="store_true",
+                    help="generate: cross K/V one row per user (beams attend in place), as onerec")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     world = World(args.data, args.tokenizer)

@@ -22,6 +22,14 @@ struct Fixture {
     data: PathBuf,
 }
 
+impl Fixture {
+    /// `onerec CMD --checkpoint .. --data .. --split test`: the offline side of a comparison.
+    fn cli_on_test_split<'a>(&'a self, cmd: &'a str) -> Vec<&'a str> {
+        let (ckpt, data) = (self.ckpt.to_str().unwrap(), self.data.to_str().unwrap());
+        vec![cmd, "--checkpoint", ckpt, "--data", data, "--split", "test"]
+    }
+}
+
 fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
@@ -84,14 +92,8 @@ fn read_jsonl(p: &Path) -> Vec<Value> {
 fn generate_cli(out: &Path, beam: usize, top: usize, session_len: usize, exclude: bool) -> Vec<Value> {
     let f = fixture();
     let (beam, top, sl) = (beam.to_string(), top.to_string(), session_len.to_string());
-    let mut args = vec![
-        "generate",
-        "--checkpoint",
-        f.ckpt.to_str().unwrap(),
-        "--data",
-        f.data.to_str().unwrap(),
-        "--split",
-        "test",
+    let mut args = f.cli_on_test_split("generate");
+    args.extend([
         "--beam",
         &beam,
         "--top",
@@ -100,7 +102,7 @@ fn generate_cli(out: &Path, beam: usize, top: usize, session_len: usize, exclude
         &sl,
         "--out",
         out.to_str().unwrap(),
-    ];
+    ]);
     if exclude {
         args.push("--exclude-history");
     }
@@ -199,19 +201,9 @@ fn score_equals_score_cli() {
     }
     std::fs::write(&pairs, text).unwrap();
     let out = t.path().join("scores.jsonl");
-    onerec(&[
-        "score",
-        "--checkpoint",
-        f.ckpt.to_str().unwrap(),
-        "--data",
-        f.data.to_str().unwrap(),
-        "--split",
-        "test",
-        "--pairs",
-        pairs.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    let mut args = f.cli_on_test_split("score");
+    args.extend(["--pairs", pairs.to_str().unwrap(), "--out", out.to_str().unwrap()]);
+    onerec(&args);
     let want = read_jsonl(&out);
     assert_eq!(want.len(), users.len() * items.len());
     let bodies: Vec<Value> = users.iter().map(|u| json!({"user_id": u, "items": items})).collect();
