@@ -93,16 +93,7 @@ fn generate_cli(out: &Path, beam: usize, top: usize, session_len: usize, exclude
     let f = fixture();
     let (beam, top, sl) = (beam.to_string(), top.to_string(), session_len.to_string());
     let mut args = f.cli_on_test_split("generate");
-    args.extend([
-        "--beam",
-        &beam,
-        "--top",
-        &top,
-        "--session-len",
-        &sl,
-        "--out",
-        out.to_str().unwrap(),
-    ]);
+    args.extend(["--beam", &beam, "--top", &top, "--session-len", &sl, "--out", out.to_str().unwrap()]);
     if exclude {
         args.push("--exclude-history");
     }
