@@ -41,17 +41,22 @@ impl Attention {
         Ok((self.split_heads(&self.k_proj.forward(x)?)?, self.split_heads(&self.v_proj.forward(x)?)?))
     }
 
+    /// Scaled dot-product attention of heads-split q/k/v: the fused CPU kernel when on.
+    fn sdpa(&self, q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, scale: f32) -> Result<Tensor> {
+        if self.fused && q.device().is_cpu() {
+            super::attention_op::sdpa(q, k, v, mask, scale)
+        } else {
+            super::attention_op::sdpa_reference(q, k, v, mask, scale)
+        }
+    }
+
     /// Attention of queries from `x` ([B,Tq,d]) over heads-split k/v ([B,H,Tk,dh]);
     /// `mask` is additive, broadcastable to [B,H,Tq,Tk].
     pub fn attend(&self, x: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>) -> Result<Tensor> {
         let (b, tq, d) = x.dims3()?;
         let scale = 1.0 / ((d / self.heads) as f32).sqrt();
         let q = self.split_heads(&self.q_proj.forward(x)?)?;
-        let o = if self.fused && x.device().is_cpu() {
-            super::attention_op::sdpa(&q, k, v, mask, scale)?
-        } else {
-            super::attention_op::sdpa_reference(&q, k, v, mask, scale)?
-        };
+        let o = self.sdpa(&q, k, v, mask, scale)?;
         self.out_proj.forward(&o.transpose(1, 2)?.reshape((b, tq, d))?)
     }
 
@@ -68,11 +73,7 @@ impl Attention {
         let (u, dh) = (r / group, d / self.heads);
         let scale = 1.0 / (dh as f32).sqrt();
         let q = self.q_proj.forward(x)?.reshape((u, group, self.heads, dh))?.transpose(1, 2)?.contiguous()?;
-        let o = if self.fused && x.device().is_cpu() {
-            super::attention_op::sdpa(&q, k, v, Some(mask), scale)?
-        } else {
-            super::attention_op::sdpa_reference(&q, k, v, Some(mask), scale)?
-        };
+        let o = self.sdpa(&q, k, v, Some(mask), scale)?;
         self.out_proj.forward(&o.transpose(1, 2)?.reshape((r, 1, d))?)
     }
 }
