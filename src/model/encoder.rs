@@ -1,6 +1,7 @@
 //! The history encoder: one position per history item (embedding = sum of its
-//! code-token embeddings) after a leading summary slot, learned recency-aligned
-//! positions, pre-norm bidirectional self-attention with a padding mask, SwiGLU FFN.
+//! code-token embeddings, plus an item-id embedding when `model.item_id_embedding`)
+//! after a leading summary slot, learned recency-aligned positions, pre-norm
+//! bidirectional self-attention with a padding mask, SwiGLU FFN.
 
 use super::{ModelConfig, Vocab};
 use crate::nn::{key_mask, Attention, Dropout, RmsNorm, SwiGlu};
@@ -30,6 +31,9 @@ pub struct Encoder {
     pos_emb: Tensor,
     layers: Vec<EncLayer>,
     final_norm: RmsNorm,
+    /// Hybrid input: one learned vector per item, [n_items + 1, d] (the last row is
+    /// for the summary slot and padding). Also the output table of the item head.
+    item_emb: Option<Tensor>,
     history_len: usize,
     drop: Arc<Dropout>,
 }
@@ -41,7 +45,13 @@ pub struct Encoded {
 }
 
 impl Encoder {
-    pub fn new(cfg: &ModelConfig, vocab: &Vocab, drop: Arc<Dropout>, vb: VarBuilder) -> Result<Encoder> {
+    pub fn new(
+        cfg: &ModelConfig,
+        vocab: &Vocab,
+        n_items: usize,
+        drop: Arc<Dropout>,
+        vb: VarBuilder,
+    ) -> Result<Encoder> {
         let d = cfg.d_model;
         let init = Init::Randn { mean: 0.0, stdev: 0.02 };
         let layers = (0..cfg.enc_layers)
@@ -60,6 +70,10 @@ impl Encoder {
             pos_emb: vb.get_with_hints((cfg.history_len + 1, d), "pos_emb", init)?,
             layers,
             final_norm: RmsNorm::new(d, vb.pp("final_norm"))?,
+            item_emb: match cfg.item_id_embedding {
+                true => Some(vb.get_with_hints((n_items + 1, d), "item_emb", init)?),
+                false => None,
+            },
             history_len: cfg.history_len,
             drop,
         })
@@ -76,6 +90,8 @@ impl Encoder {
         let t = 1 + histories.iter().map(|h| h.len().min(n)).max().unwrap_or(0);
         let mut ids: Vec<Vec<u32>> = vec![Vec::with_capacity(b * t); levels];
         let mut pos = Vec::with_capacity(b * t);
+        let no_item = (item_codes.len() / levels.max(1)) as u32;
+        let mut item_ids = Vec::with_capacity(b * t);
         let mut valid = Vec::with_capacity(b);
         for h in histories {
             let h = &h[h.len().saturating_sub(n)..];
@@ -86,12 +102,14 @@ impl Encoder {
                 level.push(Vocab::PAD);
             }
             pos.push(0u32);
+            item_ids.push(no_item);
             for r in row.iter_mut().skip(1).take(pad) {
                 *r = false;
                 for lv in ids.iter_mut() {
                     lv.push(Vocab::PAD);
                 }
                 pos.push(0);
+                item_ids.push(no_item);
             }
             for (i, &item) in h.iter().enumerate() {
                 let codes = item_codes.get(item as usize * levels..(item as usize + 1) * levels).ok_or_else(|| {
@@ -104,6 +122,7 @@ impl Encoder {
                     ids[l].push(vocab.token(l, c));
                 }
                 pos.push((n - h.len() + i + 1) as u32);
+                item_ids.push(item);
             }
             valid.push(row);
         }
@@ -111,11 +130,24 @@ impl Encoder {
         for lv in ids {
             x = (x + self.tok_emb.index_select(&Tensor::from_vec(lv, b * t, dev)?, 0)?)?;
         }
+        if let Some(table) = &self.item_emb {
+            x = (x + table.index_select(&Tensor::from_vec(item_ids, b * t, dev)?, 0)?)?;
+        }
         let mut x = self.drop.forward(&x.reshape((b, t, self.tok_emb.dim(1)?))?)?;
         let mask = key_mask(&valid, dev)?;
         for layer in &self.layers {
             x = layer.forward(&x, &mask, &self.drop)?;
         }
         Ok(Encoded { out: self.final_norm.forward(&x)?, mask })
+    }
+
+    /// Full-item logits [B, n_items] from the summary slot, scored against the item-id
+    /// table (SASRec-style tied output): the auxiliary item head. `None` without
+    /// item-id embeddings.
+    pub fn item_logits(&self, enc: &Encoded) -> Result<Option<Tensor>> {
+        let Some(table) = &self.item_emb else { return Ok(None) };
+        let n_items = table.dim(0)? - 1;
+        let user = enc.out.narrow(1, 0, 1)?.squeeze(1)?.contiguous()?;
+        Ok(Some(user.matmul(&table.narrow(0, 0, n_items)?.t()?)?))
     }
 }

@@ -87,6 +87,13 @@ pub struct ModelConfig {
     /// Dropout on embeddings and on every residual branch (attention, FFN) during
     /// pretraining; 0 = none. Never applied in eval, generation or alignment.
     pub dropout: f64,
+    /// Hybrid input: add a learned item-id embedding to each history item's code-token
+    /// sum (costs `n_items x d_model` parameters).
+    pub item_id_embedding: bool,
+    /// Weight of the auxiliary full-item softmax loss on the encoder's summary slot
+    /// (tied to the item-id table, as in CE-SASRec); 0 = off. Training only: generation
+    /// still decodes semantic ids. Needs `item_id_embedding`.
+    pub item_head_weight: f64,
     pub moe: MoeConfig,
 }
 
@@ -102,6 +109,8 @@ impl Default for ModelConfig {
             max_session_items: 5,
             fused_attention: false,
             dropout: 0.0,
+            item_id_embedding: false,
+            item_head_weight: 0.0,
             moe: MoeConfig::default(),
         }
     }
@@ -122,6 +131,16 @@ impl ModelConfig {
         ensure!(self.history_len > 0, "history_len must be > 0");
         ensure!(self.max_session_items > 0, "max_session_items must be > 0");
         ensure!((0.0..1.0).contains(&self.dropout), "dropout = {} must be in [0, 1)", self.dropout);
+        ensure!(
+            self.item_head_weight >= 0.0 && self.item_head_weight.is_finite(),
+            "item_head_weight = {} must be a finite number >= 0",
+            self.item_head_weight
+        );
+        ensure!(
+            self.item_head_weight == 0.0 || self.item_id_embedding,
+            "item_head_weight = {} needs item_id_embedding = true (the head scores against the item-id table)",
+            self.item_head_weight
+        );
         let m = &self.moe;
         if m.experts > 0 {
             ensure!(
@@ -151,6 +170,9 @@ pub struct Batch {
     pub targets: Vec<u32>,
     pub mask: Vec<f32>,
     pub len: usize,
+    /// Each row's first target item (the auxiliary item head's label); `u32::MAX` for
+    /// a row with an empty session.
+    pub items: Vec<u32>,
 }
 
 impl Batch {
@@ -177,6 +199,9 @@ pub struct Loss {
     /// Router probabilities of each MoE layer with the aux loss on (see
     /// [`OneRecModel::aux_loss`]), in layer order.
     pub router_probs: Vec<Option<Tensor>>,
+    /// Mean full-item cross-entropy of the auxiliary item head (when
+    /// `item_head_weight > 0`), not yet weighted.
+    pub item_ce: Option<Tensor>,
 }
 
 /// The encoder / sparse-MoE decoder model.
@@ -216,7 +241,8 @@ impl OneRecModel {
         }
         let device = vb.device().clone();
         let dropout = Arc::new(Dropout::new(cfg.dropout));
-        let encoder = encoder::Encoder::new(cfg, &vocab, dropout.clone(), vb.pp("enc"))?;
+        let n_items = item_codes.len() / vocab.levels();
+        let encoder = encoder::Encoder::new(cfg, &vocab, n_items, dropout.clone(), vb.pp("enc"))?;
         let decoder = decoder::Decoder::new(cfg, &vocab, dropout.clone(), vb.pp("dec"))?;
         Ok(OneRecModel { cfg: cfg.clone(), vocab, item_codes, encoder, decoder, device, dropout })
     }
@@ -273,7 +299,13 @@ impl OneRecModel {
     /// Mean token cross-entropy over the unmasked targets, the aux loss and the
     /// routing statistics.
     pub fn loss(&self, batch: &Batch) -> Result<Loss> {
-        let out = self.forward(batch)?;
+        let h: Vec<&[u32]> = batch.histories.iter().map(|h| h.as_slice()).collect();
+        let enc = self.encode_histories(&h)?;
+        let item_ce = match self.cfg.item_head_weight > 0.0 {
+            true => self.item_head_loss(&enc, &batch.items)?,
+            false => None,
+        };
+        let out = self.decoder.forward(&batch.inputs, batch.rows(), batch.len, &enc)?;
         let lp = self.target_logprobs(&out.logits, batch)?;
         let n = batch.tokens().max(1.0) as f64;
         Ok(Loss {
@@ -281,7 +313,23 @@ impl OneRecModel {
             aux: out.aux_loss,
             moe_stats: out.moe_stats,
             router_probs: out.router_probs,
+            item_ce,
         })
+    }
+
+    /// Mean full-item cross-entropy of the item head over the rows with a label.
+    fn item_head_loss(&self, enc: &encoder::Encoded, items: &[u32]) -> Result<Option<Tensor>> {
+        let Some(logits) = self.encoder.item_logits(enc)? else { return Ok(None) };
+        let rows: Vec<u32> = (0..items.len() as u32).filter(|&r| items[r as usize] != u32::MAX).collect();
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let labels: Vec<u32> = rows.iter().map(|&r| items[r as usize]).collect();
+        let n = rows.len();
+        let logits = logits.index_select(&Tensor::from_vec(rows, n, &self.device)?, 0)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        let picked = logp.gather(&Tensor::from_vec(labels, (n, 1), &self.device)?, 1)?;
+        Ok(Some((picked.sum_all()? * (-1.0 / n as f64))?))
     }
 
     /// Teacher-forced batch scoring `sessions` (item ids) after `histories`; when
@@ -296,6 +344,7 @@ impl OneRecModel {
             targets: vec![],
             mask: vec![],
             len,
+            items: sessions.iter().map(|s| s.first().copied().unwrap_or(u32::MAX)).collect(),
         };
         for s in sessions {
             let mut toks = Vec::with_capacity(len);

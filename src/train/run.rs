@@ -185,7 +185,7 @@ impl<'a> Run<'a> {
             };
             // Dropout masks from a per-micro-batch stream (per rank too when data-parallel):
             // a resumed run draws the same ones.
-            let Loss { ce, aux, moe_stats, router_probs } = {
+            let Loss { ce, aux, moe_stats, router_probs, item_ce } = {
                 let key = match world {
                     1 => format!("train/dropout/{}", mb.index),
                     _ => format!("train/dropout/{}/rank{rank}", mb.index),
@@ -208,6 +208,10 @@ impl<'a> Run<'a> {
             // One process: (ce + aux) / grad_accum. Data-parallel: the share-weighted ce plus
             // this rank's part of the global aux loss (already a part: not weighted again).
             let mut loss = if world == 1 { ce } else { (ce * share)? };
+            // The auxiliary item head's cross-entropy, weighted and shared like the ce.
+            if let Some(ic) = item_ce {
+                loss = (loss + (ic * (self.model.cfg.item_head_weight * share))?)?;
+            }
             if let Some(a) = aux {
                 stats.aux = Some(a.to_scalar::<f32>()? as f64);
                 loss = (loss + a)?;

@@ -417,3 +417,39 @@ fn patched_backprop_accumulates_every_contribution() {
     let g = (x.as_tensor() + x.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
     assert_eq!(g.get(x.as_tensor()).unwrap().to_vec1::<f32>().unwrap(), vec![2.0, 2.0, 2.0]);
 }
+
+#[test]
+fn item_id_embedding_and_item_head_learn_and_reach_their_table() {
+    let mut cfg = small_cfg(4);
+    cfg.item_id_embedding = true;
+    cfg.item_head_weight = 1.0;
+    let (m, vm) = OneRecModel::build(&cfg, Vocab::new(vec![4, 4, 3]), codes(), 5).unwrap();
+    let hs: Vec<Vec<u32>> = (0..8u32).map(|i| vec![i, (i + 1) % 20, (i + 2) % 20]).collect();
+    let ss: Vec<Vec<u32>> = (0..8u32).map(|i| vec![(i + 3) % 20]).collect();
+    let h: Vec<&[u32]> = hs.iter().map(|v| v.as_slice()).collect();
+    let s: Vec<&[u32]> = ss.iter().map(|v| v.as_slice()).collect();
+    let b = m.session_batch(&h, &s, true).unwrap();
+    assert_eq!(b.items, (0..8u32).map(|i| (i + 3) % 20).collect::<Vec<_>>());
+    // The item head's loss starts near ln(20) (uniform over the 20 items) and the id table
+    // (its output table and a history input) gets a gradient from it.
+    let item_ce = m.loss(&b).unwrap().item_ce.expect("item head on");
+    let v = item_ce.to_scalar::<f32>().unwrap();
+    assert!((v - 20f32.ln()).abs() < 0.5, "initial item ce {v}");
+    let grads = item_ce.backward().unwrap();
+    let table =
+        onerec::nn::params::sorted_vars(&vm).into_iter().find(|(n, _)| n == "enc.item_emb").expect("enc.item_emb");
+    assert_eq!(table.1.as_tensor().dims(), &[21, 32]);
+    let g = grads.get(table.1.as_tensor()).expect("gradient for enc.item_emb");
+    assert!(g.abs().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap() > 0.0);
+    // The id input matters: zeroing the id table changes the decoder's log-probs.
+    let before = m.sequence_logprob(&h, &s).unwrap();
+    table.1.set(&table.1.as_tensor().zeros_like().unwrap()).unwrap();
+    let after = m.sequence_logprob(&h, &s).unwrap();
+    assert!(max_abs_diff(&before, &after) > 1e-6, "the item-id input must matter");
+    // Without the id table the head is a config error, and a checkpoint without it is off.
+    let mut bad = small_cfg(4);
+    bad.item_head_weight = 0.5;
+    let e = format!("{:#}", bad.validate().unwrap_err());
+    assert!(e.contains("item_id_embedding"), "{e}");
+    assert!(model(4).loss(&b).unwrap().item_ce.is_none());
+}
