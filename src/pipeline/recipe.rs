@@ -1,22 +1,24 @@
 //! A real dataset directory through the whole recipe, every setting from one config:
 //! prepare (`[data]`) -> item text embeddings (shipped ones, else `[embed]` with a local
-//! sentence model) -> tokenize (`[tokenizer]`) -> pretrain (`[model]`, `[train]`) ->
+//! sentence model) -> with `tokenizer.collab = "sasrec"`, a CE-SASRec whose item table
+//! is fused as a collaborative modality -> tokenize (`[tokenizer]`) -> pretrain (`[model]`, `[train]`) ->
 //! evaluate (`[eval]`) on validation and test. The same call works unchanged for any
 //! Amazon 5-core directory of `../shared/data` (Beauty ships embeddings; Sports and Toys
 //! get theirs from `items.tsv.gz`'s `generated_phrase`).
 //!
-//! `OUT/`: data/, embeddings/ (when made here), tok/, pre/, config.toml, valid.json,
+//! `OUT/`: data/, embeddings/ (when made here), sasrec/ (with `collab`), tok/, pre/, config.toml, valid.json,
 //! test.json (+ test-<other protocol>.json), results.md, recipe.json (what ran, seed,
 //! stage times).
 
 use super::StageClock;
+use crate::baseline::sasrec::{train_sasrec, SasrecConfig};
 use crate::config::Config;
 use crate::data::prepare::{prepare_sequences, write_dataset};
 use crate::embed::{embed_items, EmbedOptions};
 use crate::eval::checkpoint::evaluate_checkpoint;
 use crate::eval::EvalReport;
 use crate::generate::SplitSel;
-use crate::tokenizer::{tokenize_files, SemanticIds};
+use crate::tokenizer::{tokenize_files, Collab, SemanticIds};
 use crate::util::record::RunRecord;
 use anyhow::{bail, Context, Result};
 use serde_json::json;
@@ -74,9 +76,15 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
         let text = text_embeddings(cfg, r.data_dir, out)?;
         clock.done("embed", t);
 
+        let mut inputs = vec![("text".to_string(), text)];
+        if cfg.tokenizer.collab == Collab::Sasrec {
+            let t = Instant::now();
+            inputs.push(("collab".to_string(), sasrec_collab(cfg, &ds, out, r.resume)?));
+            clock.done("sasrec", t);
+        }
+
         let t = Instant::now();
         let align_with = cfg.tokenizer.align.then_some(data_dir.as_path());
-        let inputs = [("text".to_string(), text)];
         tokenize_files(&cfg.tokenizer.options(cfg.seed), &inputs, align_with, &tok_dir)?;
         clock.done("tokenize", t);
 
@@ -111,6 +119,31 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
     });
     crate::util::io::write_json(&out.join("recipe.json"), &record)?;
     Ok(RecipeOutcome { pretrain, evals })
+}
+
+/// Trains CE-SASRec (built-in `sasrec` config, the run's seed) into `OUT/sasrec` (reused
+/// when finished, resumed with `resume`) and writes its item table to
+/// `OUT/embeddings/collab.safetensors`.
+fn sasrec_collab(cfg: &Config, ds: &crate::data::Dataset, out: &Path, resume: bool) -> Result<PathBuf> {
+    let dir = out.join("sasrec");
+    if dir.join("summary.json").exists() {
+        tracing::info!("reusing the finished SASRec {}", dir.display());
+    } else {
+        let mut sc = SasrecConfig::load("sasrec", &[])?;
+        sc.seed = cfg.seed;
+        let resume = resume && dir.join("last").exists();
+        let s = train_sasrec(&sc, ds, &dir, resume)?;
+        tracing::info!(
+            "SASRec for the collab modality: best valid NDCG@10 {:.4} at epoch {}",
+            s.best_valid_ndcg10,
+            s.best_epoch
+        );
+    }
+    let emb = crate::baseline::export::sasrec_item_embeddings(&dir, ds)?;
+    let path = out.join("embeddings").join("collab.safetensors");
+    std::fs::create_dir_all(out.join("embeddings"))?;
+    crate::data::embeddings::save_with_ids(&path, &emb, false)?;
+    Ok(path)
 }
 
 /// The sequence file of a data directory.

@@ -32,6 +32,28 @@ pub struct TokenizerConfig {
     pub align_epochs: usize,
     /// PCA width for every modality (absent = no PCA).
     pub pca: Option<usize>,
+    /// A collaborative modality fused with the text (`onerec recipe`): "none", or
+    /// "sasrec" = the item table of a CE-SASRec trained on the training part first.
+    #[serde(skip_serializing_if = "Collab::is_none")]
+    pub collab: Collab,
+}
+
+/// Where the recipe's collaborative item modality comes from (`tokenizer.collab`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Collab {
+    /// Text only.
+    #[default]
+    None,
+    /// The item-embedding table of CE-SASRec (built-in `sasrec` config, the run's seed)
+    /// trained on the same training histories, early-stopped on validation.
+    Sasrec,
+}
+
+impl Collab {
+    pub fn is_none(&self) -> bool {
+        *self == Collab::None
+    }
 }
 
 impl Default for TokenizerConfig {
@@ -48,6 +70,7 @@ impl Default for TokenizerConfig {
             align_window: o.align.window,
             align_epochs: o.align.epochs,
             pca: o.pca_all,
+            collab: Collab::None,
         }
     }
 }

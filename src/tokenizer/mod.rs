@@ -18,7 +18,7 @@ pub mod vocab;
 
 pub use align::AlignOptions;
 pub use artifact::SemanticIds;
-pub use config::TokenizerConfig;
+pub use config::{Collab, TokenizerConfig};
 pub use fit::{fit, tokenize_files, write_artifact, InputFile, Method, TokenizeOptions, TokenizerFit};
 pub use paths::{Collisions, Metrics};
 pub use rqvae::RqVaeOptions;

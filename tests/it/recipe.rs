@@ -105,3 +105,37 @@ fn recipe_names_what_a_data_dir_lacks() {
     let err = format!("{err:#}");
     assert!(err.contains("fetch-minilm.sh") && err.contains("/nonexistent/minilm"), "{err}");
 }
+
+#[test]
+fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
+    let t = tempfile::tempdir().unwrap();
+    let raw = amazon_like_dir(t.path());
+    let out = t.path().join("out");
+    let cfg = small_config(&["tokenizer.collab=\"sasrec\"", "eval.both_protocols=false"]);
+    let run = RecipeRun { config: &cfg, data_dir: &raw, out: &out, resume: false, eval_only: false };
+    recipe::run(&run).unwrap();
+    for f in ["sasrec/best", "sasrec/summary.json", "embeddings/collab.safetensors", "pre/best"] {
+        assert!(out.join(f).exists(), "missing {f}");
+    }
+    // The tokenizer fused both modalities: text (the world's) and the SASRec table (d_model 64).
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("tok/manifest.json")).unwrap()).unwrap();
+    let fusion: Vec<(String, u64)> = manifest["fusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| (f["name"].as_str().unwrap().to_string(), f["d_in"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(fusion.len(), 2, "{fusion:?}");
+    assert_eq!(fusion[1], ("collab".to_string(), 64));
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
+    assert!(recorded["stage_secs"]["sasrec"].is_number(), "{recorded}");
+    // A rerun reuses the finished SASRec instead of training it again (or refusing its dir).
+    let collab = std::fs::read(out.join("embeddings/collab.safetensors")).unwrap();
+    std::fs::remove_dir_all(out.join("pre")).unwrap();
+    recipe::run(&run).unwrap();
+    assert_eq!(std::fs::read(out.join("embeddings/collab.safetensors")).unwrap(), collab);
+    let saved = Config::load(out.join("config.toml").to_str().unwrap(), &[]).unwrap();
+    assert_eq!(saved.tokenizer.collab, onerec::tokenizer::Collab::Sasrec);
+}
