@@ -282,9 +282,16 @@ impl OneRecModel {
 
     /// Teacher-forced forward pass.
     pub fn forward(&self, batch: &Batch) -> Result<Output> {
+        self.decode_batch(batch, &self.encode_batch(batch)?)
+    }
+
+    fn encode_batch(&self, batch: &Batch) -> Result<encoder::Encoded> {
         let h: Vec<&[u32]> = batch.histories.iter().map(|h| h.as_slice()).collect();
-        let enc = self.encode_histories(&h)?;
-        Ok(self.decoder.forward(&batch.inputs, batch.rows(), batch.len, &enc)?)
+        self.encode_histories(&h)
+    }
+
+    fn decode_batch(&self, batch: &Batch, enc: &encoder::Encoded) -> Result<Output> {
+        Ok(self.decoder.forward(&batch.inputs, batch.rows(), batch.len, enc)?)
     }
 
     /// Log-probability of each target token, [B,S] (masked positions hold 0).
@@ -299,13 +306,12 @@ impl OneRecModel {
     /// Mean token cross-entropy over the unmasked targets, the aux loss and the
     /// routing statistics.
     pub fn loss(&self, batch: &Batch) -> Result<Loss> {
-        let h: Vec<&[u32]> = batch.histories.iter().map(|h| h.as_slice()).collect();
-        let enc = self.encode_histories(&h)?;
+        let enc = self.encode_batch(batch)?;
         let item_ce = match self.cfg.item_head_weight > 0.0 {
             true => self.item_head_loss(&enc, &batch.items)?,
             false => None,
         };
-        let out = self.decoder.forward(&batch.inputs, batch.rows(), batch.len, &enc)?;
+        let out = self.decode_batch(batch, &enc)?;
         let lp = self.target_logprobs(&out.logits, batch)?;
         let n = batch.tokens().max(1.0) as f64;
         Ok(Loss {
@@ -326,7 +332,11 @@ impl OneRecModel {
         }
         let labels: Vec<u32> = rows.iter().map(|&r| items[r as usize]).collect();
         let n = rows.len();
-        let logits = logits.index_select(&Tensor::from_vec(rows, n, &self.device)?, 0)?;
+        // Training rows all have a label: no copy of the [rows, n_items] logits then.
+        let logits = match n == items.len() {
+            true => logits,
+            false => logits.index_select(&Tensor::from_vec(rows, n, &self.device)?, 0)?,
+        };
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let picked = logp.gather(&Tensor::from_vec(labels, (n, 1), &self.device)?, 1)?;
         Ok(Some((picked.sum_all()? * (-1.0 / n as f64))?))
