@@ -30,6 +30,13 @@ pub struct EvalArgs {
     /// Beam width when generating those sessions.
     #[arg(long, default_value_t = 10)]
     pub session_beam: usize,
+    /// Rank by `log p_gen + W * log p_head` over the beam's and the item head's
+    /// candidates (0 = beam only; needs a model with `model.item_id_embedding`).
+    #[arg(long, default_value_t = 0.0)]
+    pub item_head_weight: f64,
+    /// Item-head candidates added to the beam's when fusing (0 = the beam width).
+    #[arg(long, default_value_t = 0)]
+    pub item_head_candidates: usize,
     /// Never recommend items from the user's history.
     #[arg(long)]
     pub exclude_history: bool,
@@ -65,6 +72,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         exclude_history: a.exclude_history,
         batch_users: a.batch_users,
         max_users: a.max_users,
+        fusion: item_head_fusion(&a)?,
         ..EvalOptions::default()
     };
     let (ckpt_dir, meta) = crate::model::checkpoint::read_meta(&a.checkpoint)?;
@@ -93,6 +101,14 @@ pub fn run(a: EvalArgs) -> Result<()> {
         super::record::write(out, "eval", &a, &ckpt_dir, &meta, Some(&data), serde_json::json!({}))?;
     }
     Ok(())
+}
+
+/// `--item-head-weight` / `--item-head-candidates` as fusion settings.
+fn item_head_fusion(a: &EvalArgs) -> Result<Option<crate::generate::Fusion>> {
+    if !(a.item_head_weight.is_finite() && a.item_head_weight >= 0.0) {
+        bail!("--item-head-weight {} must be a finite number >= 0", a.item_head_weight);
+    }
+    Ok(crate::eval::config::fusion(a.item_head_weight, a.item_head_candidates, a.beam))
 }
 
 /// The synthetic world's reference rows over the evaluated users.
@@ -129,6 +145,12 @@ fn run_sasrec(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {
     if a.world.is_some() || a.reward.is_some() {
         bail!(
             "--world and --reward score generated sessions; a SASRec checkpoint ({}) only ranks items",
+            dir.display()
+        );
+    }
+    if a.item_head_weight > 0.0 {
+        bail!(
+            "--item-head-weight fuses a generative model's two scores; a SASRec checkpoint ({}) has one",
             dir.display()
         );
     }

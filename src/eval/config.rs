@@ -2,6 +2,7 @@
 //! `onerec eval`), so one TOML file is a whole recipe.
 
 use super::EvalOptions;
+use crate::generate::Fusion;
 use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
@@ -26,6 +27,12 @@ pub struct EvalConfig {
     /// Also evaluate the validation split (what recipes are compared on, never test);
     /// off saves a pass, e.g. for ablations.
     pub validation: bool,
+    /// Rank by `log p_gen + item_head_weight * log p_head` over the beam's and the
+    /// item head's candidates (0 = the beam alone). Needs a model trained with
+    /// `model.item_id_embedding = true`; choose it on validation.
+    pub item_head_weight: f64,
+    /// Item-head candidates added to the beam's when fusing (0 = the beam width).
+    pub item_head_candidates: usize,
 }
 
 impl Default for EvalConfig {
@@ -40,6 +47,8 @@ impl Default for EvalConfig {
             both_protocols: false,
             max_users: 0,
             validation: true,
+            item_head_weight: 0.0,
+            item_head_candidates: 0,
         }
     }
 }
@@ -55,7 +64,15 @@ impl EvalConfig {
         if self.session_len > 0 && self.session_beam == 0 {
             bail!("session_beam must be at least 1 when session_len > 0");
         }
+        if !(self.item_head_weight.is_finite() && self.item_head_weight >= 0.0) {
+            bail!("item_head_weight = {} must be a finite number >= 0", self.item_head_weight);
+        }
         Ok(())
+    }
+
+    /// The fused-ranking settings, `None` when `item_head_weight` is 0.
+    pub fn fusion(&self) -> Option<Fusion> {
+        fusion(self.item_head_weight, self.item_head_candidates, self.beam)
     }
 
     /// The evaluation options this section stands for (no reward hooks).
@@ -67,7 +84,14 @@ impl EvalConfig {
             session_beam: self.session_beam,
             exclude_history: self.exclude_history,
             max_users: (self.max_users > 0).then_some(self.max_users),
+            fusion: self.fusion(),
             ..EvalOptions::default()
         }
     }
+}
+
+/// Fused ranking for an item-head `weight` (0 = off) and `candidates` (0 = `beam`).
+pub fn fusion(weight: f64, candidates: usize, beam: usize) -> Option<Fusion> {
+    (weight > 0.0)
+        .then_some(Fusion { weight: weight as f32, candidates: if candidates == 0 { beam.max(1) } else { candidates } })
 }

@@ -2,7 +2,8 @@
 //!
 //! Leave-one-out: each user's held-out item is ranked by constrained beam search over
 //! the whole catalogue (one-item sessions, beam >= max K); a target that the beam does
-//! not return counts as a miss. Diversity and rewards look at each user's best
+//! not return counts as a miss. With [`EvalOptions::fusion`] the list is the fused
+//! ranking of [`crate::generate::fused`] (beam candidates plus the item head's). Diversity and rewards look at each user's best
 //! generated session of `session_len` items.
 
 pub mod checkpoint;
@@ -13,7 +14,7 @@ pub use config::EvalConfig;
 
 use crate::data::Dataset;
 use crate::generate::users::{users_from_split, SplitSel, UserQuery};
-use crate::generate::{generate_batched, BeamOptions, DecodeIndex, StepModel};
+use crate::generate::{generate_batched, rank_batched, BeamOptions, DecodeIndex, Fusion, StepModel};
 use crate::tokenizer::SemanticIds;
 use crate::tokenizer::Vocab;
 use anyhow::{ensure, Result};
@@ -42,6 +43,8 @@ pub struct EvalOptions<'a> {
     pub true_reward: Option<SessionScorer<'a>>,
     /// HOOK for the reward model (align stage) -> `rm_reward`.
     pub rm_reward: Option<SessionScorer<'a>>,
+    /// Rank by fused generative + item-head scores instead of the beam alone.
+    pub fusion: Option<Fusion>,
 }
 
 impl Default for EvalOptions<'_> {
@@ -56,6 +59,7 @@ impl Default for EvalOptions<'_> {
             max_users: None,
             true_reward: None,
             rm_reward: None,
+            fusion: None,
         }
     }
 }
@@ -166,7 +170,8 @@ pub fn evaluate<M: StepModel + Sync>(
     let hist: Vec<&[u32]> = users.iter().map(|u| &u.history[..]).collect();
     let rank_opts =
         BeamOptions { beam: opts.beam.max(max_k), session_len: 1, top: max_k, exclude_history: opts.exclude_history };
-    let (ranked, mut stats) = generate_batched(model, ids, &index, vocab, &hist, &rank_opts, opts.batch_users)?;
+    let (ranked, mut stats) =
+        rank_batched(model, ids, &index, vocab, &hist, &rank_opts, opts.batch_users, opts.fusion.as_ref())?;
     let mut metrics = BTreeMap::new();
     let mut recommended = HashSet::new();
     let lists: Vec<Vec<u32>> = ranked.iter().map(|hs| hs.iter().map(|h| h.items[0]).collect()).collect();

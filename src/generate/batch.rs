@@ -2,6 +2,7 @@
 //! order, so output is identical for any thread count; JSONL output.
 
 use super::beam::{beam_search_with, BeamOptions, DecodeStats, Hypothesis};
+use super::fused::{fused_search, Fusion};
 use super::index::DecodeIndex;
 use super::users::UserQuery;
 use super::StepModel;
@@ -23,12 +24,31 @@ pub fn generate_batched<M: StepModel + Sync>(
     opts: &BeamOptions,
     batch_users: usize,
 ) -> Result<(Vec<Vec<Hypothesis>>, DecodeStats)> {
+    rank_batched(model, ids, index, vocab, histories, opts, batch_users, None)
+}
+
+/// [`generate_batched`], or with `fusion` the fused single-item ranking of
+/// [`super::fused_search`], batch by batch.
+#[allow(clippy::too_many_arguments)]
+pub fn rank_batched<M: StepModel + Sync>(
+    model: &M,
+    ids: &SemanticIds,
+    index: &DecodeIndex,
+    vocab: &Vocab,
+    histories: &[&[u32]],
+    opts: &BeamOptions,
+    batch_users: usize,
+    fusion: Option<&Fusion>,
+) -> Result<(Vec<Vec<Hypothesis>>, DecodeStats)> {
     ensure!(batch_users >= 1, "--batch-users must be >= 1");
     let pb = crate::util::progress::bar(histories.len() as u64, "generate");
     let parts: Vec<Result<(Vec<Vec<Hypothesis>>, DecodeStats)>> = histories
         .par_chunks(batch_users)
         .map(|chunk| {
-            let r = beam_search_with(model, ids, index, vocab, chunk, opts);
+            let r = match fusion {
+                Some(f) => fused_search(model, ids, index, vocab, chunk, opts, f),
+                None => beam_search_with(model, ids, index, vocab, chunk, opts),
+            };
             pb.inc(chunk.len() as u64);
             r
         })

@@ -21,11 +21,17 @@ pub trait StepModel {
     fn reorder(&self, state: &mut Self::State, rows: &[u32]) -> anyhow::Result<()>;
     /// Vocabulary size (length of each row returned by `step`).
     fn vocab_size(&self) -> usize;
+    /// Log-softmax over the whole catalogue from an item head, row-major
+    /// [rows, n_items]; `None` for a model without one (used by fused ranking).
+    fn item_logprobs(&self, _histories: &[&[u32]]) -> anyhow::Result<Option<Vec<f32>>> {
+        Ok(None)
+    }
 }
 
 pub mod batch;
 pub mod beam;
 pub mod forced;
+pub mod fused;
 pub mod index;
 /// Test doubles (a hash language model, random catalogues): `testkit` feature only.
 #[cfg(any(test, feature = "testkit"))]
@@ -34,9 +40,10 @@ pub mod sample;
 pub mod score;
 pub mod users;
 
-pub use batch::{generate_batched, write_generate_jsonl};
+pub use batch::{generate_batched, rank_batched, write_generate_jsonl};
 pub use beam::{beam_search, beam_search_with, BeamOptions, DecodeStats, Hypothesis};
 pub use forced::teacher_forced_logprob;
+pub use fused::{fused_search, Fusion};
 pub use index::DecodeIndex;
 pub use sample::sample_sessions;
 pub use users::{Shard, SplitSel, UserQuery};

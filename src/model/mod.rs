@@ -387,6 +387,14 @@ impl OneRecModel {
         Ok(self.target_logprobs(&out.logits, &batch)?.sum(D::Minus1)?)
     }
 
+    /// The item head's log-softmax over the catalogue, row-major [rows, n_items];
+    /// `None` without item-id embeddings.
+    pub fn item_logprobs(&self, histories: &[&[u32]]) -> Result<Option<Vec<f32>>> {
+        let enc = self.encode_histories(histories)?;
+        let Some(logits) = self.encoder.item_logits(&enc)? else { return Ok(None) };
+        Ok(Some(candle_nn::ops::log_softmax(&logits, D::Minus1)?.flatten_all()?.to_vec1()?))
+    }
+
     /// The MoE layers of the decoder.
     pub fn moe_layers(&self) -> Vec<&moe::Moe> {
         self.decoder
@@ -525,5 +533,8 @@ impl StepModel for OneRecModel {
     }
     fn vocab_size(&self) -> usize {
         self.vocab.size()
+    }
+    fn item_logprobs(&self, histories: &[&[u32]]) -> Result<Option<Vec<f32>>> {
+        OneRecModel::item_logprobs(self, histories)
     }
 }

@@ -50,4 +50,8 @@ impl StepModel for Uncached<'_> {
     fn vocab_size(&self) -> usize {
         self.0.vocab.size()
     }
+
+    fn item_logprobs(&self, histories: &[&[u32]]) -> Result<Option<Vec<f32>>> {
+        self.0.item_logprobs(histories)
+    }
 }

@@ -453,3 +453,53 @@ fn item_id_embedding_and_item_head_learn_and_reach_their_table() {
     assert!(e.contains("item_id_embedding"), "{e}");
     assert!(model(4).loss(&b).unwrap().item_ce.is_none());
 }
+
+/// Fused ranking: every score is exactly `log p_gen + w * log p_head` (teacher-forced and
+/// the head computed independently), lists are sorted and skip history items, and a large
+/// weight returns the head's own top items; a model without a head is a clear error.
+#[test]
+fn fused_ranking_scores_beam_and_head_candidates_exactly() {
+    use onerec::generate::{fused_search, teacher_forced_logprob, BeamOptions, DecodeIndex, Fusion};
+    use std::collections::HashSet;
+    let mut cfg = small_cfg(4);
+    cfg.item_id_embedding = true;
+    cfg.item_head_weight = 1.0;
+    let (m, _) = OneRecModel::build(&cfg, Vocab::new(vec![4, 4, 3]), codes(), 11).unwrap();
+    let names: Vec<String> = (0..20).map(|i| format!("i{i}")).collect();
+    let ids = onerec::tokenizer::SemanticIds::new(names, vec![4, 4, 3], codes()).unwrap();
+    let index = DecodeIndex::new(&ids).unwrap();
+    let hs: Vec<Vec<u32>> = (0..5u32).map(|i| vec![i, (i + 7) % 20, (i + 13) % 20]).collect();
+    let h: Vec<&[u32]> = hs.iter().map(|v| v.as_slice()).collect();
+    let opts = BeamOptions { beam: 3, session_len: 1, top: 6, exclude_history: true };
+    let head = m.item_logprobs(&h).unwrap().expect("head");
+    for w in [0.5f32, 1e6] {
+        let f = Fusion { weight: w, candidates: 4 };
+        let (lists, _) = fused_search(&m, &ids, &index, &m.vocab, &h, &opts, &f).unwrap();
+        for (u, list) in lists.iter().enumerate() {
+            // 3 beam items and the head's 4 (they may overlap), cut at 6.
+            assert!((4..=6).contains(&list.len()), "user {u}: {} items", list.len());
+            let items: Vec<u32> = list.iter().map(|x| x.items[0]).collect();
+            assert!(items.iter().all(|i| !hs[u].contains(i)), "history item ranked: {items:?}");
+            assert_eq!(items.iter().collect::<HashSet<_>>().len(), items.len(), "repeat in {items:?}");
+            let sessions: Vec<[u32; 1]> = items.iter().map(|&i| [i]).collect();
+            let s: Vec<&[u32]> = sessions.iter().map(|x| &x[..]).collect();
+            let gen = teacher_forced_logprob(&m, &m.vocab, &ids, &vec![h[u]; s.len()], &s).unwrap();
+            for (x, g) in list.iter().zip(&gen) {
+                let want = g + w * head[u * 20 + x.items[0] as usize];
+                assert!((x.item_logprobs[0] - g).abs() < 1e-4, "gen {} vs {g}", x.item_logprobs[0]);
+                assert!((x.logprob - want).abs() < 1e-3 * want.abs().max(1.0), "fused {} vs {want}", x.logprob);
+            }
+            assert!(list.windows(2).all(|p| p[0].logprob >= p[1].logprob), "not sorted");
+            if w > 100.0 {
+                let excl: HashSet<u32> = hs[u].iter().copied().collect();
+                let want = onerec::generate::fused::top_items(&head[u * 20..(u + 1) * 20], 4, &excl);
+                let got: HashSet<u32> = items[..4].iter().copied().collect();
+                assert_eq!(got, want.into_iter().collect(), "user {u}: a large weight follows the head");
+            }
+        }
+    }
+    let plain = model(4);
+    let f = Fusion { weight: 1.0, candidates: 4 };
+    let e = format!("{:#}", fused_search(&plain, &ids, &index, &plain.vocab, &h, &opts, &f).unwrap_err());
+    assert!(e.contains("item_id_embedding"), "{e}");
+}
