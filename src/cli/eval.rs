@@ -72,7 +72,7 @@ pub fn run(a: EvalArgs) -> Result<()> {
         exclude_history: a.exclude_history,
         batch_users: a.batch_users,
         max_users: a.max_users,
-        fusion: item_head_fusion(&a)?,
+        fusion: crate::eval::config::fusion_flags(a.item_head_weight, a.item_head_candidates, a.beam)?,
         ..EvalOptions::default()
     };
     let (ckpt_dir, meta) = crate::model::checkpoint::read_meta(&a.checkpoint)?;
@@ -101,14 +101,6 @@ pub fn run(a: EvalArgs) -> Result<()> {
         super::record::write(out, "eval", &a, &ckpt_dir, &meta, Some(&data), serde_json::json!({}))?;
     }
     Ok(())
-}
-
-/// `--item-head-weight` / `--item-head-candidates` as fusion settings.
-fn item_head_fusion(a: &EvalArgs) -> Result<Option<crate::generate::Fusion>> {
-    if !(a.item_head_weight.is_finite() && a.item_head_weight >= 0.0) {
-        bail!("--item-head-weight {} must be a finite number >= 0", a.item_head_weight);
-    }
-    Ok(crate::eval::config::fusion(a.item_head_weight, a.item_head_candidates, a.beam))
 }
 
 /// The synthetic world's reference rows over the evaluated users.

@@ -3,7 +3,7 @@
 
 use crate::data::Dataset;
 use crate::generate::users::{align_dataset, users_from_histories_file, users_from_split, SplitSel};
-use crate::generate::{generate_batched, write_generate_jsonl, BeamOptions, DecodeIndex};
+use crate::generate::{rank_batched, write_generate_jsonl, BeamOptions, DecodeIndex};
 use crate::model::checkpoint::dataset_dir;
 use crate::shard::ShardSpec;
 use crate::tokenizer::Vocab;
@@ -37,6 +37,14 @@ pub struct GenerateArgs {
     /// Never recommend items from the user's history.
     #[arg(long)]
     pub exclude_history: bool,
+    /// With --session-len 1: rank by `log p_gen + W * log p_head` over the beam's and
+    /// the item head's candidates, as `onerec eval --item-head-weight` (0 = beam only;
+    /// `scores` are then the fused scores).
+    #[arg(long, default_value_t = 0.0)]
+    pub item_head_weight: f64,
+    /// Item-head candidates added to the beam's when fusing (0 = the beam width).
+    #[arg(long, default_value_t = 0)]
+    pub item_head_candidates: usize,
     /// Users decoded together in one batch.
     #[arg(long, default_value_t = 64)]
     pub batch_users: usize,
@@ -60,6 +68,10 @@ pub struct GenerateArgs {
 
 pub fn run(a: GenerateArgs) -> Result<()> {
     let t0 = std::time::Instant::now();
+    let fusion = crate::eval::config::fusion_flags(a.item_head_weight, a.item_head_candidates, a.beam)?;
+    if fusion.is_some() && a.session_len != 1 {
+        anyhow::bail!("--item-head-weight ranks single items: use it with --session-len 1");
+    }
     let job = crate::shard::resolve(a.shard, a.shard_count, &a.out)?;
     let ckpt = crate::model::checkpoint::load(&a.checkpoint)?;
     let ids = &ckpt.semantic_ids;
@@ -95,7 +107,7 @@ pub fn run(a: GenerateArgs) -> Result<()> {
     };
     let index = DecodeIndex::new(ids)?;
     let hist: Vec<&[u32]> = users.iter().map(|u| &u.history[..]).collect();
-    let (res, stats) = generate_batched(&ckpt.model, ids, &index, &vocab, &hist, &opts, a.batch_users)?;
+    let (res, stats) = rank_batched(&ckpt.model, ids, &index, &vocab, &hist, &opts, a.batch_users, fusion.as_ref())?;
     write_generate_jsonl(&job.out, users, &res, ids, a.session_len)?;
     let mut facts =
         serde_json::json!({"users": users.len(), "skipped_lines": skipped, "invalid_paths": stats.invalid_items});

@@ -95,3 +95,29 @@ pub fn fusion(weight: f64, candidates: usize, beam: usize) -> Option<Fusion> {
     (weight > 0.0)
         .then_some(Fusion { weight: weight as f32, candidates: if candidates == 0 { beam.max(1) } else { candidates } })
 }
+
+/// [`fusion`] from the `--item-head-weight` / `--item-head-candidates` flags, checked.
+pub fn fusion_flags(weight: f64, candidates: usize, beam: usize) -> Result<Option<Fusion>> {
+    if !(weight.is_finite() && weight >= 0.0) {
+        bail!("--item-head-weight {weight} must be a finite number >= 0");
+    }
+    Ok(fusion(weight, candidates, beam))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn item_head_weight_turns_fusion_on_and_is_checked() {
+        let mut c = EvalConfig::default();
+        assert_eq!(c.options().fusion, None);
+        c.item_head_weight = 3.0;
+        assert_eq!(c.options().fusion, Some(Fusion { weight: 3.0, candidates: c.beam }));
+        c.item_head_candidates = 50;
+        assert_eq!(c.fusion().map(|f| f.candidates), Some(50));
+        c.item_head_weight = -1.0;
+        assert!(c.validate().unwrap_err().to_string().contains("item_head_weight"));
+        assert!(fusion_flags(f64::NAN, 0, 20).is_err());
+    }
+}

@@ -52,6 +52,11 @@ pub fn random_histories(n_users: usize, n_items: usize, max_len: usize, seed: u6
 /// (tempdir, checkpoint dir, dataset dir). The dataset is loaded from disk first, so the
 /// checkpoint records where it is.
 pub fn tiny_checkpoint(seed: u64) -> (tempfile::TempDir, String, String) {
+    tiny_checkpoint_with(seed, &[])
+}
+
+/// [`tiny_checkpoint`] with extra config overrides (`key=value`, as `--set`).
+pub fn tiny_checkpoint_with(seed: u64, extra: &[&str]) -> (tempfile::TempDir, String, String) {
     use onerec::data::prepare::{prepare_interactions, write_dataset, PrepareOptions};
     use onerec::tokenizer::{tokenize_files, Collisions, TokenizeOptions};
     use onerec::world::{synth, SynthOptions};
@@ -73,6 +78,7 @@ pub fn tiny_checkpoint(seed: u64) -> (tempfile::TempDir, String, String) {
     let ov: Vec<String> =
         ["train.max_steps=4", "train.eval_every=4", "train.rank_users=0", "train.select_metric=\"valid_loss\""]
             .iter()
+            .chain(extra)
             .map(|s| s.to_string())
             .collect();
     let cfg = onerec::config::Config::load("tiny", &ov).unwrap();

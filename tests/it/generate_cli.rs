@@ -305,3 +305,71 @@ fn cli_eval_json_has_the_contract_keys() {
     let rec = run_record(&out);
     assert_eq!((rec["command"].as_str(), rec["args"]["split"].as_str()), (Some("eval"), Some("test")));
 }
+
+/// `--item-head-weight` on eval and generate: fused lists are sorted, unique and skip
+/// history; it needs a model with an item head, single-item sessions and a sane weight.
+#[test]
+fn cli_fused_ranking_eval_and_generate() {
+    let (dir, ckpt, data) =
+        crate::common::tiny_checkpoint_with(6, &["model.item_id_embedding=true", "model.item_head_weight=1.0"]);
+    let r = onerec(&[
+        "eval",
+        "--checkpoint",
+        &ckpt,
+        "--data",
+        &data,
+        "--split",
+        "test",
+        "--json",
+        "--exclude-history",
+        "--session-len",
+        "0",
+        "--item-head-weight",
+        "2",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    assert!(v["recall@10"].as_f64().is_some() && v["users"].as_f64() == Some(60.0), "{v}");
+    let out = dir.path().join("recs.jsonl");
+    let r = onerec(&[
+        "generate",
+        "--checkpoint",
+        &ckpt,
+        "--data",
+        &data,
+        "--exclude-history",
+        "--top",
+        "10",
+        "--item-head-weight",
+        "2",
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let ds = onerec::data::Dataset::load(std::path::Path::new(&data)).unwrap();
+    let users = onerec::generate::users::users_from_split(&ds, onerec::generate::SplitSel::Test);
+    let lines: Vec<serde_json::Value> =
+        std::fs::read_to_string(&out).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(lines.len(), users.len());
+    for (u, l) in users.iter().zip(&lines) {
+        let items: Vec<&str> = l["items"].as_array().unwrap().iter().map(|x| x.as_str().unwrap()).collect();
+        let scores: Vec<f64> = l["scores"].as_array().unwrap().iter().map(|x| x.as_f64().unwrap()).collect();
+        assert_eq!(items.len(), 10, "{l}");
+        assert!(scores.windows(2).all(|p| p[0] >= p[1]), "unsorted {scores:?}");
+        assert_eq!(items.iter().collect::<std::collections::HashSet<_>>().len(), 10, "repeats {items:?}");
+        let hist: Vec<&str> = u.history.iter().map(|&i| ds.item_ids[i as usize].as_str()).collect();
+        assert!(items.iter().all(|i| !hist.contains(i)), "history item in {items:?}");
+    }
+    let fails = |args: &[&str], want: &str| {
+        let r = onerec(args);
+        assert!(!r.status.success() && stderr(&r).contains(want), "{args:?}: {}", stderr(&r));
+    };
+    let o = out.to_str().unwrap();
+    fails(
+        &["generate", "--checkpoint", &ckpt, "--session-len", "2", "--item-head-weight", "1", "--out", o],
+        "--session-len 1",
+    );
+    fails(&["eval", "--checkpoint", &ckpt, "--item-head-weight=-1"], "must be a finite number");
+    let (_d2, plain, data2) = crate::common::tiny_checkpoint(6);
+    fails(&["eval", "--checkpoint", &plain, "--data", &data2, "--item-head-weight", "1"], "item_id_embedding");
+}
