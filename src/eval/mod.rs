@@ -3,8 +3,9 @@
 //! Leave-one-out: each user's held-out item is ranked by constrained beam search over
 //! the whole catalogue (one-item sessions, beam >= max K); a target that the beam does
 //! not return counts as a miss. With [`EvalOptions::fusion`] the list is the fused
-//! ranking of [`crate::generate::fused`] (beam candidates plus the item head's). Diversity and rewards look at each user's best
-//! generated session of `session_len` items.
+//! ranking of [`crate::generate::fused`] (beam candidates plus the item head's).
+//! Diversity and rewards look at each user's best generated session of `session_len`
+//! items.
 
 pub mod checkpoint;
 pub mod config;

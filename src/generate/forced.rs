@@ -17,6 +17,22 @@ pub fn teacher_forced_logprob<M: StepModel>(
     sessions: &[&[u32]],
 ) -> Result<Vec<f32>> {
     ensure!(histories.len() == sessions.len(), "{} histories but {} sessions", histories.len(), sessions.len());
+    let rows: Vec<u32> = (0..histories.len() as u32).collect();
+    teacher_forced_logprob_rows(model, vocab, ids, histories, &rows, sessions)
+}
+
+/// [`teacher_forced_logprob`] of `sessions[r]` given `histories[rows[r]]`: each history
+/// is encoded once however many sessions are scored after it (rows share its encoding
+/// through [`StepModel::reorder`]).
+pub fn teacher_forced_logprob_rows<M: StepModel>(
+    model: &M,
+    vocab: &Vocab,
+    ids: &SemanticIds,
+    histories: &[&[u32]],
+    rows: &[u32],
+    sessions: &[&[u32]],
+) -> Result<Vec<f32>> {
+    ensure!(rows.len() == sessions.len(), "{} rows but {} sessions", rows.len(), sessions.len());
     check_inputs(model, ids, vocab, histories)?;
     check_items(ids, sessions, "session")?;
     let seqs: Vec<Vec<u32>> =
@@ -28,6 +44,9 @@ pub fn teacher_forced_logprob<M: StepModel>(
     }
     let v = vocab.size();
     let mut state = model.encode(histories)?;
+    if !rows.iter().enumerate().all(|(r, &h)| r == h as usize) || rows.len() != histories.len() {
+        model.reorder(&mut state, rows)?;
+    }
     let mut tokens = vec![Vocab::BOS; seqs.len()];
     for t in 0..len {
         let lp = model.step(&mut state, &tokens)?;

@@ -8,7 +8,7 @@
 //! to the head's ranking as the weight grows; the weight is chosen on validation.
 
 use super::beam::{beam_search_with, check_inputs, BeamOptions, DecodeStats, Hypothesis};
-use super::forced::teacher_forced_logprob;
+use super::forced::teacher_forced_logprob_rows;
 use super::index::DecodeIndex;
 use super::StepModel;
 use crate::tokenizer::{SemanticIds, Vocab};
@@ -76,11 +76,12 @@ pub fn fused_search<M: StepModel>(
             }
         }
     }
-    // Exact generative log-probs of the head's candidates the beam did not reach.
-    let rows_h: Vec<&[u32]> = missing.iter().map(|&(u, _)| histories[u]).collect();
+    // Exact generative log-probs of the head's candidates the beam did not reach (each
+    // user's history encoded once for all of them).
+    let rows: Vec<u32> = missing.iter().map(|&(u, _)| u as u32).collect();
     let sessions: Vec<[u32; 1]> = missing.iter().map(|&(_, i)| [i]).collect();
-    let rows_s: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();
-    let lps = teacher_forced_logprob(model, vocab, ids, &rows_h, &rows_s)?;
+    let sessions: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();
+    let lps = teacher_forced_logprob_rows(model, vocab, ids, histories, &rows, &sessions)?;
     for (&(u, item), lp) in missing.iter().zip(lps) {
         known[u].insert(item, lp);
     }

@@ -42,7 +42,7 @@ pub mod users;
 
 pub use batch::{generate_batched, rank_batched, write_generate_jsonl};
 pub use beam::{beam_search, beam_search_with, BeamOptions, DecodeStats, Hypothesis};
-pub use forced::teacher_forced_logprob;
+pub use forced::{teacher_forced_logprob, teacher_forced_logprob_rows};
 pub use fused::{fused_search, Fusion};
 pub use index::DecodeIndex;
 pub use sample::sample_sessions;
