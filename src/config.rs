@@ -83,8 +83,25 @@ impl Config {
         Self::from_toml(&text, overrides).with_context(|| format!("in {origin}"))
     }
 
-    /// Parses TOML text plus overrides, then validates.
+    /// Parses TOML text plus overrides, then validates. An error that only the
+    /// overrides cause names the `--set` at fault.
     pub fn from_toml(text: &str, overrides: &[String]) -> Result<Config> {
+        let e = match Self::parse(text, overrides) {
+            Ok(cfg) => return Ok(cfg),
+            Err(e) => e,
+        };
+        if overrides.is_empty() || Self::parse(text, &[]).is_err() || format!("{e:#}").contains("--set ") {
+            return Err(e);
+        }
+        // The override without which the rest parses; several at fault: all of them.
+        let without = |i: usize| [&overrides[..i], &overrides[i + 1..]].concat();
+        match (0..overrides.len()).find(|&i| Self::parse(text, &without(i)).is_ok()) {
+            Some(i) => Err(e.context(format!("--set {}", overrides[i]))),
+            None => Err(e.context(format!("--set {}", overrides.join(" --set ")))),
+        }
+    }
+
+    fn parse(text: &str, overrides: &[String]) -> Result<Config> {
         let mut value: toml::Value = toml::from_str(text)?;
         for ov in overrides {
             apply_override(&mut value, ov)?;
@@ -238,6 +255,24 @@ mod tests {
             let msg = format!("{err:#}");
             assert!(msg.contains("limit"), "{set}: {msg}");
         }
+    }
+
+    #[test]
+    fn a_bad_override_is_named_as_the_flag() {
+        let sets = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let msg = |v: &[&str]| format!("{:#}", Config::load("tiny", &sets(v)).unwrap_err());
+        let m = msg(&["seed=3", "model.d_modle=3"]);
+        assert!(m.contains("--set model.d_modle=3") && m.contains("d_modle") && !m.contains("seed=3"), "{m}");
+        let m = msg(&["model.heads=0", "seed=3"]);
+        assert!(m.contains("--set model.heads=0") && m.contains("heads must be > 0"), "{m}");
+        // Two at fault: both named. Syntax errors name their flag once.
+        let m = msg(&["model.heads=0", "model.d_model=abc"]);
+        assert!(m.contains("--set model.heads=0 --set model.d_model=abc"), "{m}");
+        let m = msg(&["modeld_model"]);
+        assert_eq!(m.matches("--set").count(), 1, "{m}");
+        // An error in the file itself is not blamed on a valid override.
+        let e = Config::from_toml("seed = 1\nbogus = 3\n", &sets(&["seed=2"])).unwrap_err();
+        assert!(!format!("{e:#}").contains("--set"), "{e:#}");
     }
 
     #[test]

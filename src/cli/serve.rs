@@ -46,6 +46,14 @@ pub struct ServeArgs {
     /// Most candidate items in one /v1/score request.
     #[arg(long, default_value_t = 1000)]
     pub max_score_items: usize,
+    /// Rank single-item recommendations by `log p_gen + W * log p_head` (fused ranking,
+    /// as `onerec eval --item-head-weight`; 0 = the beam alone). Needs a checkpoint with
+    /// the item head; a request's `item_head_weight` overrides it.
+    #[arg(long, default_value_t = 0.0)]
+    pub item_head_weight: f64,
+    /// The item head's best items that join the beam's candidates (0 = the request's beam).
+    #[arg(long, default_value_t = 0)]
+    pub item_head_candidates: usize,
 }
 
 pub fn run(a: ServeArgs) -> Result<()> {
@@ -61,5 +69,7 @@ pub fn run(a: ServeArgs) -> Result<()> {
     o.body_limit = a.body_limit;
     o.max_beam = a.max_beam;
     o.max_score_items = a.max_score_items;
+    o.item_head_weight = a.item_head_weight;
+    o.item_head_candidates = a.item_head_candidates;
     crate::serve::run(o)
 }

@@ -3,13 +3,15 @@
 //! `max_batch` jobs or `max_wait` has passed, then releases the queue to the next worker
 //! and decodes its batch, so one batch gathers while another decodes (as `onerec
 //! generate` decodes a batch per thread). Batches run through the same library calls as
-//! `onerec generate` ([`generate_batched`]) and `onerec score`
+//! `onerec generate` ([`rank_batched`]) and `onerec score`
 //! ([`teacher_forced_logprob`]). Jobs of one batch may differ in beam settings: they
-//! are grouped by [`BeamOptions`] and each group is one batched beam search.
+//! are grouped by [`BeamOptions`] and fused ranking, and each group is one batched
+//! search ([`rank_batched`]).
 
 use super::metrics::Metrics;
 use super::state::ModelState;
-use crate::generate::{generate_batched, teacher_forced_logprob, BeamOptions, Hypothesis};
+use crate::generate::fused::Fusion;
+use crate::generate::{rank_batched, teacher_forced_logprob, BeamOptions, Hypothesis};
 use anyhow::{anyhow, Result};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -19,8 +21,17 @@ use tokio::sync::oneshot;
 
 /// One unit of model work and where its answer goes.
 pub enum Job {
-    Recommend { history: Vec<u32>, opts: BeamOptions, reply: oneshot::Sender<Result<Vec<Hypothesis>>> },
-    Score { history: Vec<u32>, items: Vec<u32>, reply: oneshot::Sender<Result<Vec<f32>>> },
+    Recommend {
+        history: Vec<u32>,
+        opts: BeamOptions,
+        fusion: Option<Fusion>,
+        reply: oneshot::Sender<Result<Vec<Hypothesis>>>,
+    },
+    Score {
+        history: Vec<u32>,
+        items: Vec<u32>,
+        reply: oneshot::Sender<Result<Vec<f32>>>,
+    },
 }
 
 /// Batching limits.
@@ -118,8 +129,8 @@ fn gather(cfg: BatchConfig, rx: &Mutex<Receiver<Job>>) -> Option<Vec<Job>> {
     Some(batch)
 }
 
-/// Recommend jobs that share beam settings: (history, reply channel) each.
-type Group = (BeamOptions, Vec<(Vec<u32>, oneshot::Sender<Result<Vec<Hypothesis>>>)>);
+/// Recommend jobs that share beam and fusion settings: (history, reply channel) each.
+type Group = (BeamOptions, Option<Fusion>, Vec<(Vec<u32>, oneshot::Sender<Result<Vec<Hypothesis>>>)>);
 
 /// Runs one gathered batch: recommend jobs grouped by settings, score jobs together.
 fn run_batch(state: &ModelState, batch: Vec<Job>) {
@@ -127,19 +138,21 @@ fn run_batch(state: &ModelState, batch: Vec<Job>) {
     let mut scores = Vec::new();
     for job in batch {
         match job {
-            Job::Recommend { history, opts, reply } => match groups.iter_mut().find(|(o, _)| same(o, &opts)) {
-                Some((_, g)) => g.push((history, reply)),
-                None => groups.push((opts, vec![(history, reply)])),
-            },
+            Job::Recommend { history, opts, fusion, reply } => {
+                match groups.iter_mut().find(|(o, f, _)| same(o, &opts) && *f == fusion) {
+                    Some((_, _, g)) => g.push((history, reply)),
+                    None => groups.push((opts, fusion, vec![(history, reply)])),
+                }
+            }
             Job::Score { history, items, reply } => scores.push((history, items, reply)),
         }
     }
-    for (opts, jobs) in groups {
+    for (opts, fusion, jobs) in groups {
         let hist: Vec<&[u32]> = jobs.iter().map(|(h, _)| &h[..]).collect();
         let res = guarded(|| {
-            let ids = &state.ckpt.semantic_ids;
-            generate_batched(&state.ckpt.model, ids, &state.index, &state.vocab, &hist, &opts, hist.len().max(1))
-                .map(|r| r.0)
+            let (model, ids) = (&state.ckpt.model, &state.ckpt.semantic_ids);
+            let n = hist.len().max(1);
+            rank_batched(model, ids, &state.index, &state.vocab, &hist, &opts, n, fusion.as_ref()).map(|r| r.0)
         });
         match res {
             Ok(mut hyps) => {

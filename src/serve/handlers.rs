@@ -100,7 +100,8 @@ async fn recommend(State(app): State<Arc<App>>, body: Result<Bytes, BytesRejecti
         let req = parse_recommend(&body, &app.state.catalogue(), &app.limits)?;
         let (reply, rx) = oneshot::channel();
         let session_len = req.opts.session_len;
-        let hyps = run_job(&app, Job::Recommend { history: req.who.history, opts: req.opts, reply }, rx).await?;
+        let job = Job::Recommend { history: req.who.history, opts: req.opts, fusion: req.fusion, reply };
+        let hyps = run_job(&app, job, rx).await?;
         // Exactly the fields `onerec generate` writes, less `user` for a bare history.
         let mut v =
             generate_json(req.who.user_id.as_deref().unwrap_or(""), &hyps, &app.state.ckpt.semantic_ids, session_len);

@@ -50,6 +50,12 @@ pub struct ServeOptions {
     pub max_beam: usize,
     /// Most candidate items in one `/v1/score` request.
     pub max_score_items: usize,
+    /// Fused ranking by default for single-item recommend requests (`log p_gen + w log
+    /// p_head`, as `onerec eval --item-head-weight`; 0 = the beam alone). Needs a model
+    /// with the item head; a request's own `item_head_weight` overrides it.
+    pub item_head_weight: f64,
+    /// The item head's candidates by default (0 = the request's beam).
+    pub item_head_candidates: usize,
     /// Shut down gracefully on SIGTERM / Ctrl-C.
     pub handle_signals: bool,
 }
@@ -69,6 +75,8 @@ impl ServeOptions {
             body_limit: 64 * 1024,
             max_beam: 256,
             max_score_items: 1000,
+            item_head_weight: 0.0,
+            item_head_candidates: 0,
             handle_signals: false,
         }
     }
@@ -85,8 +93,15 @@ impl Server {
     /// Loads the model, binds `opts.addr` and starts serving in the background.
     pub fn start(opts: ServeOptions) -> Result<Server> {
         anyhow::ensure!(opts.max_batch >= 1, "--max-batch must be >= 1");
+        let w = opts.item_head_weight;
+        anyhow::ensure!(w.is_finite() && w >= 0.0, "--item-head-weight {w} must be a finite number >= 0");
         let t0 = std::time::Instant::now();
         let state = Arc::new(ModelState::load(&opts.checkpoint, opts.data.as_deref(), opts.split)?);
+        anyhow::ensure!(
+            w == 0.0 || state.has_item_head(),
+            "--item-head-weight {w}: {} has no item head (trained without model.item_id_embedding = true); fused ranking needs one",
+            state.ckpt.dir.display()
+        );
         tracing::info!(
             "loaded checkpoint {} (step {}), {} items, {} known users from {} (split {}) in {:.1}s",
             state.ckpt.dir.display(),
@@ -174,7 +189,11 @@ fn serve(
         cfg.max_batch,
         cfg.max_wait
     );
-    let limits = RequestLimits { max_beam: opts.max_beam, max_items: opts.max_score_items };
+    let limits = RequestLimits {
+        item_head_weight: opts.item_head_weight,
+        item_head_candidates: opts.item_head_candidates,
+        ..RequestLimits::new(opts.max_beam, opts.max_score_items)
+    };
     let app = Arc::new(App { state, batcher, metrics, limits, body_limit: opts.body_limit });
     let signals = opts.handle_signals;
     let res = rt.block_on(async move {

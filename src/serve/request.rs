@@ -1,6 +1,7 @@
 //! Request bodies: parsed by hand from JSON so every error names its field, checked
 //! against the model (known items, k <= beam, session length the model allows).
 
+use crate::generate::fused::Fusion;
 use crate::generate::BeamOptions;
 use crate::tokenizer::SemanticIds;
 use serde_json::{Map, Value};
@@ -27,11 +28,23 @@ impl ApiError {
     }
 }
 
-/// Limits on what one request may ask for.
+/// Limits on what one request may ask for, and the server's defaults for what it omits.
 #[derive(Clone, Copy, Debug)]
 pub struct RequestLimits {
     pub max_beam: usize,
     pub max_items: usize,
+    /// Fused ranking weight for single-item requests that give no `item_head_weight`
+    /// (`--item-head-weight`; 0 = the beam alone).
+    pub item_head_weight: f64,
+    /// The item head's candidates when a request gives none (0 = the request's beam).
+    pub item_head_candidates: usize,
+}
+
+impl RequestLimits {
+    /// The given limits, fused ranking off by default.
+    pub fn new(max_beam: usize, max_items: usize) -> RequestLimits {
+        RequestLimits { max_beam, max_items, item_head_weight: 0.0, item_head_candidates: 0 }
+    }
 }
 
 /// What a request is checked against: the catalogue, the known users and the model's
@@ -42,6 +55,8 @@ pub struct Catalogue<'a> {
     /// Known users: original id -> dense item ids, oldest first.
     pub users: &'a HashMap<String, Vec<u32>>,
     pub max_session_items: usize,
+    /// Whether the model has the full-item head that fused ranking needs.
+    pub item_head: bool,
 }
 
 /// Whose recommendations: a known user, or an explicit history (dense item ids).
@@ -54,6 +69,8 @@ pub struct Who {
 pub struct RecommendRequest {
     pub who: Who,
     pub opts: BeamOptions,
+    /// Rank by fused beam + item-head scores (single items only).
+    pub fusion: Option<Fusion>,
 }
 
 pub struct ScoreRequest {
@@ -62,7 +79,8 @@ pub struct ScoreRequest {
     pub items: Vec<u32>,
 }
 
-const RECOMMEND_FIELDS: &[&str] = &["user_id", "history", "k", "beam", "session_len", "exclude_history"];
+const RECOMMEND_FIELDS: &[&str] =
+    &["user_id", "history", "k", "beam", "session_len", "exclude_history", "item_head_weight", "item_head_candidates"];
 const SCORE_FIELDS: &[&str] = &["user_id", "history", "items"];
 
 /// Parses and checks a `POST /v1/recommend` body.
@@ -96,7 +114,64 @@ pub fn parse_recommend(body: &[u8], cat: &Catalogue, limits: &RequestLimits) -> 
             format!("`session_len` {session_len} exceeds the model's max_session_items {max_session}"),
         ));
     }
-    Ok(RecommendRequest { who, opts: BeamOptions { beam, session_len, top: k, exclude_history } })
+    let fusion = fusion(&obj, beam, session_len, cat, limits)?;
+    Ok(RecommendRequest { who, opts: BeamOptions { beam, session_len, top: k, exclude_history }, fusion })
+}
+
+/// Fused ranking for a recommend request: its own `item_head_weight` (0 = off) or the
+/// server's default. A default applies to single-item requests only; asking for it
+/// explicitly with `session_len` > 1, or from a model without an item head, is an error.
+fn fusion(
+    obj: &Map<String, Value>,
+    beam: usize,
+    session_len: usize,
+    cat: &Catalogue,
+    limits: &RequestLimits,
+) -> Result<Option<Fusion>, ApiError> {
+    let asked = match obj.get("item_head_weight") {
+        None | Some(Value::Null) => None,
+        Some(v) => match v.as_f64() {
+            Some(w) if w.is_finite() && w >= 0.0 => Some(w),
+            _ => {
+                return Err(ApiError::bad(
+                    "item_head_weight",
+                    format!("`item_head_weight` must be a number >= 0 (0: rank by the beam alone), got {v}"),
+                ))
+            }
+        },
+    };
+    let candidates = match obj.get("item_head_candidates") {
+        None | Some(Value::Null) => None,
+        Some(_) => Some(uint(obj, "item_head_candidates", 1)?),
+    };
+    if let Some(c) = candidates.filter(|&c| c > limits.max_beam) {
+        return Err(ApiError::bad(
+            "item_head_candidates",
+            format!("`item_head_candidates` {c} exceeds this server's limit of {} (--max-beam)", limits.max_beam),
+        ));
+    }
+    let weight = asked.unwrap_or(limits.item_head_weight);
+    if weight == 0.0 {
+        return Ok(None);
+    }
+    if asked.is_some() && !cat.item_head {
+        return Err(ApiError::bad(
+            "item_head_weight",
+            "this model has no item head (trained without model.item_id_embedding): fused ranking is unavailable; drop `item_head_weight` or set it to 0",
+        ));
+    }
+    if session_len != 1 {
+        if asked.is_some() {
+            return Err(ApiError::bad(
+                "item_head_weight",
+                format!("fused ranking ranks single items: `session_len` must be 1, got {session_len}"),
+            ));
+        }
+        return Ok(None);
+    }
+    let candidates =
+        candidates.unwrap_or(if limits.item_head_candidates > 0 { limits.item_head_candidates } else { beam });
+    Ok(Some(Fusion { weight: weight as f32, candidates }))
 }
 
 /// Parses and checks a `POST /v1/score` body.

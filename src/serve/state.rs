@@ -47,7 +47,13 @@ impl ModelState {
             ids: &self.ckpt.semantic_ids,
             users: &self.users,
             max_session_items: self.ckpt.meta.model.max_session_items,
+            item_head: self.has_item_head(),
         }
+    }
+
+    /// Whether the model has the full-item head fused ranking needs.
+    pub fn has_item_head(&self) -> bool {
+        self.ckpt.meta.model.item_id_embedding
     }
 
     /// `GET /v1/model`: what is being served.
@@ -60,6 +66,7 @@ impl ModelState {
             "config": m.model,
             "vocab": m.vocab,
             "items": m.n_items,
+            "item_head": self.has_item_head(),
             "dataset": {"dir": self.data_dir, "users": self.users.len(), "split": self.split},
         })
     }

@@ -43,6 +43,12 @@ pub struct TrainConfig {
     /// Rank with the user's history items excluded, as `onerec eval --exclude-history`
     /// does, so `best/` is picked under the protocol the final numbers are reported in.
     pub rank_exclude_history: bool,
+    /// Rank that eval by the fused generative + item-head score (as `onerec eval
+    /// --item-head-weight`), so `best/` is picked by the ranking the recipe reports;
+    /// 0 = the beam alone. Needs `model.item_id_embedding`.
+    pub rank_item_head_weight: f64,
+    /// The item head's candidates for that fused ranking (0 = `rank_beam`).
+    pub rank_item_head_candidates: usize,
     /// Length bucketing: if > 0, each window of this many batches is sorted by history
     /// length before batching (less encoder padding, faster steps); 0 = plain shuffle.
     pub length_buckets: usize,
@@ -73,6 +79,8 @@ impl Default for TrainConfig {
             rank_users: 500,
             rank_beam: 20,
             rank_exclude_history: false,
+            rank_item_head_weight: 0.0,
+            rank_item_head_candidates: 0,
             length_buckets: 0,
         }
     }
@@ -99,6 +107,11 @@ impl TrainConfig {
             "eval_every, log_every and valid_batch must be > 0"
         );
         ensure!(self.rank_beam >= 10, "rank_beam must be >= 10 (Recall@10 needs 10 ranked items)");
+        ensure!(
+            self.rank_item_head_weight.is_finite() && self.rank_item_head_weight >= 0.0,
+            "rank_item_head_weight = {} must be a finite number >= 0 (0 = rank by the beam alone)",
+            self.rank_item_head_weight
+        );
         Ok(())
     }
 

@@ -30,6 +30,8 @@ impl Mean {
 pub struct LogWindow {
     ce: f64,
     aux: f64,
+    /// The item head's cross-entropy, summed over the micro-batches that had one.
+    item_ce: Mean,
     micro_batches: usize,
     tokens: f64,
     examples: usize,
@@ -45,6 +47,7 @@ impl LogWindow {
         LogWindow {
             ce: 0.0,
             aux: 0.0,
+            item_ce: Mean::default(),
             micro_batches: 0,
             tokens: 0.0,
             examples: 0,
@@ -57,6 +60,9 @@ impl LogWindow {
     pub fn add(&mut self, m: &MicroBatchStats) {
         if let Some(a) = m.aux {
             self.aux += a;
+        }
+        if let Some(c) = m.item_ce {
+            self.item_ce.add(c);
         }
         self.ce += m.ce;
         self.micro_batches += 1;
@@ -87,10 +93,15 @@ impl LogWindow {
             })
             .collect();
         let n = self.micro_batches.max(1) as f64;
+        let item_ce = match self.item_ce.n {
+            0 => "-".to_string(),
+            _ => format!("{:.4}", self.item_ce.take()),
+        };
         info!(
             step,
             loss = format!("{:.4}", self.ce / n),
             aux = format!("{:.4}", self.aux / n),
+            item_ce,
             lr = format!("{lr:.2e}"),
             tok_per_s = format!("{:.0}", self.tokens / secs),
             ex_per_s = format!("{:.0}", self.examples as f64 / secs),

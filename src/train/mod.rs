@@ -54,6 +54,11 @@ impl PretrainSpec<'_> {
             self.train.session_len,
             self.model.max_session_items
         );
+        ensure!(
+            self.train.rank_item_head_weight == 0.0 || self.model.item_id_embedding,
+            "train.rank_item_head_weight = {} needs the item head: set model.item_id_embedding = true (and model.item_head_weight > 0 to train it)",
+            self.train.rank_item_head_weight
+        );
         Ok(())
     }
 }
@@ -66,6 +71,7 @@ pub fn rank_eval_options(tc: &TrainConfig) -> crate::eval::EvalOptions<'static> 
         session_len: 0,
         max_users: Some(tc.rank_users),
         exclude_history: tc.rank_exclude_history,
+        fusion: crate::eval::config::fusion(tc.rank_item_head_weight, tc.rank_item_head_candidates, tc.rank_beam),
         ..Default::default()
     }
 }

@@ -37,6 +37,8 @@ pub struct MicroBatchStats {
     pub ce: f64,
     /// MoE auxiliary (balance) loss, if the model has one.
     pub aux: Option<f64>,
+    /// Mean full-item cross-entropy of the auxiliary item head, if it trains.
+    pub item_ce: Option<f64>,
     pub tokens: f64,
     pub examples: usize,
 }
@@ -168,7 +170,8 @@ impl<'a> Run<'a> {
             // This rank's share of the micro-batch's target tokens (the loss is their mean).
             let all_tokens = sync::sum_scalar(self.sync, tokens)?;
             let share = if world == 1 { 1.0 } else { tokens / all_tokens };
-            let mut stats = MicroBatchStats { ce: 0.0, aux: None, tokens: all_tokens, examples: mb.examples.len() };
+            let mut stats =
+                MicroBatchStats { ce: 0.0, aux: None, item_ce: None, tokens: all_tokens, examples: mb.examples.len() };
             // Data-parallel with the Switch aux loss: every rank (with examples or not) joins
             // the sum of this micro-batch's routing loads, from which each builds its part of
             // the global aux loss.
@@ -210,6 +213,7 @@ impl<'a> Run<'a> {
             let mut loss = if world == 1 { ce } else { (ce * share)? };
             // The auxiliary item head's cross-entropy, weighted and shared like the ce.
             if let Some(ic) = item_ce {
+                stats.item_ce = Some(ic.to_scalar::<f32>()? as f64 * share);
                 loss = (loss + (ic * (self.model.cfg.item_head_weight * share))?)?;
             }
             if let Some(a) = aux {

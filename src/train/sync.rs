@@ -42,6 +42,7 @@ pub fn sum_step_stats(sync: &dyn GradSync, mbs: &mut [MicroBatchStats], routing:
     let mut buf = Vec::new();
     for m in mbs.iter() {
         buf.extend([m.ce, m.aux.unwrap_or(0.0), m.aux.is_some() as u8 as f64]);
+        buf.extend([m.item_ce.unwrap_or(0.0), m.item_ce.is_some() as u8 as f64]);
     }
     for r in routing.iter() {
         buf.extend(r.load.iter().map(|&l| l as f64));
@@ -51,9 +52,10 @@ pub fn sum_step_stats(sync: &dyn GradSync, mbs: &mut [MicroBatchStats], routing:
     let mut it = buf.into_iter();
     let mut next = || it.next().unwrap_or(0.0);
     for m in mbs.iter_mut() {
-        let (ce, aux, has_aux) = (next(), next(), next());
+        let (ce, aux, has_aux, item_ce, has_item_ce) = (next(), next(), next(), next(), next());
         m.ce = ce;
         m.aux = (has_aux > 0.0).then_some(aux);
+        m.item_ce = (has_item_ce > 0.0).then_some(item_ce);
     }
     for r in routing.iter_mut() {
         for l in r.load.iter_mut() {

@@ -307,3 +307,36 @@ fn ranking_eval_options_follow_the_train_config() {
     // Off by default, like `onerec eval`.
     assert!(!train::rank_eval_options(&cfg(2, 2, &[]).train).exclude_history);
 }
+
+#[test]
+fn fused_ranking_eval_selects_best_and_needs_the_item_head() {
+    let (ds, sids) = toy();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("run");
+    let head = ["model.item_id_embedding=true", "model.item_head_weight=1"];
+    let rank = ["train.rank_users=32", "train.select_metric=\"ndcg@10\"", "train.rank_item_head_weight=3"];
+    let c = cfg(6, 6, &[&head[..], &rank[..]].concat());
+    let o = train::rank_eval_options(&c.train);
+    assert_eq!(o.fusion, Some(onerec::generate::fused::Fusion { weight: 3.0, candidates: c.train.rank_beam }));
+    train::pretrain(&c.pretrain_spec().unwrap(), &ds, &sids, &out, false).unwrap();
+    // The one eval row's NDCG@10 is the fused ranking of the saved best/ model.
+    let row = &rows(&out)[0];
+    let ck = checkpoint::load(&out).unwrap();
+    let vocab = onerec::model::Vocab::new(ck.semantic_ids.codebook_sizes.clone());
+    let rep = onerec::eval::evaluate(&ck.model, &ck.semantic_ids, &vocab, &ds, onerec::generate::SplitSel::Valid, &o)
+        .unwrap();
+    let ndcg = row["ndcg@10"].as_f64().unwrap();
+    assert!((ndcg - rep.metrics["ndcg@10"]).abs() < 1e-9, "row {ndcg} vs fused eval {}", rep.metrics["ndcg@10"]);
+    // Without the item head there is nothing to fuse: a clear error before training.
+    let e = format!(
+        "{:#}",
+        cfg(6, 6, &rank)
+            .pretrain_spec()
+            .and_then(|s| { train::pretrain(&s, &ds, &sids, &dir.path().join("x"), false).map(|_| ()) })
+            .unwrap_err()
+    );
+    assert!(e.contains("rank_item_head_weight") && e.contains("item_id_embedding"), "{e}");
+    assert!(!dir.path().join("x").join("last").exists());
+    let e = format!("{:#}", Config::load("tiny", &["train.rank_item_head_weight=-1".into()]).unwrap_err());
+    assert!(e.contains("rank_item_head_weight"), "{e}");
+}

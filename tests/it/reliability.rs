@@ -428,8 +428,8 @@ fn fuzz_serve_body() {
     let ids = tiny_ids();
     let users: std::collections::HashMap<String, Vec<u32>> =
         [("u1".to_string(), vec![0, 1]), ("u2".to_string(), vec![2])].into_iter().collect();
-    let cat = Catalogue { ids: &ids, users: &users, max_session_items: 5 };
-    let limits = RequestLimits { max_beam: 256, max_items: 1000 };
+    let cat = Catalogue { ids: &ids, users: &users, max_session_items: 5, item_head: true };
+    let limits = RequestLimits::new(256, 1000);
     let checked = |e: &ApiError| {
         assert!(matches!(e.status, 400 | 404), "status {} for {e:?}", e.status);
         assert!(e.field.is_some() && !e.message.is_empty(), "{e:?}");
