@@ -141,16 +141,30 @@ pub fn beam_search_with<M: StepModel>(
 ) -> Result<(Vec<Vec<Hypothesis>>, DecodeStats)> {
     ensure!(opts.beam >= 1 && opts.session_len >= 1 && opts.top >= 1, "beam, session length and top must be >= 1");
     check_inputs(model, ids, vocab, histories)?;
-    let mut stats = DecodeStats::default();
     if histories.is_empty() {
-        return Ok((vec![], stats));
+        return Ok((vec![], DecodeStats::default()));
     }
+    let state = model.encode(histories)?;
+    beam_search_encoded(model, state, ids, index, vocab, histories, opts)
+}
+
+/// [`beam_search_with`] from `state`, the fresh encoding of `histories` (inputs checked
+/// by the caller): lets callers that need the encoding again encode once.
+pub(crate) fn beam_search_encoded<M: StepModel>(
+    model: &M,
+    mut state: M::State,
+    ids: &SemanticIds,
+    index: &DecodeIndex,
+    vocab: &Vocab,
+    histories: &[&[u32]],
+    opts: &BeamOptions,
+) -> Result<(Vec<Vec<Hypothesis>>, DecodeStats)> {
+    let mut stats = DecodeStats::default();
     let trie = ids.trie();
     let levels = ids.levels();
     let v = vocab.size();
     let excl: Vec<Exclusion> =
         histories.iter().map(|h| Exclusion::new(index, if opts.exclude_history { h } else { &[] })).collect();
-    let mut state = model.encode(histories)?;
     let mut beams: Vec<Vec<Beam>> = vec![vec![Beam::root()]; histories.len()];
     let mut tokens = vec![Vocab::BOS; histories.len()];
     let total = opts.session_len * levels;

@@ -32,9 +32,32 @@ pub fn teacher_forced_logprob_rows<M: StepModel>(
     rows: &[u32],
     sessions: &[&[u32]],
 ) -> Result<Vec<f32>> {
-    ensure!(rows.len() == sessions.len(), "{} rows but {} sessions", rows.len(), sessions.len());
     check_inputs(model, ids, vocab, histories)?;
+    if sessions.iter().all(|s| s.is_empty()) {
+        // Nothing to score: no encoding needed (and none possible for zero histories).
+        ensure!(rows.len() == sessions.len(), "{} rows but {} sessions", rows.len(), sessions.len());
+        return Ok(vec![0.0; sessions.len()]);
+    }
+    let state = model.encode(histories)?;
+    teacher_forced_encoded(model, state, vocab, ids, histories.len(), rows, sessions)
+}
+
+/// [`teacher_forced_logprob_rows`] from `state`, the fresh encoding of `n_histories`
+/// histories (checked by the caller).
+pub(crate) fn teacher_forced_encoded<M: StepModel>(
+    model: &M,
+    mut state: M::State,
+    vocab: &Vocab,
+    ids: &SemanticIds,
+    n_histories: usize,
+    rows: &[u32],
+    sessions: &[&[u32]],
+) -> Result<Vec<f32>> {
+    ensure!(rows.len() == sessions.len(), "{} rows but {} sessions", rows.len(), sessions.len());
     check_items(ids, sessions, "session")?;
+    if let Some(&r) = rows.iter().find(|&&r| r as usize >= n_histories) {
+        anyhow::bail!("row {r} refers past the {n_histories} histories");
+    }
     let seqs: Vec<Vec<u32>> =
         sessions.iter().map(|s| s.iter().flat_map(|&i| vocab.item_tokens(ids.codes(i))).collect()).collect();
     let len = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
@@ -43,8 +66,7 @@ pub fn teacher_forced_logprob_rows<M: StepModel>(
         return Ok(sums);
     }
     let v = vocab.size();
-    let mut state = model.encode(histories)?;
-    if !rows.iter().enumerate().all(|(r, &h)| r == h as usize) || rows.len() != histories.len() {
+    if !rows.iter().enumerate().all(|(r, &h)| r == h as usize) || rows.len() != n_histories {
         model.reorder(&mut state, rows)?;
     }
     let mut tokens = vec![Vocab::BOS; seqs.len()];

@@ -7,8 +7,8 @@
 //! of their candidates keeps the generative ranking at weight 0's neighbourhood and tends
 //! to the head's ranking as the weight grows; the weight is chosen on validation.
 
-use super::beam::{beam_search_with, check_inputs, BeamOptions, DecodeStats, Hypothesis};
-use super::forced::teacher_forced_logprob_rows;
+use super::beam::{beam_search_encoded, check_inputs, BeamOptions, DecodeStats, Hypothesis};
+use super::forced::teacher_forced_encoded;
 use super::index::DecodeIndex;
 use super::StepModel;
 use crate::tokenizer::{SemanticIds, Vocab};
@@ -48,14 +48,16 @@ pub fn fused_search<M: StepModel>(
     fusion.validate()?;
     ensure!(opts.session_len == 1, "fused ranking ranks single items: session length must be 1");
     check_inputs(model, ids, vocab, histories)?;
-    let beam_opts = BeamOptions { top: opts.beam.max(opts.top), ..*opts };
-    let (beams, stats) = beam_search_with(model, ids, index, vocab, histories, &beam_opts)?;
     if histories.is_empty() {
-        return Ok((beams, stats));
+        return Ok((vec![], DecodeStats::default()));
     }
+    // One encoding serves the beam, the item head and the teacher-forced candidates.
+    let state = model.encode(histories)?;
+    let beam_opts = BeamOptions { top: opts.beam.max(opts.top), ..*opts };
+    let (beams, stats) = beam_search_encoded(model, state.clone(), ids, index, vocab, histories, &beam_opts)?;
     let n = ids.n_items();
     let head = model
-        .item_logprobs(histories)?
+        .item_logprobs(&state)?
         .context("fused ranking needs an item head: train with model.item_id_embedding = true")?;
     ensure!(
         head.len() == histories.len() * n,
@@ -76,12 +78,15 @@ pub fn fused_search<M: StepModel>(
             }
         }
     }
-    // Exact generative log-probs of the head's candidates the beam did not reach (each
-    // user's history encoded once for all of them).
+    // Exact generative log-probs of the head's candidates the beam did not reach.
     let rows: Vec<u32> = missing.iter().map(|&(u, _)| u as u32).collect();
     let sessions: Vec<[u32; 1]> = missing.iter().map(|&(_, i)| [i]).collect();
     let sessions: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();
-    let lps = teacher_forced_logprob_rows(model, vocab, ids, histories, &rows, &sessions)?;
+    let lps = if missing.is_empty() {
+        vec![]
+    } else {
+        teacher_forced_encoded(model, state, vocab, ids, histories.len(), &rows, &sessions)?
+    };
     for (&(u, item), lp) in missing.iter().zip(lps) {
         known[u].insert(item, lp);
     }

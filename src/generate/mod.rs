@@ -10,7 +10,9 @@
 /// duplicates rows (e.g. `[0,0,0,1,1,1]` expands 2 users to 3 beams each, and a beam
 /// step passes the parent row of every surviving beam), moving KV caches with them.
 pub trait StepModel {
-    type State;
+    /// Cloning a state is cheap (shared tensors) and lets one encoding serve several
+    /// decodings (fused ranking: the beam, the item head and teacher forcing).
+    type State: Clone;
     /// Encodes one history per row (dense dataset item ids, oldest first). The
     /// state holds the encoder output, cross-attention K/V and an empty KV cache.
     fn encode(&self, histories: &[&[u32]]) -> anyhow::Result<Self::State>;
@@ -22,8 +24,9 @@ pub trait StepModel {
     /// Vocabulary size (length of each row returned by `step`).
     fn vocab_size(&self) -> usize;
     /// Log-softmax over the whole catalogue from an item head, row-major
-    /// [rows, n_items]; `None` for a model without one (used by fused ranking).
-    fn item_logprobs(&self, _histories: &[&[u32]]) -> anyhow::Result<Option<Vec<f32>>> {
+    /// [histories, n_items], read off a state as `encode` returned it (before any
+    /// step or reorder); `None` for a model without one (used by fused ranking).
+    fn item_logprobs(&self, _state: &Self::State) -> anyhow::Result<Option<Vec<f32>>> {
         Ok(None)
     }
 }

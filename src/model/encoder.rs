@@ -39,6 +39,7 @@ pub struct Encoder {
 }
 
 /// Encoder output and its additive key mask [B,1,1,T].
+#[derive(Clone)]
 pub struct Encoded {
     pub out: Tensor,
     pub mask: Tensor,

@@ -217,8 +217,12 @@ pub struct OneRecModel {
     pub dropout: Arc<Dropout>,
 }
 
-/// Decoding state for a batch of rows: encoder mask, cross K/V and self KV caches.
+/// Decoding state for a batch of rows: encoder mask, cross K/V and self KV caches, and
+/// the encoder output the item head reads (one row per history; tensors are shared, so
+/// a clone is cheap and decoding one clone leaves the other as it was).
+#[derive(Clone)]
 pub struct DecodeState {
+    enc: encoder::Encoded,
     enc_mask: Tensor,
     cache: decoder::Cache,
     pos: usize,
@@ -390,8 +394,12 @@ impl OneRecModel {
     /// The item head's log-softmax over the catalogue, row-major [rows, n_items];
     /// `None` without item-id embeddings.
     pub fn item_logprobs(&self, histories: &[&[u32]]) -> Result<Option<Vec<f32>>> {
-        let enc = self.encode_histories(histories)?;
-        let Some(logits) = self.encoder.item_logits(&enc)? else { return Ok(None) };
+        self.item_logprobs_of(&self.encode_histories(histories)?)
+    }
+
+    /// [`Self::item_logprobs`] of encoded histories.
+    fn item_logprobs_of(&self, enc: &encoder::Encoded) -> Result<Option<Vec<f32>>> {
+        let Some(logits) = self.encoder.item_logits(enc)? else { return Ok(None) };
         Ok(Some(candle_nn::ops::log_softmax(&logits, D::Minus1)?.flatten_all()?.to_vec1()?))
     }
 
@@ -460,7 +468,7 @@ impl OneRecModel {
     pub fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
         let enc = self.encode_histories(histories)?;
         let cache = self.decoder.start(&enc)?;
-        Ok(DecodeState { enc_mask: enc.mask, cache, pos: 0, rows: histories.len() })
+        Ok(DecodeState { enc_mask: enc.mask.clone(), enc, cache, pos: 0, rows: histories.len() })
     }
 
     /// Feeds one token per row; log-softmax [rows, vocab] row-major (same as
@@ -534,7 +542,7 @@ impl StepModel for OneRecModel {
     fn vocab_size(&self) -> usize {
         self.vocab.size()
     }
-    fn item_logprobs(&self, histories: &[&[u32]]) -> Result<Option<Vec<f32>>> {
-        OneRecModel::item_logprobs(self, histories)
+    fn item_logprobs(&self, state: &DecodeState) -> Result<Option<Vec<f32>>> {
+        self.item_logprobs_of(&state.enc)
     }
 }

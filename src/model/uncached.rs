@@ -12,6 +12,7 @@ use candle_core::{Tensor, D};
 pub struct Uncached<'a>(pub &'a OneRecModel);
 
 /// Encoder output and the tokens fed so far, per row.
+#[derive(Clone)]
 pub struct UncachedState {
     enc: Encoded,
     tokens: Vec<Vec<u32>>,
@@ -51,7 +52,7 @@ impl StepModel for Uncached<'_> {
         self.0.vocab.size()
     }
 
-    fn item_logprobs(&self, histories: &[&[u32]]) -> Result<Option<Vec<f32>>> {
-        self.0.item_logprobs(histories)
+    fn item_logprobs(&self, state: &UncachedState) -> Result<Option<Vec<f32>>> {
+        self.0.item_logprobs_of(&state.enc)
     }
 }
