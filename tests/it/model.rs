@@ -498,8 +498,38 @@ fn fused_ranking_scores_beam_and_head_candidates_exactly() {
             }
         }
     }
+    // One encoding serves the beam, the head and the teacher-forced candidates.
+    let counting = CountingEncodes(&m, std::cell::Cell::new(0));
+    let f = Fusion { weight: 2.0, candidates: 8 };
+    let (want, _) = fused_search(&m, &ids, &index, &m.vocab, &h, &opts, &f).unwrap();
+    let (got, _) = fused_search(&counting, &ids, &index, &m.vocab, &h, &opts, &f).unwrap();
+    assert_eq!(got, want);
+    assert_eq!(counting.1.get(), 1, "histories encoded {} times", counting.1.get());
     let plain = model(4);
     let f = Fusion { weight: 1.0, candidates: 4 };
     let e = format!("{:#}", fused_search(&plain, &ids, &index, &plain.vocab, &h, &opts, &f).unwrap_err());
     assert!(e.contains("item_id_embedding"), "{e}");
+}
+
+/// A [`OneRecModel`] that counts its `encode` calls.
+struct CountingEncodes<'a>(&'a OneRecModel, std::cell::Cell<usize>);
+
+impl StepModel for CountingEncodes<'_> {
+    type State = onerec::model::DecodeState;
+    fn encode(&self, histories: &[&[u32]]) -> anyhow::Result<Self::State> {
+        self.1.set(self.1.get() + 1);
+        self.0.encode(histories)
+    }
+    fn step(&self, state: &mut Self::State, tokens: &[u32]) -> anyhow::Result<Vec<f32>> {
+        StepModel::step(self.0, state, tokens)
+    }
+    fn reorder(&self, state: &mut Self::State, rows: &[u32]) -> anyhow::Result<()> {
+        StepModel::reorder(self.0, state, rows)
+    }
+    fn vocab_size(&self) -> usize {
+        StepModel::vocab_size(self.0)
+    }
+    fn item_logprobs(&self, state: &Self::State) -> anyhow::Result<Option<Vec<f32>>> {
+        StepModel::item_logprobs(self.0, state)
+    }
 }
