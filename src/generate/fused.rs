@@ -82,11 +82,7 @@ pub fn fused_search<M: StepModel>(
     let rows: Vec<u32> = missing.iter().map(|&(u, _)| u as u32).collect();
     let sessions: Vec<[u32; 1]> = missing.iter().map(|&(_, i)| [i]).collect();
     let sessions: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();
-    let lps = if missing.is_empty() {
-        vec![]
-    } else {
-        teacher_forced_encoded(model, state, vocab, ids, histories.len(), &rows, &sessions)?
-    };
+    let lps = teacher_forced_encoded(model, state, vocab, ids, histories.len(), &rows, &sessions)?;
     for (&(u, item), lp) in missing.iter().zip(lps) {
         known[u].insert(item, lp);
     }

@@ -217,13 +217,12 @@ pub struct OneRecModel {
     pub dropout: Arc<Dropout>,
 }
 
-/// Decoding state for a batch of rows: encoder mask, cross K/V and self KV caches, and
-/// the encoder output the item head reads (one row per history; tensors are shared, so
-/// a clone is cheap and decoding one clone leaves the other as it was).
+/// Decoding state for a batch of rows: the encoder output and mask (one row per history;
+/// the item head reads the output), cross K/V and self KV caches. Tensors are shared, so a
+/// clone is cheap and decoding one clone leaves the other as it was.
 #[derive(Clone)]
 pub struct DecodeState {
     enc: encoder::Encoded,
-    enc_mask: Tensor,
     cache: decoder::Cache,
     pos: usize,
     rows: usize,
@@ -468,14 +467,14 @@ impl OneRecModel {
     pub fn encode(&self, histories: &[&[u32]]) -> Result<DecodeState> {
         let enc = self.encode_histories(histories)?;
         let cache = self.decoder.start(&enc)?;
-        Ok(DecodeState { enc_mask: enc.mask.clone(), enc, cache, pos: 0, rows: histories.len() })
+        Ok(DecodeState { enc, cache, pos: 0, rows: histories.len() })
     }
 
     /// Feeds one token per row; log-softmax [rows, vocab] row-major (same as
     /// [`StepModel::step`]).
     pub fn decode_step(&self, state: &mut DecodeState, tokens: &[u32]) -> Result<Vec<f32>> {
         check_step(tokens, state.rows, self.vocab.size())?;
-        let logits = self.decoder.step(tokens, state.pos, &mut state.cache, &state.enc_mask)?;
+        let logits = self.decoder.step(tokens, state.pos, &mut state.cache, &state.enc.mask)?;
         state.pos += 1;
         let lp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         Ok(lp.flatten_all()?.to_vec1()?)

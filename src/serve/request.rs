@@ -169,9 +169,7 @@ fn fusion(
         }
         return Ok(None);
     }
-    let candidates =
-        candidates.unwrap_or(if limits.item_head_candidates > 0 { limits.item_head_candidates } else { beam });
-    Ok(Some(Fusion { weight: weight as f32, candidates }))
+    Ok(crate::eval::config::fusion(weight, candidates.unwrap_or(limits.item_head_candidates), beam))
 }
 
 /// Parses and checks a `POST /v1/score` body.
