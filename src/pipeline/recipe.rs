@@ -108,6 +108,7 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
         "version": env!("CARGO_PKG_VERSION"),
         "config": cfg.name,
         "seed": cfg.seed,
+        "threads": crate::util::threads::compute_threads(),
         "data_dir": r.data_dir,
         "resume": r.resume,
         "eval_only": r.eval_only,

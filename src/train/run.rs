@@ -29,6 +29,9 @@ pub(super) struct TrainState {
     pub best_step: usize,
     /// `train.select_metric` of `best/` (NaN before the first eval).
     pub best_value: f64,
+    /// Thread counts the run has used (empty in checkpoints from before this was kept).
+    #[serde(default)]
+    pub threads: Vec<usize>,
 }
 
 /// What one micro-batch contributed to the logs.
@@ -93,13 +96,15 @@ impl<'a> Run<'a> {
                 last_dir.display(),
                 out.display()
             );
-            let st: TrainState = crate::util::io::read_json(&last_dir.join("train_state.json"))?;
+            let mut st: TrainState = crate::util::io::read_json(&last_dir.join("train_state.json"))?;
+            st.threads = crate::util::threads::on_resume(st.threads, &last_dir);
             info!(step = st.step, dir = %last_dir.display(), "resuming");
             (ck.model, ck.varmap, st)
         } else {
             let vocab = Vocab::new(sids.codebook_sizes.clone());
             let (m, vm) = OneRecModel::build(spec.model, vocab, dense.codes.clone(), spec.seed)?;
-            (m, vm, TrainState { step: 0, best_step: 0, best_value: f64::NAN })
+            let threads = vec![crate::util::threads::compute_threads()];
+            (m, vm, TrainState { step: 0, best_step: 0, best_value: f64::NAN, threads })
         };
         if sync.is_leader() {
             crate::util::io::atomic_write(&out.join("config.toml"), spec.config_toml.as_bytes())?;

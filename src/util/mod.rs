@@ -8,3 +8,4 @@ pub mod logging;
 pub mod progress;
 pub mod record;
 pub mod rng;
+pub mod threads;

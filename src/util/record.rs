@@ -9,7 +9,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-/// A run record: a flat JSON object with at least `command` and `version`. No timings,
+/// A run record: a flat JSON object with at least `command`, `version` and `threads`. No timings,
 /// so identical runs write identical bytes.
 #[derive(Clone, Debug)]
 pub struct RunRecord(Map<String, Value>);
@@ -19,6 +19,7 @@ impl RunRecord {
         let mut m = Map::new();
         m.insert("command".into(), Value::from(command));
         m.insert("version".into(), Value::from(env!("CARGO_PKG_VERSION")));
+        m.insert("threads".into(), Value::from(crate::util::threads::compute_threads()));
         RunRecord(m)
     }
 

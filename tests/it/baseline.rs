@@ -163,6 +163,7 @@ fn sasrec_resume_is_exact() {
     assert!(format!("{again:#}").contains("--resume"), "{again:#}");
     let s = train_sasrec(&cfg, &ds, &cut, true).unwrap();
     assert_eq!(s.epochs, 4);
+    assert_eq!(s.threads, vec![rayon::current_num_threads()], "same threads: recorded once");
     for f in ["best/model.safetensors", "best/sasrec.json", "last/model.safetensors", "last/optimizer.safetensors"] {
         let (a, b) = (std::fs::read(full.join(f)).unwrap(), std::fs::read(cut.join(f)).unwrap());
         assert!(a == b, "{f} differs between the uninterrupted and the resumed run");
@@ -173,6 +174,24 @@ fn sasrec_resume_is_exact() {
     let other = small_config(&["train.epochs=5", "model.d_model=24", "model.heads=1"]);
     let err = train_sasrec(&other, &ds, &cut, true).err().unwrap();
     assert!(format!("{err:#}").contains("[model]"), "{err:#}");
+}
+
+/// A run resumed at another thread count records both (its bytes depend on them).
+#[test]
+fn sasrec_resume_records_a_changed_thread_count() {
+    let hs = crate::common::random_histories(60, 20, 10, 5);
+    let ds = Dataset::from_histories(&hs, 20);
+    let cfg = small_config(&["train.epochs=2", "train.eval_every=1", "model.d_model=8", "model.heads=1"]);
+    let t = tempfile::tempdir().unwrap();
+    let pool = |n: usize| rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap();
+    let hooks = Hooks { stop_after_epoch: Some(1) };
+    let s = pool(1).install(|| train_sasrec_with(&cfg, &ds, t.path(), false, &hooks)).unwrap();
+    assert_eq!(s.threads, vec![1]);
+    let s = pool(2).install(|| train_sasrec(&cfg, &ds, t.path(), true)).unwrap();
+    assert_eq!((s.epochs, s.threads), (2, vec![1, 2]));
+    let saved: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(t.path().join("summary.json")).unwrap()).unwrap();
+    assert_eq!(saved["threads"], serde_json::json!([1, 2]));
 }
 
 /// Items on a circle in a 4-dim space, each embedding zero-mean with unit variance so

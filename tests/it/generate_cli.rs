@@ -83,6 +83,7 @@ fn cli_shards_concatenate_to_unsharded() {
         (Some("generate"), Some(5), Some(60))
     );
     assert!(rec["seed"].is_u64() && rec["checkpoint_step"].as_u64() == Some(4), "{rec}");
+    assert_eq!(rec["threads"].as_u64(), Some(1), "RAYON_NUM_THREADS=1 is recorded: {rec}");
     let out = dir.path().join("nodata.jsonl");
     let r = onerec(&[
         "generate",

@@ -53,6 +53,9 @@ pub struct SasrecSummary {
     pub positions_per_epoch: usize,
     /// Wall seconds of this process's part of the run.
     pub seconds: f64,
+    /// Thread counts the run has used, over resumes.
+    #[serde(default)]
+    pub threads: Vec<usize>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -64,6 +67,9 @@ struct TrainState {
     best_recall10: f64,
     evals_since_best: usize,
     stopped_early: bool,
+    /// Thread counts the run has used (empty in checkpoints from before this was kept).
+    #[serde(default)]
+    threads: Vec<usize>,
 }
 
 /// The training sequences: each user's training part (never the validation or test
@@ -181,7 +187,8 @@ fn train(
             cfg.seed
         );
         checkpoint::check_dataset(&ck.meta, &last_dir, ds)?;
-        let st: TrainState = crate::util::io::read_json(&last_dir.join("train_state.json"))?;
+        let mut st: TrainState = crate::util::io::read_json(&last_dir.join("train_state.json"))?;
+        st.threads = crate::util::threads::on_resume(st.threads, &last_dir);
         info!(epoch = st.epoch, dir = %last_dir.display(), "resuming");
         (ck.model, ck.varmap, st)
     } else {
@@ -194,6 +201,7 @@ fn train(
             best_recall10: 0.0,
             evals_since_best: 0,
             stopped_early: false,
+            threads: vec![crate::util::threads::compute_threads()],
         };
         (m, vm, st)
     };
@@ -241,6 +249,7 @@ fn train(
         mut best_recall10,
         mut evals_since_best,
         mut stopped_early,
+        threads,
     } = state;
     let t0 = Instant::now();
     let meta_at = |epoch: usize, extra: Value| SasrecMeta {
@@ -380,6 +389,7 @@ fn train(
                 best_recall10,
                 evals_since_best,
                 stopped_early,
+                threads: threads.clone(),
             };
             let meta = meta_at(epoch, json!({ "train_loss": train_loss }));
             crate::util::io::atomic_dir(&last_dir, |d| {
@@ -403,6 +413,7 @@ fn train(
         users: seqs.len(),
         positions_per_epoch: positions,
         seconds: t0.elapsed().as_secs_f64(),
+        threads,
     };
     if leader {
         crate::util::io::write_json(&out.join("summary.json"), &summary)?;
