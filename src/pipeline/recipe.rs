@@ -214,7 +214,7 @@ fn evaluate_all(cfg: &Config, pre: &Path, data: &Path, out: &Path) -> Result<Vec
         crate::util::io::write_json(&out.join(&file), &report)?;
         let args = json!({
             "split": split_name(split), "exclude_history": exclude_history, "beam": opts.beam, "ks": opts.ks,
-            "session_len": opts.session_len, "max_users": opts.max_users,
+            "session_len": opts.session_len, "max_users": opts.max_users, "fusion": opts.fusion,
         });
         RunRecord::new("recipe eval")
             .set("args", args)?

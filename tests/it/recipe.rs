@@ -111,7 +111,14 @@ fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
     let t = tempfile::tempdir().unwrap();
     let raw = amazon_like_dir(t.path());
     let out = t.path().join("out");
-    let cfg = small_config(&["tokenizer.collab=\"sasrec\"", "eval.both_protocols=false"]);
+    // The candidate recipe's levers: collab tokenizer, hybrid input + item head, fused ranking.
+    let cfg = small_config(&[
+        "tokenizer.collab=\"sasrec\"",
+        "eval.both_protocols=false",
+        "model.item_id_embedding=true",
+        "model.item_head_weight=1",
+        "eval.item_head_weight=3",
+    ]);
     let run = RecipeRun { config: &cfg, data_dir: &raw, out: &out, resume: false, eval_only: false };
     recipe::run(&run).unwrap();
     for f in ["sasrec/best", "sasrec/summary.json", "embeddings/collab.safetensors", "pre/best"] {
@@ -131,6 +138,12 @@ fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
     let recorded: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
     assert!(recorded["stage_secs"]["sasrec"].is_number(), "{recorded}");
+    assert_eq!(recorded["threads"].as_u64(), Some(rayon::current_num_threads() as u64), "{recorded}");
+    // Each evaluation's record says how it ranked: fused, at the configured weight.
+    let eval_rec: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("test.json.run.json")).unwrap()).unwrap();
+    assert_eq!(eval_rec["args"]["fusion"]["weight"].as_f64(), Some(3.0), "{eval_rec}");
+    assert_eq!(eval_rec["threads"], recorded["threads"], "{eval_rec}");
     // A rerun reuses the finished SASRec instead of training it again (or refusing its dir).
     let collab = std::fs::read(out.join("embeddings/collab.safetensors")).unwrap();
     std::fs::remove_dir_all(out.join("pre")).unwrap();
