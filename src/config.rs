@@ -1,12 +1,13 @@
 //! Run configuration: one TOML file with a section per stage, validated on load with
-//! errors that name the bad key. Built-in configs (`tiny`, `small`, `beauty`) are
-//! embedded so `--config tiny` works from anywhere; `--set key=value` overrides.
+//! errors that name the bad key. Built-in configs (`tiny`, `small`, `beauty`, `amazon`) are
+//! embedded so `--config tiny` works from anywhere; `--set key=value` overrides, and
+//! `extends = "beauty"` starts a file from a built-in one.
 //!
 //! One file is a whole recipe: `[data]` (prepare), `[embed]` (item text embeddings when
 //! the data has none), `[tokenizer]`, `[model]`, `[train]`, `[reward]`, `[align]` and
 //! `[eval]`. Each stage's library call takes only its own section and the seed.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{bail, ensure, Context, Result};
 use serde::{Deserialize, Serialize};
 use std::path::Path;
 
@@ -64,7 +65,45 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("tiny", include_str!("../configs/tiny.toml")),
     ("small", include_str!("../configs/small.toml")),
     ("beauty", include_str!("../configs/beauty.toml")),
+    ("amazon", include_str!("../configs/amazon.toml")),
 ];
+
+fn builtin_names() -> String {
+    BUILTIN.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
+}
+
+/// `extends = "NAME"` (a built-in config): NAME's keys, then this file's over them, table
+/// by table, so a variant recipe states only what it changes.
+fn with_base(value: toml::Value, depth: usize) -> Result<toml::Value> {
+    let toml::Value::Table(mut table) = value else { bail!("a config must be a TOML table") };
+    let Some(base) = table.remove("extends") else { return Ok(toml::Value::Table(table)) };
+    let name = base.as_str().context("extends: expected the name of a built-in config, e.g. \"beauty\"")?;
+    ensure!(depth < 4, "extends = {name:?}: configs extend each other more than 4 deep (a cycle?)");
+    let (_, text) = BUILTIN
+        .iter()
+        .find(|(n, _)| *n == name)
+        .with_context(|| format!("extends = {name:?}: not a built-in config ({})", builtin_names()))?;
+    let mut merged = with_base(toml::from_str(text)?, depth + 1)?;
+    merge(&mut merged, toml::Value::Table(table));
+    Ok(merged)
+}
+
+/// Writes `over` onto `base`: tables key by key, anything else replaced.
+fn merge(base: &mut toml::Value, over: toml::Value) {
+    match (base, over) {
+        (toml::Value::Table(b), toml::Value::Table(o)) => {
+            for (k, v) in o {
+                match b.get_mut(&k) {
+                    Some(bv) => merge(bv, v),
+                    None => {
+                        b.insert(k, v);
+                    }
+                }
+            }
+        }
+        (b, o) => *b = o,
+    }
+}
 
 impl Config {
     /// Loads `spec` (a path to a TOML file, or a built-in name) and applies `overrides`
@@ -75,10 +114,7 @@ impl Config {
         } else if let Some((_, t)) = BUILTIN.iter().find(|(n, _)| *n == spec) {
             (format!("built-in config `{spec}`"), t.to_string())
         } else {
-            bail!(
-                "config {spec}: no such file and not a built-in name ({})",
-                BUILTIN.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
-            );
+            bail!("config {spec}: no such file and not a built-in name ({})", builtin_names());
         };
         Self::from_toml(&text, overrides).with_context(|| format!("in {origin}"))
     }
@@ -102,7 +138,7 @@ impl Config {
     }
 
     fn parse(text: &str, overrides: &[String]) -> Result<Config> {
-        let mut value: toml::Value = toml::from_str(text)?;
+        let mut value = with_base(toml::from_str(text)?, 0)?;
         for ov in overrides {
             apply_override(&mut value, ov)?;
         }
@@ -240,6 +276,38 @@ mod tests {
         for (name, _) in BUILTIN {
             Config::load(name, &[]).unwrap_or_else(|e| panic!("{name}: {e:#}"));
         }
+    }
+
+    /// `amazon` is `beauty` with exactly the candidate recipe's levers turned on: the same
+    /// config as the long `--set` list the measured runs used.
+    #[test]
+    fn amazon_extends_beauty_with_the_candidate_levers() {
+        let amazon = Config::load("amazon", &[]).unwrap();
+        let sets = [
+            "name=\"amazon\"",
+            "tokenizer.collab=\"sasrec\"",
+            "model.item_id_embedding=true",
+            "model.item_head_weight=1.0",
+            "model.dropout=0.1",
+            "eval.item_head_weight=3.0",
+        ];
+        let by_hand = Config::load("beauty", &sets.map(String::from)).unwrap();
+        assert_eq!(amazon.to_toml().unwrap(), by_hand.to_toml().unwrap());
+        assert_ne!(amazon.to_toml().unwrap(), Config::load("beauty", &[]).unwrap().to_toml().unwrap());
+    }
+
+    #[test]
+    fn extends_merges_tables_and_names_a_bad_base() {
+        let cfg = Config::from_toml("extends = \"tiny\"\n[train]\nlr = 0.5\n", &[]).unwrap();
+        let tiny = Config::load("tiny", &[]).unwrap();
+        assert_eq!(cfg.train.lr, 0.5);
+        assert_eq!(cfg.train.batch_size, tiny.train.batch_size, "keys the file leaves alone come from the base");
+        assert_eq!(cfg.model.d_model, tiny.model.d_model);
+        assert!(!cfg.to_toml().unwrap().contains("extends"), "the saved config is resolved");
+        let err = format!("{:#}", Config::from_toml("extends = \"huge\"\n", &[]).unwrap_err());
+        assert!(err.contains("not a built-in config") && err.contains("beauty"), "{err}");
+        let err = format!("{:#}", Config::from_toml("extends = 3\n", &[]).unwrap_err());
+        assert!(err.contains("extends"), "{err}");
     }
 
     #[test]

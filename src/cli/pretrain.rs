@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct PretrainArgs {
-    /// Config file or built-in name (tiny, small, beauty).
+    /// Config file or built-in name (tiny, small, beauty, amazon).
     #[arg(long)]
     pub config: String,
     /// Prepared dataset directory (`onerec data prepare`).

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 #[derive(Args, Debug)]
 pub struct RewardArgs {
-    /// Config file or built-in name (tiny, small, beauty); its `[reward]` section is used.
+    /// Config file or built-in name (tiny, small, beauty, amazon); its `[reward]` section is used.
     #[arg(long)]
     pub config: String,
     /// Override a config key, e.g. `--set reward.epochs=3` (repeatable).
