@@ -68,6 +68,11 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("amazon", include_str!("../configs/amazon.toml")),
 ];
 
+/// The text of built-in config `name`.
+fn builtin(name: &str) -> Option<&'static str> {
+    BUILTIN.iter().find(|(n, _)| *n == name).map(|(_, t)| *t)
+}
+
 fn builtin_names() -> String {
     BUILTIN.iter().map(|b| b.0).collect::<Vec<_>>().join(", ")
 }
@@ -79,10 +84,8 @@ fn with_base(value: toml::Value, depth: usize) -> Result<toml::Value> {
     let Some(base) = table.remove("extends") else { return Ok(toml::Value::Table(table)) };
     let name = base.as_str().context("extends: expected the name of a built-in config, e.g. \"beauty\"")?;
     ensure!(depth < 4, "extends = {name:?}: configs extend each other more than 4 deep (a cycle?)");
-    let (_, text) = BUILTIN
-        .iter()
-        .find(|(n, _)| *n == name)
-        .with_context(|| format!("extends = {name:?}: not a built-in config ({})", builtin_names()))?;
+    let text =
+        builtin(name).with_context(|| format!("extends = {name:?}: not a built-in config ({})", builtin_names()))?;
     let mut merged = with_base(toml::from_str(text)?, depth + 1)?;
     merge(&mut merged, toml::Value::Table(table));
     Ok(merged)
@@ -111,7 +114,7 @@ impl Config {
     pub fn load(spec: &str, overrides: &[String]) -> Result<Config> {
         let (origin, text) = if Path::new(spec).exists() {
             (spec.to_string(), std::fs::read_to_string(spec).with_context(|| format!("cannot read config {spec}"))?)
-        } else if let Some((_, t)) = BUILTIN.iter().find(|(n, _)| *n == spec) {
+        } else if let Some(t) = builtin(spec) {
             (format!("built-in config `{spec}`"), t.to_string())
         } else {
             bail!("config {spec}: no such file and not a built-in name ({})", builtin_names());

@@ -14,13 +14,13 @@ pub fn compute_threads() -> usize {
 /// a warning when this process's is new.
 pub fn on_resume(mut used: Vec<usize>, last_dir: &Path) -> Vec<usize> {
     let now = compute_threads();
-    if !used.is_empty() && !used.contains(&now) {
-        tracing::warn!(
-            "resuming {} at {now} threads; it was trained at {used:?}: the result is valid but not byte-identical to a run at one thread count",
-            last_dir.display()
-        );
-    }
     if !used.contains(&now) {
+        if !used.is_empty() {
+            tracing::warn!(
+                "resuming {} at {now} threads; it was trained at {used:?}: the result is valid but not byte-identical to a run at one thread count",
+                last_dir.display()
+            );
+        }
         used.push(now);
     }
     used
