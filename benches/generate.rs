@@ -6,11 +6,18 @@
 //! of 3 x 256 codes, with the KV cache and without it (`model::uncached`, which re-runs
 //! the decoder over the whole prefix every step), and the hash mock model as the
 //! cost floor of the search itself.
+//!
+//! `score/...`: teacher-forced scoring of 100 candidate items for each of 8 users, as
+//! `onerec score` and fused ranking do, once pair by pair (one encoding and one decoder
+//! row per pair, the cost before scoring grouped pairs by user) and once grouped (one
+//! encoding per user, shared code prefixes: [`teacher_forced_logprob_rows`]).
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use onerec::config::Config;
 use onerec::generate::mock::HashLm;
-use onerec::generate::{beam_search_with, BeamOptions, DecodeIndex, StepModel};
+use onerec::generate::{
+    beam_search_with, teacher_forced_logprob, teacher_forced_logprob_rows, BeamOptions, DecodeIndex, StepModel,
+};
 use onerec::model::uncached::Uncached;
 use onerec::model::{OneRecModel, Vocab};
 use onerec::tokenizer::SemanticIds;
@@ -77,6 +84,29 @@ fn step_profile<M: StepModel>(name: &str, model: &M, vocab: &Vocab, steps: usize
     );
 }
 
+/// Pairs/s of teacher-forced scoring, `cands` candidates for each of `users` users:
+/// pair by pair versus grouped by user.
+fn bench_score<M: StepModel>(c: &mut Criterion, name: &str, model: &M, ids: &SemanticIds, vocab: &Vocab) {
+    let (users, cands) = (8usize, 100usize);
+    let hist = histories(users, ids.n_items());
+    let mut rng = onerec::util::rng::stream(9, "bench-cands");
+    let items: Vec<u32> = (0..users * cands).map(|_| rng.gen_range(0..ids.n_items() as u32)).collect();
+    let sessions: Vec<&[u32]> = items.iter().map(std::slice::from_ref).collect();
+    let rows: Vec<u32> = (0..users * cands).map(|p| (p / cands) as u32).collect();
+    let per_pair_hist: Vec<&[u32]> = rows.iter().map(|&r| &hist[r as usize][..]).collect();
+    let user_hist: Vec<&[u32]> = hist.iter().map(|x| &x[..]).collect();
+    let mut g = c.benchmark_group(format!("score/{name}"));
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(sessions.len() as u64));
+    g.bench_function("pair_by_pair", |b| {
+        b.iter(|| teacher_forced_logprob(model, vocab, ids, &per_pair_hist, &sessions).expect("score"))
+    });
+    g.bench_function("grouped_by_user", |b| {
+        b.iter(|| teacher_forced_logprob_rows(model, vocab, ids, &user_hist, &rows, &sessions).expect("score"))
+    });
+    g.finish();
+}
+
 fn benches(c: &mut Criterion) {
     // Stand-in search cost: 20k items, 3 x 64 codes, hash "model".
     let sizes = [64usize, 64, 64];
@@ -96,6 +126,7 @@ fn benches(c: &mut Criterion) {
     // 32 users x beam 10 = 320 rows; 15 steps = a 5-item session.
     step_profile("small/kv-cache", &model, &vocab, 15, 320);
     step_profile("small/no-cache", &Uncached(&model), &vocab, 15, 320);
+    bench_score(c, "small", &model, &ids, &vocab);
     bench_model(c, "small-kv-cache", &model, &ids, &vocab, 32);
     bench_model(c, "small-no-cache", &Uncached(&model), &ids, &vocab, 32);
 }

@@ -6,6 +6,7 @@ use super::StepModel;
 use crate::tokenizer::SemanticIds;
 use crate::tokenizer::Vocab;
 use anyhow::{ensure, Result};
+use std::collections::HashMap;
 
 /// Sum of the log-probabilities of every code token of `sessions[u]` (dense item
 /// ids) given `histories[u]`; sessions may differ in length (an empty one scores 0).
@@ -44,6 +45,13 @@ pub fn teacher_forced_logprob_rows<M: StepModel>(
 
 /// [`teacher_forced_logprob_rows`] from `state`, the fresh encoding of `n_histories`
 /// histories (checked by the caller).
+///
+/// Sessions after the same history that share a token prefix share its decoder steps:
+/// step t runs one row per distinct (history, first t tokens), not one per session.
+/// Why: scoring many candidate items for one user (offline scoring, fused ranking)
+/// otherwise repeats the BOS step for every candidate and the first code's step for
+/// every candidate under the same first code. The KV cache of a row depends only on
+/// its history and prefix, so sharing changes no score.
 pub(crate) fn teacher_forced_encoded<M: StepModel>(
     model: &M,
     mut state: M::State,
@@ -66,22 +74,118 @@ pub(crate) fn teacher_forced_encoded<M: StepModel>(
         return Ok(sums);
     }
     let v = vocab.size();
-    if !rows.iter().enumerate().all(|(r, &h)| r == h as usize) || rows.len() != n_histories {
-        model.reorder(&mut state, rows)?;
-    }
-    let mut tokens = vec![Vocab::BOS; seqs.len()];
-    for t in 0..len {
-        let lp = model.step(&mut state, &tokens)?;
-        ensure!(lp.len() == seqs.len() * v, "model returned {} log-probs for {} rows x {v}", lp.len(), seqs.len());
-        for (r, s) in seqs.iter().enumerate() {
-            tokens[r] = match s.get(t) {
-                Some(&tok) => {
-                    sums[r] += lp[r * v + tok as usize];
-                    tok
-                }
-                None => Vocab::PAD,
-            };
+    // Depth 0: one decoder row per distinct history that has a non-empty session.
+    let mut node_of: Vec<Option<usize>> = vec![None; seqs.len()];
+    let mut parents: Vec<u32> = Vec::new();
+    let mut first: HashMap<u32, usize> = HashMap::new();
+    for (r, s) in seqs.iter().enumerate() {
+        if !s.is_empty() {
+            node_of[r] = Some(*first.entry(rows[r]).or_insert_with(|| {
+                parents.push(rows[r]);
+                parents.len() - 1
+            }));
         }
     }
+    if !parents.iter().enumerate().all(|(i, &h)| i == h as usize) || parents.len() != n_histories {
+        model.reorder(&mut state, &parents)?;
+    }
+    let mut tokens = vec![Vocab::BOS; parents.len()];
+    for t in 0..len {
+        let lp = model.step(&mut state, &tokens)?;
+        ensure!(lp.len() == tokens.len() * v, "model returned {} log-probs for {} rows x {v}", lp.len(), tokens.len());
+        // Each session reads its token's log-prob off its node's row, then moves to
+        // the child node (parent row, token) if it has more tokens to score.
+        let mut child: HashMap<(usize, u32), usize> = HashMap::new();
+        parents.clear();
+        tokens.clear();
+        for (r, s) in seqs.iter().enumerate() {
+            let Some(node) = node_of[r] else { continue };
+            let tok = s[t];
+            sums[r] += lp[node * v + tok as usize];
+            node_of[r] = (t + 1 < s.len()).then(|| {
+                *child.entry((node, tok)).or_insert_with(|| {
+                    parents.push(node as u32);
+                    tokens.push(tok);
+                    parents.len() - 1
+                })
+            });
+        }
+        if parents.is_empty() {
+            break;
+        }
+        model.reorder(&mut state, &parents)?;
+    }
     Ok(sums)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::generate::mock::{random_catalogue, HashLm};
+    use std::cell::Cell;
+
+    /// [`HashLm`] that counts the decoder rows it is fed.
+    struct Counting(HashLm, Cell<usize>);
+
+    impl StepModel for Counting {
+        type State = <HashLm as StepModel>::State;
+        fn encode(&self, h: &[&[u32]]) -> Result<Self::State> {
+            self.0.encode(h)
+        }
+        fn step(&self, s: &mut Self::State, tokens: &[u32]) -> Result<Vec<f32>> {
+            self.1.set(self.1.get() + tokens.len());
+            self.0.step(s, tokens)
+        }
+        fn reorder(&self, s: &mut Self::State, rows: &[u32]) -> Result<()> {
+            self.0.reorder(s, rows)
+        }
+        fn vocab_size(&self) -> usize {
+            self.0.vocab_size
+        }
+    }
+
+    /// One session alone, token by token, straight through the model.
+    fn reference(model: &HashLm, vocab: &Vocab, ids: &SemanticIds, h: &[u32], s: &[u32]) -> f32 {
+        let mut state = model.encode(&[h]).unwrap();
+        let mut tok = Vocab::BOS;
+        let mut sum = 0.0;
+        for t in s.iter().flat_map(|&i| vocab.item_tokens(ids.codes(i))) {
+            sum += model.step(&mut state, &[tok]).unwrap()[t as usize];
+            tok = t;
+        }
+        sum
+    }
+
+    #[test]
+    fn shared_prefixes_score_exactly_as_alone_with_fewer_rows() {
+        let sizes = [2, 3, 4];
+        let ids = random_catalogue(&sizes, 20, 5).unwrap();
+        let vocab = Vocab::new(sizes.to_vec());
+        let model = Counting(HashLm::new(vocab.size(), 9), Cell::new(0));
+        let histories: Vec<&[u32]> = vec![&[1, 2, 3], &[4], &[5, 6]];
+        // History 0 scores every item (first codes shared), history 2 nothing; sessions
+        // of one, two and zero items, one repeated.
+        let mut rows = Vec::new();
+        let mut sessions: Vec<Vec<u32>> = Vec::new();
+        for i in 0..20 {
+            rows.push(0);
+            sessions.push(vec![i]);
+        }
+        for s in [vec![7, 8], vec![7, 9], vec![7, 8], vec![], vec![3]] {
+            rows.push(1);
+            sessions.push(s);
+        }
+        let sess: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();
+        let got = teacher_forced_logprob_rows(&model, &vocab, &ids, &histories, &rows, &sess).unwrap();
+        for ((&r, s), g) in rows.iter().zip(&sess).zip(&got) {
+            assert_eq!(*g, reference(&model.0, &vocab, &ids, histories[r as usize], s), "row {r} session {s:?}");
+        }
+        assert_eq!(got[23], 0.0);
+        // Unshared: 3 rows per one-item session, 6 per two-item one = 20*3 + 3*6 + 3.
+        let fed = model.1.get();
+        assert!(fed < 20 * 3 + 3 * 6 + 3, "{fed} rows fed: prefixes were not shared");
+        // History 0: 1 BOS row + at most 2 first codes + at most 6 two-code prefixes;
+        // history 1: items 7 and 3 (<= 1 + 2 + 2 rows), then 7's next items (<= 1 + 2 + 2).
+        assert!(fed <= 9 + 10, "{fed} rows fed");
+    }
 }

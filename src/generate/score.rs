@@ -1,7 +1,7 @@
 //! Batch scoring of (user, candidate item) pairs: the model's teacher-forced
 //! log-probability of the item as the next recommendation after the user's history.
 
-use super::forced::teacher_forced_logprob;
+use super::forced::teacher_forced_logprob_rows;
 use super::users::{split_point, Shard, SplitSel};
 use super::StepModel;
 use crate::data::Dataset;
@@ -91,8 +91,13 @@ fn history_before(ds: &Dataset, u: usize, split: SplitSel) -> Option<&[u32]> {
 }
 
 /// Log-probability of each pair's item given the user's history up to `split`
-/// ([`read_pairs`] drops users without one; here they are an error naming the line). Batches run in parallel;
-/// output order = input order.
+/// ([`read_pairs`] drops users without one; here they are an error naming the line).
+/// Output order = input order.
+///
+/// Pairs are grouped by user and cut into batches of `batch` pairs that run in
+/// parallel; a batch encodes each of its users' histories once and shares the decoder
+/// steps of common code prefixes ([`teacher_forced_logprob_rows`]), so scoring many
+/// candidates per user costs little more than one beam step per candidate.
 #[allow(clippy::too_many_arguments)]
 pub fn score_pairs<M: StepModel + Sync>(
     model: &M,
@@ -111,16 +116,30 @@ pub fn score_pairs<M: StepModel + Sync>(
         })?;
         hist.push(h);
     }
-    let sessions: Vec<[u32; 1]> = pairs.iter().map(|p| [p.item]).collect();
-    let sess: Vec<&[u32]> = sessions.iter().map(|s| &s[..]).collect();
-    let parts: Vec<Result<Vec<f32>>> = hist
+    let mut order: Vec<usize> = (0..pairs.len()).collect();
+    order.sort_by_key(|&i| pairs[i].user); // stable: a user's pairs stay in file order
+    let parts: Vec<Result<Vec<f32>>> = order
         .par_chunks(batch)
-        .zip(sess.par_chunks(batch))
-        .map(|(h, s)| teacher_forced_logprob(model, vocab, ids, h, s))
+        .map(|chunk| {
+            let mut histories: Vec<&[u32]> = Vec::new();
+            let mut row_of: HashMap<usize, u32> = HashMap::new();
+            let mut rows = Vec::with_capacity(chunk.len());
+            let mut sessions = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                rows.push(*row_of.entry(pairs[i].user).or_insert_with(|| {
+                    histories.push(hist[i]);
+                    histories.len() as u32 - 1
+                }));
+                sessions.push(std::slice::from_ref(&pairs[i].item));
+            }
+            teacher_forced_logprob_rows(model, vocab, ids, &histories, &rows, &sessions)
+        })
         .collect();
-    let mut out = Vec::with_capacity(pairs.len());
-    for p in parts {
-        out.extend(p?);
+    let mut out = vec![0f32; pairs.len()];
+    for (chunk, part) in order.chunks(batch).zip(parts) {
+        for (&i, s) in chunk.iter().zip(part?) {
+            out[i] = s;
+        }
     }
     Ok(out)
 }

@@ -4,14 +4,14 @@
 //! and decodes its batch, so one batch gathers while another decodes (as `onerec
 //! generate` decodes a batch per thread). Batches run through the same library calls as
 //! `onerec generate` ([`rank_batched`]) and `onerec score`
-//! ([`teacher_forced_logprob`]). Jobs of one batch may differ in beam settings: they
+//! ([`teacher_forced_logprob_rows`]). Jobs of one batch may differ in beam settings: they
 //! are grouped by [`BeamOptions`] and fused ranking, and each group is one batched
 //! search ([`rank_batched`]).
 
 use super::metrics::Metrics;
 use super::state::ModelState;
 use crate::generate::fused::Fusion;
-use crate::generate::{rank_batched, teacher_forced_logprob, BeamOptions, Hypothesis};
+use crate::generate::{rank_batched, teacher_forced_logprob_rows, BeamOptions, Hypothesis};
 use anyhow::{anyhow, Result};
 use std::sync::atomic::Ordering;
 use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, TrySendError};
@@ -169,19 +169,27 @@ fn run_batch(state: &ModelState, batch: Vec<Job>) {
         }
     }
     if !scores.is_empty() {
-        // One (history, item) pair per candidate, as `onerec score` scores pairs.
-        let mut hist: Vec<&[u32]> = Vec::new();
-        let mut sess: Vec<[u32; 1]> = Vec::new();
-        for (h, items, _) in &scores {
-            for &i in items {
-                hist.push(h);
-                sess.push([i]);
+        // One encoding per request; its candidates share the decoder steps of common
+        // code prefixes, as `onerec score` scores a user's pairs.
+        let hist: Vec<&[u32]> = scores.iter().map(|(h, _, _)| &h[..]).collect();
+        let mut rows: Vec<u32> = Vec::new();
+        let mut sess: Vec<&[u32]> = Vec::new();
+        for (r, (_, items, _)) in scores.iter().enumerate() {
+            for i in items {
+                rows.push(r as u32);
+                sess.push(std::slice::from_ref(i));
             }
         }
-        let sess: Vec<&[u32]> = sess.iter().map(|s| &s[..]).collect();
         let res = guarded(|| {
-            let lp = teacher_forced_logprob(&state.ckpt.model, &state.vocab, &state.ckpt.semantic_ids, &hist, &sess)?;
-            anyhow::ensure!(lp.len() == hist.len(), "scoring returned {} values for {} pairs", lp.len(), hist.len());
+            let lp = teacher_forced_logprob_rows(
+                &state.ckpt.model,
+                &state.vocab,
+                &state.ckpt.semantic_ids,
+                &hist,
+                &rows,
+                &sess,
+            )?;
+            anyhow::ensure!(lp.len() == sess.len(), "scoring returned {} values for {} pairs", lp.len(), sess.len());
             Ok(lp)
         });
         match res {

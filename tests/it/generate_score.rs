@@ -76,3 +76,54 @@ fn bad_lines_are_named_or_skipped_and_scores_match_teacher_forcing() {
     assert_eq!(v["user"], "0");
     assert_eq!(v["item"], "3");
 }
+
+/// [`HashLm`] that counts the histories it encodes.
+struct CountingEncodes(onerec::generate::mock::HashLm, std::sync::atomic::AtomicUsize);
+
+impl onerec::generate::StepModel for CountingEncodes {
+    type State = onerec::generate::mock::HashLmState;
+    fn encode(&self, h: &[&[u32]]) -> anyhow::Result<Self::State> {
+        self.1.fetch_add(h.len(), std::sync::atomic::Ordering::Relaxed);
+        self.0.encode(h)
+    }
+    fn step(&self, s: &mut Self::State, t: &[u32]) -> anyhow::Result<Vec<f32>> {
+        self.0.step(s, t)
+    }
+    fn reorder(&self, s: &mut Self::State, r: &[u32]) -> anyhow::Result<()> {
+        self.0.reorder(s, r)
+    }
+    fn vocab_size(&self) -> usize {
+        self.0.vocab_size
+    }
+}
+
+#[test]
+fn many_candidates_per_user_are_scored_with_one_encoding_per_user_and_batch() {
+    let (ids, vocab, model) = setup(&[3, 4], 12, 43);
+    let model = CountingEncodes(model, Default::default());
+    let hist = random_histories(3, 12, 7, 44);
+    let ds = Dataset::from_histories(&hist, 12);
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("pairs.tsv");
+    // Every item for every user, users interleaved line by line.
+    let lines: String = (0..12).flat_map(|i| (0..3).map(move |u| format!("{u}\t{i}\n"))).collect();
+    std::fs::write(&file, lines).unwrap();
+    let pairs = read_pairs(&file, &ds, &ids, SplitSel::Test, false).unwrap().pairs;
+    assert_eq!(pairs.len(), 36);
+    let mut by_batch = Vec::new();
+    for (batch, encodes) in [(100, 3), (12, 3), (5, 10)] {
+        model.1.store(0, std::sync::atomic::Ordering::Relaxed);
+        by_batch.push(score_pairs(&model, &vocab, &ids, &ds, SplitSel::Test, &pairs, batch).unwrap());
+        // Pairs are grouped by user before batching: 8 batches of 5, two of them
+        // spanning two users.
+        let n = model.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(n, encodes, "batch {batch}: histories encoded for 3 users");
+    }
+    assert_eq!(by_batch[0], by_batch[1]);
+    assert_eq!(by_batch[0], by_batch[2]);
+    for (p, s) in pairs.iter().zip(&by_batch[0]) {
+        let h = &hist[p.user][..hist[p.user].len() - 1];
+        let tf = teacher_forced_logprob(&model.0, &vocab, &ids, &[h], &[&[p.item][..]]).unwrap();
+        assert_eq!(tf[0], *s, "line {}", p.line);
+    }
+}
