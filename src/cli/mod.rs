@@ -20,6 +20,7 @@ pub mod reward;
 pub mod score;
 pub mod serve;
 pub mod serve_bench;
+pub mod summarize;
 pub mod synth;
 pub mod tokenize;
 
@@ -72,6 +73,8 @@ pub enum Command {
     Quickstart(quickstart::QuickstartArgs),
     /// Run a whole recipe (prepare, embed, tokenize, pretrain, eval) on a data directory.
     Recipe(recipe::RecipeArgs),
+    /// Mean ± std over recipe runs (seeds) of one config, beside their CE-SASRec.
+    Summarize(summarize::SummarizeArgs),
     /// ID-only baselines (popularity, CE-SASRec) in the same eval harness.
     Baseline(baseline::BaselineArgs),
 }
@@ -118,6 +121,7 @@ pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
         Command::ServeBench(a) => serve_bench::run(a),
         Command::Quickstart(a) => quickstart::run(a),
         Command::Recipe(a) => recipe::run(a),
+        Command::Summarize(a) => summarize::run(a),
         Command::Baseline(a) => baseline::run_on(a, sync),
     }
 }

@@ -3,9 +3,11 @@
 //!   (`onerec quickstart`, and the pipeline test that checks it against the truth);
 //! - [`recipe`]: a real dataset directory through prepare -> embed (when it ships no
 //!   embeddings) -> tokenize -> pretrain -> eval, every setting from one config file
-//!   (`onerec recipe`).
+//!   (`onerec recipe`);
+//! - [`summary`]: several recipe runs (seeds) as one mean ± std table (`onerec summarize`).
 
 pub mod recipe;
+pub mod summary;
 pub mod synthetic;
 
 use serde_json::{Map, Value};

@@ -7,8 +7,9 @@
 //! get theirs from `items.tsv.gz`'s `generated_phrase`).
 //!
 //! `OUT/`: data/, embeddings/ (when made here), sasrec/ (with `collab`), tok/, pre/, config.toml, valid.json,
-//! test.json (+ test-<other protocol>.json), results.md, recipe.json (what ran, seed,
-//! stage times).
+//! test.json (+ test-<other protocol>.json), the same files prefixed `sasrec-` for the
+//! run's own CE-SASRec (with `collab`: the baseline beside the model, same users, same
+//! metric code, same protocols), results.md, recipe.json (what ran, seed, stage times).
 
 use super::StageClock;
 use crate::baseline::sasrec::{train_sasrec, SasrecConfig};
@@ -24,6 +25,11 @@ use anyhow::{bail, Context, Result};
 use serde_json::json;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
+
+/// [`RecipeEval::model`] of the generative model; its files are `valid.json`, `test.json`, ...
+pub const MODEL_ONEREC: &str = "onerec";
+/// [`RecipeEval::model`] of the run's CE-SASRec; its files carry this prefix and a dash.
+pub const MODEL_SASREC: &str = "sasrec";
 
 /// Embeddings a data directory may ship (the layout of `../shared/data/amazon-*`).
 pub const SHIPPED_TEXT_EMBEDDINGS: &str = "item_text_embeddings.safetensors";
@@ -45,7 +51,9 @@ pub struct RecipeRun<'a> {
 /// One evaluation a recipe wrote.
 #[derive(Debug)]
 pub struct RecipeEval {
-    /// File name under OUT (e.g. `test.json`).
+    /// Which model: [`MODEL_ONEREC`] (the generative model) or [`MODEL_SASREC`].
+    pub model: &'static str,
+    /// File name under OUT (e.g. `test.json`, `sasrec-test.json`).
     pub file: String,
     pub split: SplitSel,
     pub exclude_history: bool,
@@ -113,7 +121,7 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
         "resume": r.resume,
         "eval_only": r.eval_only,
         "evaluations": evals.iter().map(|e| json!({
-            "file": e.file, "split": split_name(e.split), "exclude_history": e.exclude_history,
+            "model": e.model, "file": e.file, "split": split_name(e.split), "exclude_history": e.exclude_history,
         })).collect::<Vec<_>>(),
         "stage_secs": clock.to_json(),
         "total_secs": started.elapsed().as_secs_f64(),
@@ -196,7 +204,8 @@ fn text_embeddings(cfg: &Config, data: &Path, out: &Path) -> Result<PathBuf> {
 }
 
 /// Validation (for choosing recipes) and test, under `[eval]`'s protocol; the test split
-/// also under the other protocol when `eval.both_protocols`.
+/// also under the other protocol when `eval.both_protocols`. The same plan for the run's
+/// CE-SASRec when it trained one (`OUT/sasrec/best`), into `sasrec-*.json`.
 fn evaluate_all(cfg: &Config, pre: &Path, data: &Path, out: &Path) -> Result<Vec<RecipeEval>> {
     let primary = cfg.eval.exclude_history;
     let mut plan = vec![("test.json".to_string(), SplitSel::Test, primary)];
@@ -207,38 +216,85 @@ fn evaluate_all(cfg: &Config, pre: &Path, data: &Path, out: &Path) -> Result<Vec
         let other = if primary { "test-history-allowed.json" } else { "test-history-excluded.json" };
         plan.push((other.into(), SplitSel::Test, !primary));
     }
+    let sasrec = crate::baseline::sasrec::checkpoint::find(&out.join("sasrec").join("best"));
     let mut evals = Vec::new();
-    for (file, split, exclude_history) in plan {
-        let opts = crate::eval::EvalOptions { exclude_history, ..cfg.eval.options() };
-        let report = evaluate_checkpoint(pre, data, split, &opts, None, None)?;
-        crate::util::io::write_json(&out.join(&file), &report)?;
+    for (file, split, exclude_history) in &plan {
+        let opts = crate::eval::EvalOptions { exclude_history: *exclude_history, ..cfg.eval.options() };
+        let report = evaluate_checkpoint(pre, data, *split, &opts, None, None)?;
         let args = json!({
-            "split": split_name(split), "exclude_history": exclude_history, "beam": opts.beam, "ks": opts.ks,
+            "split": split_name(*split), "exclude_history": exclude_history, "beam": opts.beam, "ks": opts.ks,
             "session_len": opts.session_len, "max_users": opts.max_users, "fusion": opts.fusion,
         });
-        RunRecord::new("recipe eval")
-            .set("args", args)?
-            .set("checkpoint", pre)?
-            .set("data", data)?
-            .set("config", &cfg.name)?
-            .set("seed", cfg.seed)?
-            .write_beside(&out.join(&file))?;
-        tracing::info!("wrote {} ({:?}, exclude_history={exclude_history})", out.join(&file).display(), split);
-        evals.push(RecipeEval { file, split, exclude_history, report });
+        let rec = RecipeEval {
+            model: MODEL_ONEREC,
+            file: file.clone(),
+            split: *split,
+            exclude_history: *exclude_history,
+            report,
+        };
+        evals.push(write_eval(cfg, rec, pre, data, out, args)?);
+    }
+    if let Some(ck) = &sasrec {
+        for (file, split, exclude_history) in &plan {
+            // Only what ranking single items by one score uses; beam and fusion do not apply.
+            let base = cfg.eval.options();
+            let opts = crate::eval::EvalOptions {
+                ks: base.ks.clone(),
+                exclude_history: *exclude_history,
+                batch_users: base.batch_users,
+                max_users: base.max_users,
+                ..crate::eval::EvalOptions::default()
+            };
+            let report = crate::eval::checkpoint::evaluate_sasrec_checkpoint(ck, data, *split, &opts)?;
+            let args = json!({
+                "split": split_name(*split), "exclude_history": exclude_history, "ks": opts.ks,
+                "max_users": opts.max_users,
+            });
+            let file = format!("{MODEL_SASREC}-{file}");
+            let rec =
+                RecipeEval { model: MODEL_SASREC, file, split: *split, exclude_history: *exclude_history, report };
+            evals.push(write_eval(cfg, rec, ck, data, out, args)?);
+        }
     }
     Ok(evals)
+}
+
+/// Writes `OUT/<file>` and its run record.
+fn write_eval(
+    cfg: &Config,
+    e: RecipeEval,
+    checkpoint: &Path,
+    data: &Path,
+    out: &Path,
+    args: serde_json::Value,
+) -> Result<RecipeEval> {
+    let path = out.join(&e.file);
+    crate::util::io::write_json(&path, &e.report)?;
+    RunRecord::new("recipe eval")
+        .set("model", e.model)?
+        .set("args", args)?
+        .set("checkpoint", checkpoint)?
+        .set("data", data)?
+        .set("config", &cfg.name)?
+        .set("seed", cfg.seed)?
+        .write_beside(&path)?;
+    tracing::info!("wrote {} ({} {:?}, exclude_history={})", path.display(), e.model, e.split, e.exclude_history);
+    Ok(e)
 }
 
 /// results.md: one row per evaluation this run wrote.
 fn results_table(evals: &[RecipeEval], secs: f64) -> String {
     let ks = evals.first().map(|e| e.report.metrics.keys().cloned().collect::<Vec<_>>()).unwrap_or_default();
-    let mut s =
-        format!("| split | history items | {} | users |\n|---|---|{}---|\n", ks.join(" | "), "---|".repeat(ks.len()));
+    let mut s = format!(
+        "| model | split | history items | {} | users |\n|---|---|---|{}---|\n",
+        ks.join(" | "),
+        "---|".repeat(ks.len())
+    );
     for e in evals {
         let protocol = if e.exclude_history { "excluded" } else { "allowed" };
         let vals: Vec<String> =
             ks.iter().map(|k| format!("{:.4}", e.report.metrics.get(k).copied().unwrap_or(f64::NAN))).collect();
-        s += &format!("| {:?} | {protocol} | {} | {} |\n", e.split, vals.join(" | "), e.report.users);
+        s += &format!("| {} | {:?} | {protocol} | {} | {} |\n", e.model, e.split, vals.join(" | "), e.report.users);
     }
     s + &format!("\nwall time {secs:.0} s\n")
 }

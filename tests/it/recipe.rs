@@ -120,7 +120,7 @@ fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
         "eval.item_head_weight=3",
     ]);
     let run = RecipeRun { config: &cfg, data_dir: &raw, out: &out, resume: false, eval_only: false };
-    recipe::run(&run).unwrap();
+    let outcome = recipe::run(&run).unwrap();
     for f in ["sasrec/best", "sasrec/summary.json", "embeddings/collab.safetensors", "pre/best"] {
         assert!(out.join(f).exists(), "missing {f}");
     }
@@ -144,6 +144,38 @@ fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
         serde_json::from_str(&std::fs::read_to_string(out.join("test.json.run.json")).unwrap()).unwrap();
     assert_eq!(eval_rec["args"]["fusion"]["weight"].as_f64(), Some(3.0), "{eval_rec}");
     assert_eq!(eval_rec["threads"], recorded["threads"], "{eval_rec}");
+    // The run's own CE-SASRec is scored beside the model: same splits, protocols, users and
+    // metric code as `onerec eval` of its checkpoint.
+    let files: Vec<(&str, &str)> = outcome.evals.iter().map(|e| (e.model, e.file.as_str())).collect();
+    assert_eq!(
+        files,
+        [
+            ("onerec", "valid.json"),
+            ("onerec", "test.json"),
+            ("sasrec", "sasrec-valid.json"),
+            ("sasrec", "sasrec-test.json")
+        ]
+    );
+    let opts = onerec::eval::EvalOptions { max_users: Some(100), ..Default::default() };
+    let direct = onerec::eval::checkpoint::evaluate_sasrec_checkpoint(
+        &out.join("sasrec/best"),
+        &out.join("data"),
+        onerec::generate::SplitSel::Test,
+        &opts,
+    )
+    .unwrap();
+    let saved: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("sasrec-test.json")).unwrap()).unwrap();
+    assert_eq!(saved["ndcg@10"].as_f64(), direct.metrics.get("ndcg@10").copied());
+    assert_eq!(outcome.evals[3].report.metrics, direct.metrics);
+    let results = std::fs::read_to_string(out.join("results.md")).unwrap();
+    assert_eq!(results.lines().filter(|l| l.starts_with("| sasrec |")).count(), 2, "{results}");
+    // `onerec summarize` reads the run: one row per model and split, and the gap table.
+    let summary = onerec::pipeline::summary::summarize(std::slice::from_ref(&out)).unwrap();
+    let rows: Vec<(String, String)> = summary.rows().into_iter().map(|r| (r.model, r.split)).collect();
+    assert_eq!(rows.len(), 4, "{rows:?}");
+    assert!(summary.markdown(false).contains("Generative model vs CE-SASRec"));
+
     // A rerun reuses the finished SASRec instead of training it again (or refusing its dir).
     let collab = std::fs::read(out.join("embeddings/collab.safetensors")).unwrap();
     std::fs::remove_dir_all(out.join("pre")).unwrap();
@@ -151,4 +183,52 @@ fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
     assert_eq!(std::fs::read(out.join("embeddings/collab.safetensors")).unwrap(), collab);
     let saved = Config::load(out.join("config.toml").to_str().unwrap(), &[]).unwrap();
     assert_eq!(saved.tokenizer.collab, onerec::tokenizer::Collab::Sasrec);
+}
+
+/// A finished recipe run dir as `onerec summarize` reads it: recipe.json and test files.
+fn fake_run(
+    root: &Path,
+    name: &str,
+    seed: u64,
+    config: &str,
+    model: (f64, f64),
+    sasrec: (f64, f64),
+) -> std::path::PathBuf {
+    let dir = root.join(name);
+    std::fs::create_dir_all(&dir).unwrap();
+    let rec = serde_json::json!({"command": "recipe", "seed": seed, "config": config, "data_dir": "/data/toys"});
+    std::fs::write(dir.join("recipe.json"), rec.to_string()).unwrap();
+    for (file, (r, n)) in [("test.json", model), ("sasrec-test.json", sasrec)] {
+        let report = serde_json::json!({"recall@10": r, "ndcg@10": n, "coverage": 0.5, "users": 10});
+        std::fs::write(dir.join(file), report.to_string()).unwrap();
+        let args = serde_json::json!({"args": {"split": "test", "exclude_history": true}});
+        std::fs::write(dir.join(format!("{file}.run.json")), args.to_string()).unwrap();
+    }
+    dir
+}
+
+#[test]
+fn summarize_gives_mean_std_per_model_and_the_gap_to_sasrec() {
+    let t = tempfile::tempdir().unwrap();
+    let a = fake_run(t.path(), "s42", 42, "amazon", (0.08, 0.05), (0.10, 0.05));
+    let b = fake_run(t.path(), "s43", 43, "amazon", (0.10, 0.06), (0.10, 0.05));
+    let s = onerec::pipeline::summary::summarize(&[a.clone(), b]).unwrap();
+    assert_eq!(s.metric_names(), ["recall@10", "ndcg@10"], "coverage and users are not ranking metrics");
+    let rows = s.rows();
+    assert_eq!(rows.len(), 2);
+    assert_eq!((rows[0].model.as_str(), rows[0].seeds.clone()), ("onerec", vec![42, 43]));
+    let (mean, std) = rows[0].stats["recall@10"];
+    assert!((mean - 0.09).abs() < 1e-12 && (std - 0.01).abs() < 1e-12, "{mean} {std}");
+    let md = s.markdown(true);
+    assert!(md.contains("| onerec | test | excluded | 42 43 | 0.0900 ± 0.0100 | 0.0550 ± 0.0050 |"), "{md}");
+    // recall 0.09 vs 0.10: -10%; ndcg 0.055 vs 0.05: +10%.
+    assert!(md.contains("| test | excluded | -10.0% | +10.0% |"), "{md}");
+    assert!(md.contains("| sasrec | test | excluded | 43 | 0.1000 | 0.0500 |"), "per-seed rows: {md}");
+
+    // Runs of another config do not average with these; a dir that is not a run is named.
+    let other = fake_run(t.path(), "beauty", 42, "beauty", (0.1, 0.1), (0.1, 0.1));
+    let err = format!("{:#}", onerec::pipeline::summary::summarize(&[a.clone(), other]).unwrap_err());
+    assert!(err.contains("one recipe at a time"), "{err}");
+    let err = format!("{:#}", onerec::pipeline::summary::summarize(&[t.path().join("nope")]).unwrap_err());
+    assert!(err.contains("nope") && err.contains("not a finished"), "{err}");
 }
