@@ -143,17 +143,20 @@ impl Summary {
         v
     }
 
-    /// Mean ± std per (model, split, protocol), the generative model first.
+    /// Mean ± std per (model, split, protocol): the generative model first, validation
+    /// before test.
     pub fn rows(&self) -> Vec<Row> {
-        let mut groups: BTreeMap<(bool, String, bool, String), Vec<&RunEval>> = BTreeMap::new();
+        // Order: model (generative first), validation before test, history excluded first.
+        let mut groups: BTreeMap<(bool, bool, String, bool, String), Vec<&RunEval>> = BTreeMap::new();
         for e in &self.evals {
-            let key = (e.model == MODEL_SASREC, e.split.clone(), !e.exclude_history, e.model.clone());
+            let key =
+                (e.model == MODEL_SASREC, e.split != "valid", e.split.clone(), !e.exclude_history, e.model.clone());
             groups.entry(key).or_default().push(e);
         }
         let names = self.metric_names();
         groups
             .into_iter()
-            .map(|((_, split, _, model), es)| {
+            .map(|((_, _, split, _, model), es)| {
                 let stats = names
                     .iter()
                     .filter_map(|m| {

@@ -832,15 +832,17 @@ fn reward_and_align_kill9_rerun_and_determinism() {
 #[test]
 fn output_into_a_closed_pipe_is_not_a_panic() {
     let (_t, data, _tok) = tiny_world();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_onerec"))
+    // The reader is gone before the command starts, so its first write always meets a
+    // closed pipe (closing it after spawn raced a fast child on a loaded machine).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let o = Command::new(env!("CARGO_BIN_EXE_onerec"))
         .args(["data", "stats"])
         .arg(&data)
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
-        .spawn()
+        .output()
         .unwrap();
-    drop(child.stdout.take()); // the reader is gone before anything is printed
-    let o = child.wait_with_output().unwrap();
     let err = stderr(&o);
     assert!(!err.contains("panicked"), "{err}");
     use std::os::unix::process::ExitStatusExt;
