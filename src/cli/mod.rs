@@ -120,7 +120,7 @@ pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
         Command::Serve(a) => serve::run(a),
         Command::ServeBench(a) => serve_bench::run(a),
         Command::Quickstart(a) => quickstart::run(a),
-        Command::Recipe(a) => recipe::run(a),
+        Command::Recipe(a) => recipe::run_on(a, sync),
         Command::Summarize(a) => summarize::run(a),
         Command::Baseline(a) => baseline::run_on(a, sync),
     }
@@ -130,7 +130,7 @@ impl Command {
     /// Whether the command trains data-parallel when started on several ranks.
     fn data_parallel(&self) -> bool {
         match self {
-            Command::Pretrain(_) | Command::Align(_) => true,
+            Command::Pretrain(_) | Command::Align(_) | Command::Recipe(_) => true,
             Command::Baseline(b) => matches!(b.command, baseline::BaselineCommand::Sasrec(_)),
             _ => false,
         }

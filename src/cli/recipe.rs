@@ -2,6 +2,7 @@
 //! tokenize -> pretrain -> eval, every setting from one config (see
 //! [`crate::pipeline::recipe`]).
 
+use crate::dist::GradSync;
 use crate::pipeline::recipe::RecipeRun;
 use anyhow::Result;
 use clap::Args;
@@ -31,11 +32,26 @@ pub struct RecipeArgs {
 }
 
 pub fn run(a: RecipeArgs) -> Result<()> {
+    run_on(a, &crate::dist::Single)
+}
+
+/// Runs on every rank of `sync` (`mpirun -np N onerec recipe ...`: the training stages are
+/// data-parallel, the rest runs on rank 0); rank 0 holds the output lock and prints the table.
+pub fn run_on(a: RecipeArgs, sync: &dyn GradSync) -> Result<()> {
     let cfg = crate::config::Config::load(&a.config, &a.set)?;
-    let _lock = crate::util::lock::OutLock::acquire(&a.out)?;
-    tracing::info!("recipe {} on {} -> {} (seed {})", a.config, a.data_dir.display(), a.out.display(), cfg.seed);
+    let _lock = sync.is_leader().then(|| crate::util::lock::OutLock::acquire(&a.out)).transpose()?;
+    tracing::info!(
+        "recipe {} on {} -> {} (seed {}, {} rank(s))",
+        a.config,
+        a.data_dir.display(),
+        a.out.display(),
+        cfg.seed,
+        sync.world_size()
+    );
     let run = RecipeRun { config: &cfg, data_dir: &a.data_dir, out: &a.out, resume: a.resume, eval_only: a.eval_only };
-    crate::pipeline::recipe::run(&run)?;
-    print!("{}", std::fs::read_to_string(a.out.join("results.md"))?);
+    crate::pipeline::recipe::run_on(&run, sync)?;
+    if sync.is_leader() {
+        print!("{}", std::fs::read_to_string(a.out.join("results.md"))?);
+    }
     Ok(())
 }

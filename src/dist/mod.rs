@@ -143,7 +143,7 @@ pub fn require_single(sync: &dyn GradSync, what: &str) -> Result<()> {
     anyhow::ensure!(
         sync.world_size() == 1,
         "{what} does not run data-parallel; started on {} ranks: run it without mpirun (or -np 1). \
-         Data-parallel training is `onerec pretrain`, `onerec align` and `onerec baseline sasrec` (docs/distributed.md)",
+         Data-parallel: `onerec pretrain`, `align`, `baseline sasrec` and `recipe` (docs/distributed.md)",
         sync.world_size()
     );
     Ok(())

@@ -9,12 +9,16 @@
 //! `OUT/`: data/, embeddings/ (when made here), sasrec/ (with `collab`), tok/, pre/, config.toml, valid.json,
 //! test.json (+ test-<other protocol>.json), the same files prefixed `sasrec-` for the
 //! run's own CE-SASRec (with `collab`: the baseline beside the model, same users, same
-//! metric code, same protocols), results.md, recipe.json (what ran, seed, stage times).
+//! metric code, same protocols), results.md, recipe.json (what ran, seed, ranks, stage times).
+//!
+//! Under `mpirun -np N` (feature `mpi`, [`run_on`]) the two training stages run
+//! data-parallel over the ranks; everything else runs on rank 0.
 
 use super::StageClock;
-use crate::baseline::sasrec::{train_sasrec, SasrecConfig};
+use crate::baseline::sasrec::{train_sasrec_on, SasrecConfig};
 use crate::config::Config;
 use crate::data::prepare::{prepare_sequences, write_dataset};
+use crate::dist::{self, GradSync};
 use crate::embed::{embed_items, EmbedOptions};
 use crate::eval::checkpoint::evaluate_checkpoint;
 use crate::eval::EvalReport;
@@ -66,43 +70,68 @@ pub struct RecipeOutcome {
     pub evals: Vec<RecipeEval>,
 }
 
-/// Runs the recipe; see the module doc for what it writes.
+/// Runs the recipe in one process; see the module doc for what it writes.
 pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
+    run_on(r, &dist::Single)
+}
+
+/// [`run`] on the ranks of `sync` (`mpirun -np N onerec recipe ...`; every rank calls it
+/// with the same arguments, and `OUT` must be on a filesystem every rank sees). The
+/// training stages (CE-SASRec, pretraining) are data-parallel; preparing the data,
+/// embedding, tokenizing and evaluating run on rank 0 while the other ranks wait, so the
+/// files are the ones a single process writes (up to the float summation order of
+/// data-parallel gradients). Rank 0 returns the evaluations; the other ranks none.
+pub fn run_on(r: &RecipeRun, sync: &dyn GradSync) -> Result<RecipeOutcome> {
     let (cfg, out) = (r.config, r.out);
+    let leader = sync.is_leader();
     let started = Instant::now();
-    std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    if leader {
+        std::fs::create_dir_all(out).with_context(|| format!("cannot create {}", out.display()))?;
+    }
     let (data_dir, tok_dir, pre_dir) = (out.join("data"), out.join("tok"), out.join("pre"));
     let mut clock = StageClock::default();
     let mut pretrain = None;
     if !r.eval_only {
         let t = Instant::now();
+        // Every rank prepares the same dataset in memory (deterministic, seconds); rank 0 writes it.
         let ds = prepare_sequences(&sequences_file(r.data_dir)?, &cfg.data.prepare_options())?;
-        write_dataset(&ds, &data_dir)?;
+        if leader {
+            write_dataset(&ds, &data_dir)?;
+        }
         clock.done("prepare", t);
 
         let t = Instant::now();
-        let text = text_embeddings(cfg, r.data_dir, out)?;
+        let text = if leader { Some(text_embeddings(cfg, r.data_dir, out)?) } else { None };
         clock.done("embed", t);
 
-        let mut inputs = vec![("text".to_string(), text)];
+        let mut collab = None;
         if cfg.tokenizer.collab == Collab::Sasrec {
             let t = Instant::now();
-            inputs.push(("collab".to_string(), sasrec_collab(cfg, &ds, out, r.resume)?));
+            collab = sasrec_collab(cfg, &ds, out, r.resume, sync)?;
             clock.done("sasrec", t);
         }
 
         let t = Instant::now();
-        let align_with = cfg.tokenizer.align.then_some(data_dir.as_path());
-        tokenize_files(&cfg.tokenizer.options(cfg.seed), &inputs, align_with, &tok_dir)?;
+        if let Some(text) = text {
+            let mut inputs = vec![("text".to_string(), text)];
+            inputs.extend(collab.map(|c| ("collab".to_string(), c)));
+            let align_with = cfg.tokenizer.align.then_some(data_dir.as_path());
+            tokenize_files(&cfg.tokenizer.options(cfg.seed), &inputs, align_with, &tok_dir)?;
+            cfg.save(out)?;
+        }
+        // The other ranks read the tokenizer rank 0 has just written.
+        sync.barrier()?;
         clock.done("tokenize", t);
 
-        cfg.save(out)?;
         let t = Instant::now();
         let sids = SemanticIds::load(&tok_dir)?;
-        pretrain = Some(crate::train::pretrain(&cfg.pretrain_spec()?, &ds, &sids, &pre_dir, r.resume)?);
+        pretrain = Some(crate::train::pretrain_on(&cfg.pretrain_spec()?, &ds, &sids, &pre_dir, r.resume, sync)?);
         clock.done("pretrain", t);
     } else if !pre_dir.join("best").exists() {
         bail!("eval only: {} holds no pretrained model (best/); run the recipe first", pre_dir.display());
+    }
+    if !leader {
+        return Ok(RecipeOutcome { pretrain, evals: Vec::new() });
     }
 
     let t = Instant::now();
@@ -117,6 +146,7 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
         "config": cfg.name,
         "seed": cfg.seed,
         "threads": crate::util::threads::compute_threads(),
+        "ranks": sync.world_size(),
         "data_dir": r.data_dir,
         "resume": r.resume,
         "eval_only": r.eval_only,
@@ -131,28 +161,43 @@ pub fn run(r: &RecipeRun) -> Result<RecipeOutcome> {
 }
 
 /// Trains CE-SASRec (built-in `sasrec` config, the run's seed) into `OUT/sasrec` (reused
-/// when finished, resumed with `resume`) and writes its item table to
-/// `OUT/embeddings/collab.safetensors`.
-fn sasrec_collab(cfg: &Config, ds: &crate::data::Dataset, out: &Path, resume: bool) -> Result<PathBuf> {
+/// when finished, resumed with `resume`; data-parallel over `sync`'s ranks) and writes
+/// its item table to `OUT/embeddings/collab.safetensors`, whose path rank 0 returns.
+fn sasrec_collab(
+    cfg: &Config,
+    ds: &crate::data::Dataset,
+    out: &Path,
+    resume: bool,
+    sync: &dyn GradSync,
+) -> Result<Option<PathBuf>> {
     let dir = out.join("sasrec");
-    if dir.join("summary.json").exists() {
+    // Rank 0 looks at the directory and tells the others, so every rank takes the same branch.
+    let mut seen = [0.0; 2];
+    if sync.is_leader() {
+        seen = [dir.join("summary.json").exists() as u8 as f64, dir.join("last").exists() as u8 as f64];
+    }
+    sync.broadcast_f64(&mut seen)?;
+    let (finished, has_last) = (seen[0] > 0.0, seen[1] > 0.0);
+    if finished {
         tracing::info!("reusing the finished SASRec {}", dir.display());
     } else {
         let mut sc = SasrecConfig::load("sasrec", &[])?;
         sc.seed = cfg.seed;
-        let resume = resume && dir.join("last").exists();
-        let s = train_sasrec(&sc, ds, &dir, resume)?;
+        let s = train_sasrec_on(&sc, ds, &dir, resume && has_last, sync)?;
         tracing::info!(
             "SASRec for the collab modality: best valid NDCG@10 {:.4} at epoch {}",
             s.best_valid_ndcg10,
             s.best_epoch
         );
     }
+    if !sync.is_leader() {
+        return Ok(None);
+    }
     let emb = crate::baseline::export::sasrec_item_embeddings(&dir, ds)?;
     let path = out.join("embeddings").join("collab.safetensors");
     std::fs::create_dir_all(out.join("embeddings"))?;
     crate::data::embeddings::save_with_ids(&path, &emb, false)?;
-    Ok(path)
+    Ok(Some(path))
 }
 
 /// The sequence file of a data directory.

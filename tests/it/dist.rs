@@ -451,3 +451,60 @@ const ALIGN_ATOL: f64 = 1e-5;
 
 /// `accuracy` (a mean over 4 steps of 8 pairs each): one pair's sign may differ.
 const ACCURACY_ATOL: f64 = 1.0 / 32.0 + 1e-9;
+
+/// `onerec recipe` under `mpirun -np 2`: its CE-SASRec and its pretraining run
+/// data-parallel (each rank checks the parameter checksum), rank 0 alone prepares, embeds,
+/// tokenizes, evaluates and writes, and the run records its ranks. The SASRec's dropout
+/// draws different masks per rank, so the numbers are not compared with one process here
+/// (the two trainers are, above).
+#[test]
+fn recipe_runs_data_parallel_on_two_ranks() {
+    let Some(bin) = mpi_binary("dist::recipe_runs_data_parallel_on_two_ranks") else { return };
+    let t = tempfile::tempdir().unwrap();
+    let raw = crate::recipe::amazon_like_dir(t.path());
+    let out = t.path().join("out");
+    let mut cmd = mpirun(2, &bin);
+    cmd.env("OMPI_MCA_mpi_yield_when_idle", "1")
+        .env("RAYON_NUM_THREADS", "1")
+        .args(["recipe", "--threads", "1", "--config", "tiny", "--out"])
+        .arg(&out)
+        .arg(&raw);
+    for s in [
+        "train.epochs=1",
+        "train.rank_users=50",
+        "train.valid_users=50",
+        "train.eval_every=1000",
+        "tokenizer.codebook_size=[8]",
+        "tokenizer.collab=\"sasrec\"",
+        "eval.session_len=0",
+        "eval.max_users=60",
+    ] {
+        cmd.args(["--set", s]);
+    }
+    let o = cmd.output().unwrap();
+    let log = ok(&o, "mpirun -np 2 onerec recipe");
+    for f in [
+        "data/dataset.json",
+        "embeddings/collab.safetensors",
+        "sasrec/summary.json",
+        "tok/manifest.json",
+        "pre/best",
+        "config.toml",
+        "valid.json",
+        "test.json",
+        "sasrec-test.json",
+        "results.md",
+        "recipe.json",
+    ] {
+        assert!(out.join(f).exists(), "{f} missing; log:\n{log}");
+    }
+    let recorded: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("recipe.json")).unwrap()).unwrap();
+    assert_eq!(recorded["ranks"], 2, "{recorded}");
+    assert!(log.contains("data-parallel on 2 ranks"), "{log}");
+    assert!(log.contains("ranks in sync: parameter checksum"), "{log}");
+    // Only rank 0 evaluates and prints the table.
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().filter(|l| l.starts_with("| onerec | Test")).count(), 1, "{stdout}");
+    assert_eq!(log.matches("evaluated SASRec on").count(), 2, "{log}");
+}

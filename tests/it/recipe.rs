@@ -12,7 +12,7 @@ use std::path::Path;
 
 /// A raw data dir from a synthetic world: one `user item item ...` line per user in
 /// time order (gzip), and the world's text embeddings under the shipped name.
-fn amazon_like_dir(root: &Path) -> std::path::PathBuf {
+pub(crate) fn amazon_like_dir(root: &Path) -> std::path::PathBuf {
     let world = root.join("world");
     synth(&SynthOptions { users: 300, items: 150, topics: 6, seed: 5, ..SynthOptions::default() }, &world).unwrap();
     let csv = std::fs::read_to_string(world.join("interactions.csv")).unwrap();
