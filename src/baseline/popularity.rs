@@ -30,5 +30,5 @@ pub fn evaluate_popularity(
             order.iter().copied().filter(|i| !seen.contains(i)).take(max_k).collect()
         })
         .collect();
-    Ok(super::ranked_report(&users, &lists, ks, ds.n_items()))
+    Ok(super::ranked_report(&users, &lists, ks, &ds.item_ids))
 }

@@ -58,6 +58,9 @@ pub struct EvalArgs {
     /// Also write the JSON report here (atomically), with `<out>.run.json` beside it.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// Also write each user's target and its rank here (TSV), for `onerec compare`.
+    #[arg(long)]
+    pub per_user: Option<PathBuf>,
 }
 
 pub fn run(a: EvalArgs) -> Result<()> {
@@ -99,6 +102,15 @@ pub fn run(a: EvalArgs) -> Result<()> {
         crate::util::io::write_json(out, &json)?;
         tracing::info!("wrote {}", out.display());
         super::record::write(out, "eval", &a, &ckpt_dir, &meta, Some(&data), serde_json::json!({}))?;
+    }
+    write_per_user(&a, &report)
+}
+
+/// `--per-user FILE`: the report's per-user ranks as TSV.
+fn write_per_user(a: &EvalArgs, report: &crate::eval::EvalReport) -> Result<()> {
+    if let Some(path) = &a.per_user {
+        crate::eval::per_user::write_tsv(path, &report.per_user)?;
+        tracing::info!("wrote {} ({} users)", path.display(), report.per_user.len());
     }
     Ok(())
 }
@@ -182,5 +194,5 @@ fn run_sasrec(a: &EvalArgs, dir: &std::path::Path) -> Result<()> {
             .set("data", &data)?
             .write_beside(out)?;
     }
-    Ok(())
+    write_per_user(a, &report)
 }

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 pub mod align;
 pub mod baseline;
+pub mod compare;
 pub mod data;
 pub mod embed;
 pub mod eval;
@@ -65,6 +66,8 @@ pub enum Command {
     Report(report::ReportArgs),
     /// Offline evaluation: Recall@K, NDCG@K, coverage, reward.
     Eval(eval::EvalArgs),
+    /// Two models on the same users, pair by pair: differences with bootstrap intervals.
+    Compare(compare::CompareArgs),
     /// Online recommendation server (HTTP/JSON) with dynamic batching.
     Serve(serve::ServeArgs),
     /// Load generator for `onerec serve`: throughput and latency quantiles.
@@ -117,6 +120,7 @@ pub fn run_on(cli: Cli, sync: &dyn crate::dist::GradSync) -> Result<()> {
         Command::Merge(a) => merge::run(a),
         Command::Report(a) => report::run(a),
         Command::Eval(a) => eval::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Serve(a) => serve::run(a),
         Command::ServeBench(a) => serve_bench::run(a),
         Command::Quickstart(a) => quickstart::run(a),

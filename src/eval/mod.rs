@@ -8,10 +8,13 @@
 //! items.
 
 pub mod checkpoint;
+pub mod compare;
 pub mod config;
 pub mod metrics;
+pub mod per_user;
 
 pub use config::EvalConfig;
+pub use per_user::UserRank;
 
 use crate::data::Dataset;
 use crate::generate::users::{users_from_split, SplitSel, UserQuery};
@@ -81,6 +84,9 @@ pub struct EvalReport {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rm_reward: Option<f64>,
     pub users: usize,
+    /// Where each user's target landed ([`per_user::write_tsv`] writes it); not in the JSON.
+    #[serde(skip)]
+    pub per_user: Vec<UserRank>,
 }
 
 impl EvalReport {
@@ -215,6 +221,7 @@ pub fn evaluate<M: StepModel + Sync>(
         true_reward,
         rm_reward,
         users: users.len(),
+        per_user: per_user::per_user_ranks(&users, &lists, &ds.item_ids),
     };
     tracing::info!("evaluated {} users on {split:?} in {:.1}s", report.users, t0.elapsed().as_secs_f64());
     Ok(report)

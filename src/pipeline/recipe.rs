@@ -9,7 +9,8 @@
 //! `OUT/`: data/, embeddings/ (when made here), sasrec/ (with `collab`), tok/, pre/, config.toml, valid.json,
 //! test.json (+ test-<other protocol>.json), the same files prefixed `sasrec-` for the
 //! run's own CE-SASRec (with `collab`: the baseline beside the model, same users, same
-//! metric code, same protocols), results.md, recipe.json (what ran, seed, ranks, stage times).
+//! metric code, same protocols), each report's per-user ranks (`test.users.tsv`, ...,
+//! for `onerec compare`), results.md, recipe.json (what ran, seed, ranks, stage times).
 //!
 //! Under `mpirun -np N` (feature `mpi`, [`run_on`]) the two training stages run
 //! data-parallel over the ranks; everything else runs on rank 0.
@@ -315,6 +316,9 @@ fn write_eval(
 ) -> Result<RecipeEval> {
     let path = out.join(&e.file);
     crate::util::io::write_json(&path, &e.report)?;
+    // Per-user ranks beside it (`test.json` -> `test.users.tsv`), for `onerec compare`.
+    let users = out.join(e.file.strip_suffix(".json").unwrap_or(&e.file).to_string() + ".users.tsv");
+    crate::eval::per_user::write_tsv(&users, &e.report.per_user)?;
     RunRecord::new("recipe eval")
         .set("model", e.model)?
         .set("args", args)?

@@ -244,6 +244,38 @@ fn sasrec_checkpoint_eval_matches_hand_computed_metrics() {
         assert!((got - want).abs() < 1e-9, "{k}: {got} vs {want}");
     };
     let v = eval(false);
+    let per_user = |exclude: bool, file: &str| -> Vec<usize> {
+        let path = t.path().join(file);
+        let mut args = vec!["eval", "--checkpoint", ck.to_str().unwrap(), "--data", data.to_str().unwrap()];
+        args.extend(["--split", "test", "--k", "1,3,5", "--per-user", path.to_str().unwrap()]);
+        if exclude {
+            args.push("--exclude-history");
+        }
+        let out = onerec_cli(&args);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let rows = onerec::eval::per_user::read_tsv(&path).unwrap();
+        assert_eq!(rows.iter().map(|r| r.history_len).collect::<Vec<_>>(), vec![3, 3, 3]);
+        rows.iter().map(|r| r.rank.unwrap_or(0)).collect()
+    };
+    // 1-based ranks of the targets (0: not in the top 5).
+    assert_eq!(per_user(false, "allowed.tsv"), vec![4, 2, 5]);
+    assert_eq!(per_user(true, "excluded.tsv"), vec![1, 1, 2]);
+    // The paired comparison of the two protocols' files: recall@1 0 -> 2/3 for every resample.
+    let out = onerec_cli(&[
+        "compare",
+        t.path().join("allowed.tsv").to_str().unwrap(),
+        t.path().join("excluded.tsv").to_str().unwrap(),
+        "--k",
+        "1",
+        "--json",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let recall1 = &c["metrics"][0];
+    assert_eq!(recall1["metric"], "recall@1");
+    close(recall1, "diff", 2.0 / 3.0);
+    assert!(recall1["ci_low"].as_f64().unwrap() >= 0.0, "{c}");
+    assert_eq!((c["only_a"].as_u64(), c["only_b"].as_u64()), (Some(0), Some(2)));
     close(&v, "recall@1", 0.0);
     close(&v, "recall@3", 1.0 / 3.0);
     close(&v, "recall@5", 1.0);

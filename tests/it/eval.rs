@@ -35,6 +35,7 @@ fn evaluate_matches_independent_ranking() {
     // Independent recomputation of Recall@K / NDCG@K.
     let mut hits = [0.0f64; 3];
     let mut ndcg = [0.0f64; 3];
+    let mut ranks = Vec::new();
     for h in &hist {
         let n = h.len();
         let res = beam_search(
@@ -46,6 +47,7 @@ fn evaluate_matches_independent_ranking() {
         )
         .unwrap();
         let rank = res[0].iter().position(|x| x.items[0] == h[n - 1]);
+        ranks.push(rank.map(|r| r + 1));
         for (j, k) in [5usize, 10, 20].into_iter().enumerate() {
             if let Some(r) = rank.filter(|&r| r < k) {
                 hits[j] += 1.0;
@@ -58,6 +60,12 @@ fn evaluate_matches_independent_ranking() {
         assert!((rep.metrics[&format!("ndcg@{k}")] - ndcg[j] / 25.0).abs() < 1e-12);
     }
     assert!(hits[2] > 0.0, "vacuous: no hit at 20");
+    // The per-user ranks (`--per-user`, `onerec compare`) are the same ranks.
+    assert_eq!(rep.per_user.iter().map(|r| r.rank).collect::<Vec<_>>(), ranks);
+    assert_eq!(
+        rep.per_user.iter().map(|r| r.history_len).collect::<Vec<_>>(),
+        hist.iter().map(|h| h.len() - 1).collect::<Vec<_>>()
+    );
     assert!(
         rep.metrics["recall@5"] <= rep.metrics["recall@10"] && rep.metrics["recall@10"] <= rep.metrics["recall@20"]
     );

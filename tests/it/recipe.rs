@@ -170,6 +170,14 @@ fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
     assert_eq!(outcome.evals[3].report.metrics, direct.metrics);
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert_eq!(results.lines().filter(|l| l.starts_with("| sasrec |")).count(), 2, "{results}");
+    // Per-user ranks beside each report, paired user by user for `onerec compare`.
+    let ours = onerec::eval::per_user::read_tsv(&out.join("test.users.tsv")).unwrap();
+    let theirs = onerec::eval::per_user::read_tsv(&out.join("sasrec-test.users.tsv")).unwrap();
+    let cmp = onerec::eval::compare::compare(&ours, &theirs, &Default::default()).unwrap();
+    assert_eq!(cmp.users, direct.users);
+    let r10 = cmp.metrics.iter().find(|m| m.metric == "recall@10").unwrap();
+    assert!((r10.b - direct.metrics["recall@10"]).abs() < 1e-12, "{r10:?}");
+    assert!((r10.a - outcome.evals[1].report.metrics["recall@10"]).abs() < 1e-12, "{r10:?}");
     // `onerec summarize` reads the run: one row per model and split, and the gap table.
     let summary = onerec::pipeline::summary::summarize(std::slice::from_ref(&out)).unwrap();
     let rows: Vec<(String, String)> = summary.rows().into_iter().map(|r| (r.model, r.split)).collect();

@@ -105,7 +105,7 @@ pub fn evaluate_sasrec_on(
     let mine = &users[shard_range(users.len(), sync.rank(), sync.world_size())];
     let lists = all_gather_lists(sync, &rank_users(model, mine, max_k, exclude_history, batch)?)?;
     ensure!(lists.len() == users.len(), "gathered {} ranked lists for {} users", lists.len(), users.len());
-    Ok(crate::baseline::ranked_report(&users, &lists, ks, ds.n_items()))
+    Ok(crate::baseline::ranked_report(&users, &lists, ks, &ds.item_ids))
 }
 
 #[cfg(test)]
