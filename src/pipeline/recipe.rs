@@ -95,10 +95,12 @@ pub fn run_on(r: &RecipeRun, sync: &dyn GradSync) -> Result<RecipeOutcome> {
     if !r.eval_only {
         let t = Instant::now();
         // Every rank prepares the same dataset in memory (deterministic, seconds); rank 0 writes it.
-        let ds = prepare_sequences(&sequences_file(r.data_dir)?, &cfg.data.prepare_options())?;
+        let mut ds = prepare_sequences(&sequences_file(r.data_dir)?, &cfg.data.prepare_options())?;
         if leader {
             write_dataset(&ds, &data_dir)?;
         }
+        // Checkpoints record it, so `onerec eval --checkpoint OUT/pre` needs no `--data`.
+        ds.dir = Some(data_dir.clone());
         clock.done("prepare", t);
 
         let t = Instant::now();

@@ -170,6 +170,11 @@ fn recipe_fuses_a_sasrec_item_table_as_the_collab_modality() {
     assert_eq!(outcome.evals[3].report.metrics, direct.metrics);
     let results = std::fs::read_to_string(out.join("results.md")).unwrap();
     assert_eq!(results.lines().filter(|l| l.starts_with("| sasrec |")).count(), 2, "{results}");
+    // Both checkpoints record the run's dataset, so eval needs no `--data`.
+    let (_, meta) = onerec::model::checkpoint::read_meta(&out.join("pre")).unwrap();
+    assert_eq!(meta.data_dir.as_deref(), Some(out.join("data").as_path()));
+    let sasrec_meta = onerec::baseline::sasrec::checkpoint::read_meta(&out.join("sasrec/best")).unwrap();
+    assert_eq!(sasrec_meta.data_dir.as_deref(), Some(out.join("data").as_path()));
     // Per-user ranks beside each report, paired user by user for `onerec compare`.
     let ours = onerec::eval::per_user::read_tsv(&out.join("test.users.tsv")).unwrap();
     let theirs = onerec::eval::per_user::read_tsv(&out.join("sasrec-test.users.tsv")).unwrap();
