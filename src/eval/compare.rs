@@ -143,13 +143,12 @@ fn buckets(pairs: &[(&UserRank, &UserRank)], fns: &[(String, usize, MetricFn)], 
     let mut edges: Vec<usize> = edges.to_vec();
     edges.sort_unstable();
     edges.dedup();
+    // Sorted and deduplicated, each edge is at least the previous one + 1: no empty range.
     let mut ranges: Vec<(usize, Option<usize>)> = Vec::new();
     let mut lo = 0;
     for &e in &edges {
-        if e >= lo {
-            ranges.push((lo, Some(e)));
-            lo = e + 1;
-        }
+        ranges.push((lo, Some(e)));
+        lo = e + 1;
     }
     ranges.push((lo, None));
     ranges
@@ -200,10 +199,9 @@ impl Comparison {
                 m.p_value
             );
         }
-        let max_k = self.max_k;
         s += &format!(
-            "\nTargets in only {name_a}'s top {max_k}: {}; in only {name_b}'s: {}.\n\n",
-            self.only_a, self.only_b
+            "\nTargets in only {name_a}'s top {}: {}; in only {name_b}'s: {}.\n\n",
+            self.max_k, self.only_a, self.only_b
         );
         let names: Vec<&str> =
             self.buckets.first().map(|b| b.metrics.iter().map(|m| m.0.as_str()).collect()).unwrap_or_default();
